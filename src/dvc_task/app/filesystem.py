@@ -1,0 +1,254 @@
+"""A Celery application whose broker and results live in a local folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from celery import Celery
+from kombu.message import Message
+from kombu.serialization import registry
+
+from dvc_task.app import broker, transport
+from dvc_task.utils import StrPath, remove, unc_path
+
+logger = logging.getLogger(__name__)
+
+
+def _content_type(serializer: str) -> str:
+    try:
+        return str(registry.name_to_type[serializer])
+    except KeyError:
+        raise ValueError(
+            f"unknown serializer {serializer!r}; use one Kombu knows, e.g. 'json'"
+        ) from None
+
+
+def _get_fs_config(
+    wdir: StrPath,
+    mkdir: bool = False,
+    task_serializer: str = "json",
+    result_serializer: str = "json",
+) -> dict[str, Any]:
+    """Celery configuration for a broker and result backend in ``wdir``.
+
+    With ``mkdir``, the folders are created (mode 0700).
+
+    Raises:
+        UnsafeFolderError: an existing folder is not private to its owner.
+        ValueError: an unknown serializer.
+    """
+    broker_path = os.path.join(os.fspath(wdir), "broker")
+    folders = broker.BrokerFolders(
+        inbox=Path(unc_path(os.path.join(broker_path, "in"))),
+        processed=Path(unc_path(os.path.join(broker_path, "processed"))),
+        control=Path(unc_path(os.path.join(broker_path, "control"))),
+        reserved=Path(unc_path(os.path.join(broker_path, "reserved"))),
+        quarantine=Path(unc_path(os.path.join(broker_path, "quarantine"))),
+        tmp=Path(unc_path(os.path.join(broker_path, "tmp"))),
+    )
+    result_path = Path(unc_path(os.path.join(os.fspath(wdir), "result")))
+    if mkdir:
+        folders.create()
+        _make_private_folder(result_path)
+    accept = sorted({_content_type(task_serializer)})
+    return {
+        "broker_url": f"{transport.ALIAS}://",
+        "broker_transport_options": {
+            "control_folder": str(folders.control),
+            "data_folder_in": str(folders.inbox),
+            "data_folder_out": str(folders.inbox),
+            "processed_folder": str(folders.processed),
+            "store_processed": True,
+            "reserved_folder": str(folders.reserved),
+            "quarantine_folder": str(folders.quarantine),
+            "tmp_folder": str(folders.tmp),
+            "accept_content_types": accept,
+        },
+        "result_backend": f"file://{result_path}",
+        "result_persistent": True,
+        "task_serializer": task_serializer,
+        "result_serializer": result_serializer,
+        "accept_content": [task_serializer],
+    }
+
+
+def _make_private_folder(path: Path) -> None:
+    try:
+        os.makedirs(path, mode=broker.FOLDER_MODE)
+    except FileExistsError:
+        broker.check_private(path)
+    else:
+        os.chmod(path, broker.FOLDER_MODE)
+
+
+def _expired(headers: dict[str, Any], now: float) -> bool:
+    expires = headers.get("expires")
+    if isinstance(expires, (int, float)) and not isinstance(expires, bool):
+        return 0 < expires <= now
+    if isinstance(expires, str):
+        try:
+            when = datetime.fromisoformat(expires)
+        except ValueError:
+            return False
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return when.timestamp() <= now
+    return False
+
+
+class FSApp(Celery):
+    """Celery application on a local folder: no broker server needed.
+
+    Messages go through the ``dvcfs://`` transport (see
+    :mod:`dvc_task.app.transport`) under ``<wdir>/broker`` and results to
+    Celery's filesystem backend under ``<wdir>/result``.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        wdir: StrPath | None = None,
+        mkdir: bool = False,
+        task_serializer: str = "json",
+        result_serializer: str = "json",
+        **kwargs: Any,
+    ) -> None:
+        """Create the app; positional and other keyword arguments go to Celery.
+
+        Arguments:
+            wdir: folder of the broker and results (default: current folder).
+            mkdir: create the folders (mode 0700) if they do not exist.
+            task_serializer: serializer of task messages (JSON by default).
+            result_serializer: serializer of results (JSON by default).
+
+        Raises:
+            UnsafeFolderError: an existing folder is not private to its owner.
+        """
+        super().__init__(*args, **kwargs)
+        self.wdir = os.fspath(wdir) if wdir else os.getcwd()
+        self.conf.update(
+            _get_fs_config(
+                self.wdir,
+                mkdir=mkdir,
+                task_serializer=task_serializer,
+                result_serializer=result_serializer,
+            )
+        )
+        logger.debug("Initialized dvcfs:// app in '%s'", self.wdir)
+        self._queued_paths: dict[str, Path] = {}
+        self._processed_paths: dict[str, Path] = {}
+
+    def __reduce_keys__(self) -> dict[str, Any]:
+        keys: dict[str, Any] = super().__reduce_keys__()
+        keys.update({"wdir": self.wdir})
+        return keys
+
+    @property
+    def broker_folders(self) -> broker.BrokerFolders:
+        """The folders of this app's queue."""
+        return broker.BrokerFolders.from_options(self.conf.broker_transport_options)
+
+    def _iter_paths(self, queued: bool) -> Iterator[Path]:
+        folders = self.broker_folders
+        base = folders.inbox if queued else folders.processed
+        paths = [base / name for name in broker.list_messages(base)]
+        # Claims of a live worker count as taken; those of a dead one will
+        # return to the queue, so they still count as queued.
+        for owner in broker.iter_owners(folders):
+            if broker.owner_alive(owner) != queued:
+                paths.extend(owner / name for name in broker.list_messages(owner))
+        paths.sort(key=lambda path: broker.sort_key(path.name))
+        return iter(paths)
+
+    def _iter_messages(
+        self, queued: bool, cache: dict[str, Path], queue: str | None
+    ) -> Iterator[Message]:
+        folders = self.broker_folders
+        accept = frozenset(self.conf.broker_transport_options["accept_content_types"])
+        with self.connection_for_read() as conn, conn.channel() as channel:
+            for path in self._iter_paths(queued):
+                payload = broker.load_message(folders, path, accept)
+                if payload is None:
+                    continue
+                msg = channel.Message(payload, channel=channel)
+                cache[msg.delivery_tag] = path
+                if queue is None or msg.delivery_info.get("routing_key") == queue:
+                    yield msg
+
+    def iter_queued(self, queue: str | None = None) -> Iterator[Message]:
+        """Messages waiting in ``queue`` (default queue if None), oldest first."""
+        yield from self._iter_messages(
+            True, self._queued_paths, queue or self.conf.task_default_queue
+        )
+
+    def iter_processed(self, queue: str | None = None) -> Iterator[Message]:
+        """Messages of ``queue`` taken by a worker (running, or finished)."""
+        yield from self._iter_messages(
+            False, self._processed_paths, queue or self.conf.task_default_queue
+        )
+
+    @staticmethod
+    def _delete_msg(
+        delivery_tag: str, messages: Callable[[], Iterable[Message]], cache: dict[str, Path]
+    ) -> None:
+        path = cache.pop(delivery_tag, None)
+        if path is None or not path.exists():
+            for msg in messages():
+                if msg.delivery_tag == delivery_tag:
+                    path = cache.pop(delivery_tag)
+                    break
+            else:
+                raise ValueError(f"Message '{delivery_tag}' not found")
+        remove(path)
+
+    def reject(self, delivery_tag: str) -> None:
+        """Delete a queued message without a worker (no requeue).
+
+        Raises:
+            ValueError: no queued message has that delivery tag.
+        """
+        self._delete_msg(delivery_tag, lambda: self.iter_queued(), self._queued_paths)
+
+    def purge(self, delivery_tag: str) -> None:
+        """Delete a processed message.
+
+        Raises:
+            ValueError: no processed message has that delivery tag.
+        """
+        self._delete_msg(
+            delivery_tag, lambda: self.iter_processed(), self._processed_paths
+        )
+
+    def _gc(self, exclude: Iterable[str] = ()) -> None:
+        """Delete expired messages of every queue but those in ``exclude``."""
+        keep = set(exclude)
+        now = datetime.now(timezone.utc).timestamp()
+        for queued in (True, False):
+            cache = self._queued_paths if queued else self._processed_paths
+            for msg in list(self._iter_messages(queued, cache, None)):
+                if msg.delivery_info.get("routing_key") in keep:
+                    continue
+                ticket = not queued and msg.headers.get("ticket")
+                if ticket or _expired(msg.headers, now):
+                    remove(cache.pop(msg.delivery_tag))
+
+    def _clean_pidbox(self, exchange: str) -> None:
+        """Delete queued broadcast replies sent through ``exchange``."""
+        for msg in list(self._iter_messages(True, self._queued_paths, None)):
+            if msg.delivery_info.get("exchange") == exchange:
+                remove(self._queued_paths.pop(msg.delivery_tag))
+
+    def clean(self) -> None:
+        """Tidy the broker folder after the workers have stopped.
+
+        Returns claims of dead workers to the queue, deletes expired messages
+        of queues other than the default one, and stale broadcast replies.
+        """
+        broker.recover_abandoned(self.broker_folders)
+        self._gc(exclude=[self.conf.task_default_queue])
+        self._clean_pidbox(f"reply.{self.conf.task_default_queue}.pidbox")

@@ -1,0 +1,89 @@
+"""File system helpers that dvc-task and its callers share."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import stat
+from typing import Any, Callable, Union
+
+logger = logging.getLogger(__name__)
+
+StrPath = Union[str, "os.PathLike[str]"]
+
+
+def _make_writable_and_retry(
+    func: Callable[[str], Any], path: str, _exc: object
+) -> None:
+    # Read-only entries (e.g. git objects) cannot be unlinked on every
+    # platform; grant write permission and try once more.
+    try:
+        os.chmod(path, os.lstat(path).st_mode | stat.S_IWRITE)
+    except FileNotFoundError:
+        return
+    except PermissionError:
+        pass
+    try:
+        func(path)
+    except FileNotFoundError:
+        pass
+
+
+def remove(path: StrPath) -> None:
+    """Remove a file or a whole tree; read-only entries too, a missing path is fine.
+
+    Raises:
+        OSError: when the path exists but cannot be removed.
+    """
+    path = os.fspath(path)
+    logger.debug("Removing '%s'", path)
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, onerror=_make_writable_and_retry)
+        else:
+            try:
+                os.unlink(path)
+            except PermissionError:
+                _make_writable_and_retry(os.unlink, path, None)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
+
+
+def makedirs(path: StrPath, exist_ok: bool = False, mode: int | None = None) -> None:
+    """Create a folder and its missing parents.
+
+    With ``mode``, every folder created gets exactly that mode (the umask does
+    not apply, so set-group-id and similar bits are kept); existing parents are
+    left as they are.
+
+    Raises:
+        FileExistsError: if the folder exists and ``exist_ok`` is false.
+    """
+    path = os.fspath(path)
+    if mode is None:
+        os.makedirs(path, exist_ok=exist_ok)
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        makedirs(parent, exist_ok=True, mode=mode)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not exist_ok or not os.path.isdir(path):
+            raise
+        return
+    os.chmod(path, mode)
+
+
+def unc_path(path: StrPath) -> str:
+    """Return the absolute path, in UNC form on Windows (as Kombu URLs need)."""
+    path = os.path.abspath(os.fspath(path))
+    if os.name != "nt":
+        return path
+    drive, tail = os.path.splitdrive(path)
+    if drive.endswith(":"):
+        return f"\\\\?\\{drive}{tail}"
+    return f"{drive}{tail}"

@@ -1,0 +1,206 @@
+"""A Celery worker that runs until its queue has been empty for a while."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from celery.utils.nodenames import default_nodename
+from celery.worker import state as worker_state
+
+from dvc_task.app.filesystem import FSApp
+
+logger = logging.getLogger(__name__)
+
+#: How often the monitor looks at the worker (seconds).
+MONITOR_INTERVAL_S = 0.05
+_FLAGS = ("without_heartbeat", "without_mingle", "without_gossip")
+_NAME_FORBIDDEN = ("/", "\\", "\0")
+
+
+def _check_name(name: str) -> None:
+    if not name or name in (".", "..") or any(c in name for c in _NAME_FORBIDDEN):
+        raise ValueError(
+            f"invalid worker name {name!r}: use a non-empty name without "
+            "'/', '\\' or NUL characters"
+        )
+
+
+@contextmanager
+def _worker_lock(path: Path) -> Iterator[bool]:
+    """Hold an OS lock on ``path``; yields False if another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield True
+    finally:
+        os.close(fd)
+
+
+class TemporaryWorker:
+    """A worker that shuts itself down once its queue has stayed empty.
+
+    Empty means: nothing queued, nothing claimed, prefetched or scheduled
+    (ETA/countdown) by this worker, and nothing running.
+    """
+
+    def __init__(self, app: Celery, timeout: float = 60, **config: Any) -> None:
+        """Prepare a worker for ``app``.
+
+        Arguments:
+            app: the Celery application (an FSApp or any Celery app).
+            timeout: seconds the queue must stay empty before the worker exits.
+            config: worker settings: ``loglevel, hostname, pool, concurrency,
+                prefetch_multiplier, without_heartbeat, without_mingle,
+                without_gossip, task_events``.
+        """
+        self.app = app
+        self.timeout = timeout
+        self.config = config
+        self._worker: Any = None
+        self._stopped = threading.Event()
+
+    def ping(self, name: str, timeout: float = 1.0) -> list[dict[str, Any]] | None:
+        """Replies of worker ``name`` to a broadcast ping (None or empty if none)."""
+        replies: list[dict[str, Any]] | None = self.app.control.ping(
+            destination=[default_nodename(name)], timeout=timeout
+        )
+        return replies
+
+    def _worker_options(self, nodename: str) -> dict[str, Any]:
+        config = self.config
+        options: dict[str, Any] = {
+            "hostname": nodename,
+            "loglevel": config.get("loglevel") or "INFO",
+        }
+        if config.get("pool"):
+            options["pool_cls"] = config["pool"]
+        for key in ("concurrency", "prefetch_multiplier"):
+            if config.get(key):
+                options[key] = int(config[key])
+        for key in _FLAGS:
+            if config.get(key):
+                options[key] = True
+        if config.get("task_events"):
+            options["task_events"] = True
+        return options
+
+    def _lock_path(self, nodename: str) -> Path | None:
+        if not isinstance(self.app, FSApp):
+            return None
+        return self.app.broker_folders.inbox.parent / f"worker-{nodename}.lock"
+
+    def start(self, name: str, fsapp_clean: bool = False) -> None:
+        """Run worker ``name`` in this thread until its queue stays empty.
+
+        Returns at once, with a log line, if a worker of that name already
+        runs on this queue. With ``fsapp_clean``, ``app.clean()`` is called
+        after the worker stopped.
+
+        Raises:
+            ValueError: for a name that cannot be a file name.
+        """
+        _check_name(name)
+        nodename = default_nodename(name)
+        lock_path = self._lock_path(nodename)
+        if lock_path is None:
+            if self.ping(name):
+                logger.info("worker '%s' is already running", nodename)
+                return
+            self._run(nodename, fsapp_clean)
+            return
+        with _worker_lock(lock_path) as locked:
+            if not locked:
+                logger.info("worker '%s' is already running", nodename)
+                return
+            self._run(nodename, fsapp_clean)
+
+    def _run(self, nodename: str, fsapp_clean: bool) -> None:
+        self._stopped.clear()
+        self._worker = self.app.Worker(**self._worker_options(nodename))
+        monitor = threading.Thread(
+            target=self.monitor, args=(nodename,), daemon=True, name="dvc-task-monitor"
+        )
+        monitor.start()
+        try:
+            self._worker.start()
+        finally:
+            self._stopped.set()
+            monitor.join()
+            self._worker = None
+        if fsapp_clean and isinstance(self.app, FSApp):
+            logger.info("cleaning up FSApp broker")
+            self.app.clean()
+        logger.info("worker '%s' done", nodename)
+
+    def _consumer(self) -> Any:
+        worker = self._worker
+        return getattr(worker, "consumer", None) if worker is not None else None
+
+    def _queued(self, consumer: Any) -> int:
+        task_consumer = getattr(consumer, "task_consumer", None)
+        if task_consumer is None:
+            return 1  # not consuming yet: count as busy
+        total = 0
+        with self.app.connection_for_read() as conn:
+            channel = conn.default_channel
+            for queue in task_consumer.queues:
+                total += queue.bind(channel).queue_declare(passive=True).message_count
+        return total
+
+    def _busy(self) -> bool:
+        """Whether anything is queued, reserved, scheduled or running."""
+        if worker_state.active_requests or worker_state.reserved_requests:
+            return True
+        consumer = self._consumer()
+        if consumer is None:
+            return True
+        channel = getattr(getattr(consumer, "task_consumer", None), "channel", None)
+        qos = getattr(channel, "_qos", None)
+        if qos is not None and set(qos._delivered) - qos._dirty:
+            return True
+        return self._queued(consumer) > 0
+
+    def monitor(self, name: str) -> None:
+        """Watch the worker from inside its process; stop it once idle."""
+        logger.debug("monitor: watching worker '%s'", name)
+        idle_since: float | None = None
+        while not self._stopped.wait(MONITOR_INTERVAL_S):
+            try:
+                busy = self._busy()
+            except Exception:  # noqa: BLE001 - the monitor must outlive a bad poll
+                logger.exception("monitor: could not inspect the queue")
+                busy = True
+            now = time.monotonic()
+            if busy:
+                idle_since = None
+                continue
+            if idle_since is None:
+                idle_since = now
+            elif now - idle_since >= self.timeout:
+                logger.info("monitor: queue empty for %ss, shutting down", self.timeout)
+                self._shutdown()
+                return
+
+    def _shutdown(self) -> None:
+        worker_state.should_stop = 0
+        consumer = self._consumer()
+        connection = getattr(consumer, "connection", None)
+        wake = getattr(getattr(connection, "transport", None), "wake", None)
+        if callable(wake):
+            wake()
+
