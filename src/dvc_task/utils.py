@@ -36,6 +36,7 @@ def remove(path: StrPath) -> None:
 
     Raises:
         OSError: when the path exists but cannot be removed.
+
     """
     path = os.fspath(path)
     logger.debug("Removing '%s'", path)
@@ -61,6 +62,7 @@ def makedirs(path: StrPath, exist_ok: bool = False, mode: int | None = None) -> 
 
     Raises:
         FileExistsError: if the folder exists and ``exist_ok`` is false.
+
     """
     path = os.fspath(path)
     if mode is None:

@@ -105,6 +105,7 @@ class BrokerFolders:
 
         Raises:
             UnsafeFolderError: a folder exists but others may write to it.
+
         """
         for path in self.all():
             try:
@@ -120,6 +121,7 @@ def check_private(path: Path) -> None:
 
     Raises:
         UnsafeFolderError: with what is wrong and how to fix it.
+
     """
     st = os.stat(path)
     if not stat.S_ISDIR(st.st_mode):
@@ -158,6 +160,7 @@ def check_queue_name(queue: str) -> None:
 
     Raises:
         ValueError: for an empty name or one with a path separator or NUL.
+
     """
     if not queue or any(c in queue for c in ("/", "\\", "\0")) or queue in (".", ".."):
         raise ValueError(
@@ -208,6 +211,7 @@ def write_message(
         ValueError: for a bad queue name.
         OSError: if the message cannot be written (e.g. the disk is full);
             nothing is left behind then.
+
     """
     data = dumps(payload).encode("utf-8")
     name = message_name(queue)
@@ -228,6 +232,7 @@ def write_private_file(path: Path, data: bytes, fsync: bool = True) -> None:
 
     Raises:
         OSError: the file exists already or could not be written.
+
     """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
@@ -259,6 +264,7 @@ def read_message(path: Path) -> bytes:
     Raises:
         FileNotFoundError: the file is gone (taken by someone else).
         BlockingIOError: a dvc-task 0.40 producer is still writing it.
+
     """
     with open(path, "rb") as fobj:
         # 0.40 producers write in place under an exclusive lock; ours rename
@@ -270,11 +276,14 @@ def read_message(path: Path) -> bytes:
             fcntl.flock(fobj.fileno(), fcntl.LOCK_UN)
 
 
-def parse_message(data: bytes, accept: frozenset[str] = DEFAULT_ACCEPT) -> dict[str, Any]:
+def parse_message(
+    data: bytes, accept: frozenset[str] = DEFAULT_ACCEPT
+) -> dict[str, Any]:
     """Decode a message file into a Kombu payload.
 
     Raises:
         BadMessageError: the file can never be delivered; says why.
+
     """
     if not data.strip():
         raise BadMessageError("the file is empty")
@@ -320,8 +329,13 @@ def _check_body(body: Any, encoding: Any) -> None:
         raise BadMessageError("'body' is not valid base64") from None
 
 
-def quarantine(folders: BrokerFolders, path: Path, reason: str) -> Path | None:
-    """Move a bad message file aside and log why; None if it was gone already."""
+def quarantine(
+    folders: BrokerFolders, path: Path, reason: str, origin: Path | None = None
+) -> Path | None:
+    """Move a bad message file aside and log why; None if it was gone already.
+
+    ``origin`` is where the file was found, if it was claimed from there.
+    """
     _ensure_folder(folders.quarantine)
     target = folders.quarantine / path.name
     if target.exists():
@@ -330,31 +344,37 @@ def quarantine(folders: BrokerFolders, path: Path, reason: str) -> Path | None:
         os.rename(path, target)
     except FileNotFoundError:
         return None
-    logger.warning("Quarantined message file '%s' as '%s': %s", path, target, reason)
+    logger.warning(
+        "Quarantined message file '%s' as '%s': %s", origin or path, target, reason
+    )
     return target
 
 
 def load_message(
-    folders: BrokerFolders, path: Path, accept: frozenset[str] = DEFAULT_ACCEPT
+    folders: BrokerFolders,
+    path: Path,
+    accept: frozenset[str] = DEFAULT_ACCEPT,
+    origin: Path | None = None,
 ) -> dict[str, Any] | None:
     """Read and check one message file; quarantine it if it is bad.
 
     Returns None, without raising, when the file is gone, still being written
-    by a 0.40 producer, or was quarantined.
+    by a 0.40 producer, or was quarantined. ``origin`` is where the file was
+    found, if it was claimed from there.
     """
     try:
         data = read_message(path)
     except (FileNotFoundError, BlockingIOError):
         return None
     except OSError as exc:
-        quarantine(folders, path, f"unreadable ({exc})")
+        quarantine(folders, path, f"unreadable ({exc})", origin)
         return None
     try:
         return parse_message(data, accept)
     except BadMessageError as exc:
         if not data and _age(path) < EMPTY_GRACE_S:
             return None
-        quarantine(folders, path, str(exc))
+        quarantine(folders, path, str(exc), origin)
         return None
 
 
@@ -481,6 +501,21 @@ def iter_owners(folders: BrokerFolders) -> Iterator[Path]:
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
             yield Path(entry.path)
+
+
+def message_paths(folders: BrokerFolders, queued: bool) -> list[Path]:
+    """Message files waiting (``queued``) or taken, in delivery order.
+
+    Waiting: in ``in/``, or claimed by a dead consumer (they will return to
+    the queue). Taken: in ``processed/``, or claimed by a live consumer.
+    """
+    base = folders.inbox if queued else folders.processed
+    paths = [base / name for name in list_messages(base)]
+    for owner in iter_owners(folders):
+        if owner_alive(owner) != queued:
+            paths.extend(owner / name for name in list_messages(owner))
+    paths.sort(key=lambda path: sort_key(path.name))
+    return paths
 
 
 def recover_abandoned(folders: BrokerFolders) -> int:

@@ -41,6 +41,7 @@ def _get_fs_config(
     Raises:
         UnsafeFolderError: an existing folder is not private to its owner.
         ValueError: an unknown serializer.
+
     """
     broker_path = os.path.join(os.fspath(wdir), "broker")
     folders = broker.BrokerFolders(
@@ -53,6 +54,7 @@ def _get_fs_config(
     )
     result_path = Path(unc_path(os.path.join(os.fspath(wdir), "result")))
     if mkdir:
+        _make_private_folder(Path(unc_path(broker_path)))
         folders.create()
         _make_private_folder(result_path)
     accept = sorted({_content_type(task_serializer)})
@@ -128,6 +130,7 @@ class FSApp(Celery):
 
         Raises:
             UnsafeFolderError: an existing folder is not private to its owner.
+
         """
         super().__init__(*args, **kwargs)
         self.wdir = os.fspath(wdir) if wdir else os.getcwd()
@@ -153,25 +156,13 @@ class FSApp(Celery):
         """The folders of this app's queue."""
         return broker.BrokerFolders.from_options(self.conf.broker_transport_options)
 
-    def _iter_paths(self, queued: bool) -> Iterator[Path]:
-        folders = self.broker_folders
-        base = folders.inbox if queued else folders.processed
-        paths = [base / name for name in broker.list_messages(base)]
-        # Claims of a live worker count as taken; those of a dead one will
-        # return to the queue, so they still count as queued.
-        for owner in broker.iter_owners(folders):
-            if broker.owner_alive(owner) != queued:
-                paths.extend(owner / name for name in broker.list_messages(owner))
-        paths.sort(key=lambda path: broker.sort_key(path.name))
-        return iter(paths)
-
     def _iter_messages(
         self, queued: bool, cache: dict[str, Path], queue: str | None
     ) -> Iterator[Message]:
         folders = self.broker_folders
         accept = frozenset(self.conf.broker_transport_options["accept_content_types"])
         with self.connection_for_read() as conn, conn.channel() as channel:
-            for path in self._iter_paths(queued):
+            for path in broker.message_paths(folders, queued):
                 payload = broker.load_message(folders, path, accept)
                 if payload is None:
                     continue
@@ -194,7 +185,9 @@ class FSApp(Celery):
 
     @staticmethod
     def _delete_msg(
-        delivery_tag: str, messages: Callable[[], Iterable[Message]], cache: dict[str, Path]
+        delivery_tag: str,
+        messages: Callable[[], Iterable[Message]],
+        cache: dict[str, Path],
     ) -> None:
         path = cache.pop(delivery_tag, None)
         if path is None or not path.exists():
@@ -211,18 +204,18 @@ class FSApp(Celery):
 
         Raises:
             ValueError: no queued message has that delivery tag.
+
         """
-        self._delete_msg(delivery_tag, lambda: self.iter_queued(), self._queued_paths)
+        self._delete_msg(delivery_tag, self.iter_queued, self._queued_paths)
 
     def purge(self, delivery_tag: str) -> None:
         """Delete a processed message.
 
         Raises:
             ValueError: no processed message has that delivery tag.
+
         """
-        self._delete_msg(
-            delivery_tag, lambda: self.iter_processed(), self._processed_paths
-        )
+        self._delete_msg(delivery_tag, self.iter_processed, self._processed_paths)
 
     def _gc(self, exclude: Iterable[str] = ()) -> None:
         """Delete expired messages of every queue but those in ``exclude``."""

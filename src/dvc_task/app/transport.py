@@ -14,8 +14,8 @@ acknowledgement path, because the stock transport:
   claims return to ``in/``;
 - re-lists and sorts the whole folder for every message and sleeps a second
   between polls; we keep the sorted listing in memory, re-list only when the
-  folder's mtime says it changed, and poll with a cheap ``stat`` every few
-  milliseconds.
+  folder's mtime says it changed, and while idle only ``stat`` the folder
+  every few milliseconds.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 from collections import defaultdict, deque
 from pathlib import Path
@@ -34,18 +33,15 @@ from kombu.exceptions import ChannelError
 from kombu.transport import TRANSPORT_ALIASES, filesystem, virtual
 
 from dvc_task.app import broker
+from dvc_task.app.watch import FolderWaiter, FolderWatch
 from dvc_task.exceptions import DvcTaskError
 
 logger = logging.getLogger(__name__)
 
 ALIAS = "dvcfs"
-#: Re-list at least this often even if the folder's mtime did not change.
-SAFETY_RELIST_S = 1.0
-#: Look for dead consumers' claims this often while polling.
-RECOVERY_INTERVAL_S = 1.0
-#: A folder mtime this close to now may hide a second change in the same
-#: clock tick, so the folder is re-listed until it is older.
-RECENT_MTIME_NS = 50_000_000
+#: Poll the queues at least this often even if the folder did not change
+#: (this also returns dead consumers' claims to the queue).
+SAFETY_POLL_S = 1.0
 #: Shortest gap between two listings; the real gap grows with listing cost.
 MIN_RELIST_GAP_S = 0.002
 #: Listings may take at most 1/this of the time while the folder churns.
@@ -56,13 +52,14 @@ class QueueWriteError(DvcTaskError, OSError):
     """A message could not be written to the queue folder; nothing was queued."""
 
 
-class QoS(virtual.QoS):  # type: ignore[misc]
+class QoS(virtual.QoS):
     """Acks move the claimed file to ``processed/``; restores move it back."""
 
     def ack(self, delivery_tag: str) -> None:
         """Finish with a message: it moves from ``reserved/`` to ``processed/``."""
         self.channel._settle(delivery_tag)
         super().ack(delivery_tag)
+        self._room_freed()
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         """Requeue a message under its own name, or finish with it."""
@@ -71,9 +68,17 @@ class QoS(virtual.QoS):  # type: ignore[misc]
         else:
             self.channel._settle(delivery_tag)
         super().reject(delivery_tag, requeue=False)
+        self._room_freed()
+
+    def _room_freed(self) -> None:
+        # A prefetch slot is free again: an idle drain should look for work
+        # now rather than at its next safety poll.
+        poke = getattr(self.channel.connection, "poke", None)
+        if poke is not None:
+            poke()
 
 
-class Channel(filesystem.Channel):  # type: ignore[misc]
+class Channel(filesystem.Channel):
     """Filesystem channel with atomic publish, claims and cheap polling."""
 
     QoS = QoS
@@ -82,12 +87,16 @@ class Channel(filesystem.Channel):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         options = self.transport_options
         self.folders = broker.BrokerFolders.from_options(options)
-        self.accept = frozenset(options.get("accept_content_types", broker.DEFAULT_ACCEPT))
+        self.accept = frozenset(
+            options.get("accept_content_types", broker.DEFAULT_ACCEPT)
+        )
         self.fsync = bool(options.get("fsync", True))
         self._buffers: dict[str, deque[str]] = {}
-        self._seen_mtime: int | None = None
+        self._watch = FolderWatch(self.folders.inbox)
         self._listed_at = float("-inf")
         self._next_relist = 0.0
+        #: When a listing held back by the rate limit may run (None: none is).
+        self.relist_due: float | None = None
         self._next_recovery = 0.0
         self._reservation: broker.Reservation | None = None
         self._claimed: dict[str, Path] = {}
@@ -95,7 +104,9 @@ class Channel(filesystem.Channel):  # type: ignore[misc]
 
     # --- publishing --------------------------------------------------------
 
-    def _put(self, queue: str, payload: dict[str, Any], **kwargs: Any) -> None:
+    def _put(  # type: ignore[override]  # Kombu's two bases name it differently
+        self, queue: str, payload: dict[str, Any], **kwargs: Any
+    ) -> None:
         """Write the message to ``tmp/`` and rename it into ``in/``."""
         try:
             broker.write_message(self.folders, queue, payload, fsync=self.fsync)
@@ -115,6 +126,7 @@ class Channel(filesystem.Channel):  # type: ignore[misc]
 
         Raises:
             Empty: no message is waiting.
+
         """
         self._maybe_recover()
         while True:
@@ -135,15 +147,10 @@ class Channel(filesystem.Channel):  # type: ignore[misc]
         """Refresh the in-memory listing of ``in/`` if it may have changed."""
         now = time.monotonic()
         if now < self._next_relist:
+            self.relist_due = self._next_relist
             return False
-        try:
-            mtime = os.stat(self.folders.inbox).st_mtime_ns
-        except FileNotFoundError:
-            mtime = None
-        unchanged = mtime == self._seen_mtime and (
-            mtime is None or abs(time.time_ns() - mtime) > RECENT_MTIME_NS
-        )
-        if unchanged and now - self._listed_at < SAFETY_RELIST_S:
+        self.relist_due = None
+        if not self._watch.changed() and now - self._listed_at < SAFETY_POLL_S:
             return False
         buffers: dict[str, deque[str]] = defaultdict(deque)
         for name in broker.list_messages(self.folders.inbox):
@@ -152,9 +159,9 @@ class Channel(filesystem.Channel):  # type: ignore[misc]
                 buffers[queue].append(name)
         done = time.monotonic()
         self._buffers = buffers
-        self._seen_mtime = mtime
         self._listed_at = done
-        self._next_relist = done + max(MIN_RELIST_GAP_S, (done - now) * RELIST_COST_FACTOR)
+        gap = max(MIN_RELIST_GAP_S, (done - now) * RELIST_COST_FACTOR)
+        self._next_relist = done + gap
         return True
 
     def _take(self, queue: str, name: str) -> dict[str, Any] | None:
@@ -162,7 +169,9 @@ class Channel(filesystem.Channel):  # type: ignore[misc]
         path = reservation.claim(name)
         if path is None:
             return None
-        payload = broker.load_message(self.folders, path, self.accept)
+        payload = broker.load_message(
+            self.folders, path, self.accept, origin=self.folders.inbox / name
+        )
         if payload is None:
             if path.exists():
                 # Still being written by a 0.40 producer: try again later.
@@ -183,13 +192,18 @@ class Channel(filesystem.Channel):  # type: ignore[misc]
     def _maybe_recover(self) -> None:
         now = time.monotonic()
         if now >= self._next_recovery:
-            self._next_recovery = now + RECOVERY_INTERVAL_S
+            self._next_recovery = now + SAFETY_POLL_S
             broker.recover_abandoned(self.folders)
 
     def basic_consume(
-        self, queue: str, no_ack: bool, callback: Callable[..., Any], consumer_tag: str, **kwargs: Any
+        self,
+        queue: str,
+        no_ack: bool,
+        callback: Callable[..., Any],
+        consumer_tag: str,
+        **kwargs: Any,
     ) -> Any:
-        """Consume from ``queue``; unacked consumers' messages are deleted on receipt."""
+        """Consume from ``queue``; with ``no_ack`` a message is deleted on receipt."""
         if no_ack:
             self._no_ack_queues.add(queue)
         return super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
@@ -211,9 +225,9 @@ class Channel(filesystem.Channel):  # type: ignore[misc]
     def _settle(self, delivery_tag: str, keep: bool | None = None) -> None:
         path = self._claimed.pop(delivery_tag, None)
         if path is not None:
-            broker.settle(
-                self.folders, path, keep=self.store_processed if keep is None else keep
-            )
+            if keep is None:
+                keep = self.store_processed
+            broker.settle(self.folders, path, keep=keep)
 
     def _restore_claimed(self, delivery_tag: str) -> None:
         path = self._claimed.pop(delivery_tag, None)
@@ -237,14 +251,15 @@ class Channel(filesystem.Channel):  # type: ignore[misc]
     # --- inspection --------------------------------------------------------
 
     def _size(self, queue: str) -> int:
-        """Number of messages waiting in ``queue``."""
+        """Return how many messages are waiting in ``queue``."""
         return sum(
-            1 for name in broker.list_messages(self.folders.inbox)
+            1
+            for name in broker.list_messages(self.folders.inbox)
             if broker.queue_of(name) == queue
         )
 
     def _purge(self, queue: str) -> int:
-        """Delete the waiting messages of ``queue``; how many were deleted."""
+        """Delete the waiting messages of ``queue``; return how many."""
         count = 0
         for name in broker.list_messages(self.folders.inbox):
             if broker.queue_of(name) != queue:
@@ -258,19 +273,21 @@ class Channel(filesystem.Channel):  # type: ignore[misc]
         return count
 
 
-class Transport(filesystem.Transport):  # type: ignore[misc]
+class Transport(filesystem.Transport):
     """Kombu transport ``dvcfs://``: see the module docstring."""
 
     Channel = Channel
     global_state = virtual.BrokerState()
-    #: Seconds between two cheap polls of an idle queue.
+    #: Seconds between two ``stat`` calls on the folder of an idle queue.
     polling_interval = 0.005
     driver_type = "filesystem"
     driver_name = ALIAS
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
-        self._wakeup = threading.Event()
+        self._inbox = broker.BrokerFolders.from_options(client.transport_options).inbox
+        self._waiter: FolderWaiter | None = None
+        self._interrupted = False
 
     @property
     def default_connection_params(self) -> dict[str, Any]:
@@ -279,26 +296,58 @@ class Transport(filesystem.Transport):  # type: ignore[misc]
 
     def wake(self) -> None:
         """Make a blocked :meth:`drain_events` return now (as a timeout)."""
-        self._wakeup.set()
+        self._interrupted = True
+        self.poke()
 
-    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
-        """Deliver one message, polling cheaply; raise ``socket.timeout`` if none.
+    def poke(self) -> None:
+        """Make a blocked :meth:`drain_events` look for messages now."""
+        if self._waiter is not None:
+            self._waiter.poke()
 
-        Returns early, as a timeout, when :meth:`wake` is called.
+    def drain_events(  # type: ignore[override]  # Kombu's base takes **kwargs only
+        self, connection: Any, timeout: float | None = None
+    ) -> None:
+        """Deliver one message; raise ``socket.timeout`` if none came in time.
+
+        While idle it blocks until the queue folder gets a new file (see
+        :mod:`.watch`), an ack frees room for prefetching, or the safety poll
+        is due. Returns early, as a timeout, when :meth:`wake` is called.
         """
         start = time.monotonic()
         while True:
             try:
-                self.cycle.get(self._deliver, timeout=timeout)
+                self.cycle.get(self._deliver, timeout=timeout)  # type: ignore[union-attr]
                 return
             except Empty:
                 pass
-            if self._wakeup.is_set():
-                self._wakeup.clear()
-                raise socket.timeout()
-            if timeout is not None and time.monotonic() - start >= timeout:
-                raise socket.timeout()
-            self._wakeup.wait(self.polling_interval)
+            self._idle_until_change(start, timeout)
+
+    def _idle_until_change(self, start: float, timeout: float | None) -> None:
+        if self._waiter is None:
+            self._waiter = FolderWaiter(self._inbox, self.polling_interval)
+        deadline = time.monotonic() + SAFETY_POLL_S
+        for channel in self.channels:
+            due = getattr(channel, "relist_due", None)
+            if due is not None:
+                deadline = min(deadline, due)
+        if timeout is not None:
+            deadline = min(deadline, start + timeout)
+        while not self._interrupted:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._waiter.wait(left):
+                break
+        if self._interrupted or (
+            timeout is not None and time.monotonic() - start >= timeout
+        ):
+            self._interrupted = False
+            raise socket.timeout()
+
+    def close_connection(self, connection: Any) -> None:
+        """Close the channels and stop watching the folder."""
+        super().close_connection(connection)
+        if self._waiter is not None:
+            self._waiter.close()
+            self._waiter = None
 
 
 TRANSPORT_ALIASES.setdefault(ALIAS, f"{__name__}:Transport")

@@ -16,12 +16,13 @@ from celery import Celery
 from celery.utils.nodenames import default_nodename
 from celery.worker import state as worker_state
 
+from dvc_task.app import broker
 from dvc_task.app.filesystem import FSApp
 
 logger = logging.getLogger(__name__)
 
 #: How often the monitor looks at the worker (seconds).
-MONITOR_INTERVAL_S = 0.05
+MONITOR_INTERVAL_S = 0.1
 _FLAGS = ("without_heartbeat", "without_mingle", "without_gossip")
 _NAME_FORBIDDEN = ("/", "\\", "\0")
 
@@ -67,6 +68,7 @@ class TemporaryWorker:
             config: worker settings: ``loglevel, hostname, pool, concurrency,
                 prefetch_multiplier, without_heartbeat, without_mingle,
                 without_gossip, task_events``.
+
         """
         self.app = app
         self.timeout = timeout
@@ -113,6 +115,7 @@ class TemporaryWorker:
 
         Raises:
             ValueError: for a name that cannot be a file name.
+
         """
         _check_name(name)
         nodename = default_nodename(name)
@@ -155,6 +158,14 @@ class TemporaryWorker:
         task_consumer = getattr(consumer, "task_consumer", None)
         if task_consumer is None:
             return 1  # not consuming yet: count as busy
+        if isinstance(self.app, FSApp):
+            # Read the folder directly: cheap enough to ask many times a second.
+            names = {queue.name for queue in task_consumer.queues}
+            return sum(
+                1
+                for path in broker.message_paths(self.app.broker_folders, queued=True)
+                if broker.queue_of(path.name) in names
+            )
         total = 0
         with self.app.connection_for_read() as conn:
             channel = conn.default_channel
@@ -182,7 +193,7 @@ class TemporaryWorker:
         while not self._stopped.wait(MONITOR_INTERVAL_S):
             try:
                 busy = self._busy()
-            except Exception:  # noqa: BLE001 - the monitor must outlive a bad poll
+            except Exception:
                 logger.exception("monitor: could not inspect the queue")
                 busy = True
             now = time.monotonic()
@@ -201,6 +212,10 @@ class TemporaryWorker:
         consumer = self._consumer()
         connection = getattr(consumer, "connection", None)
         wake = getattr(getattr(connection, "transport", None), "wake", None)
-        if callable(wake):
+        if not callable(wake):
+            return
+        # Celery's blocking loop drains once more after it saw the stop flag,
+        # so keep waking the transport until the worker has returned.
+        wake()
+        while not self._stopped.wait(MONITOR_INTERVAL_S):
             wake()
-

@@ -1,0 +1,166 @@
+"""Noticing that a queue folder changed: inotify where there is one, else ``stat``.
+
+The operating-system specific part of the transport lives here. An idle
+worker blocks in :meth:`FolderWaiter.wait`: on Linux that is a ``select`` on
+an inotify descriptor (no wake-ups at all while nothing happens); elsewhere,
+or when inotify is unavailable (e.g. its per-user limit is reached), it
+``stat``s the folder every few milliseconds and compares mtimes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import select
+import sys
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+#: A folder mtime this close to now may hide a second change in the same
+#: clock tick, so the folder counts as changed until it is older.
+RECENT_MTIME_NS = 50_000_000
+
+# From <sys/inotify.h>: a file was written and closed, moved in, or created.
+_IN_CLOSE_WRITE = 0x00000008
+_IN_MOVED_TO = 0x00000080
+_IN_CREATE = 0x00000100
+_WATCH_MASK = _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
+
+
+class FolderWatch:
+    """Tells, with one ``stat``, whether a folder may have changed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: object = object()
+
+    def changed(self) -> bool:
+        """Whether the folder may have changed since the last call.
+
+        A folder's mtime only has the resolution of the kernel's clock tick,
+        so a second change within the tick of the last one would not show:
+        a folder changed in the last ``RECENT_MTIME_NS`` counts as changed.
+        """
+        try:
+            mtime: int | None = os.stat(self.path).st_mtime_ns
+        except FileNotFoundError:
+            mtime = None
+        changed = mtime != self._seen or (
+            mtime is not None and abs(time.time_ns() - mtime) <= RECENT_MTIME_NS
+        )
+        self._seen = mtime
+        return changed
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.inotify_init1.argtypes = [ctypes.c_int]
+        libc.inotify_add_watch.argtypes = [
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_uint32,
+        ]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _load_libc()
+
+
+def _inotify_fd(path: Path) -> int | None:
+    """An inotify descriptor watching ``path`` for new files, or None."""
+    if _LIBC is None:
+        return None
+    fd = int(_LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+    if fd < 0:
+        logger.debug("inotify unavailable: %s", os.strerror(ctypes.get_errno()))
+        return None
+    if _LIBC.inotify_add_watch(fd, os.fsencode(path), _WATCH_MASK) < 0:
+        logger.debug(
+            "cannot watch %s with inotify: %s", path, os.strerror(ctypes.get_errno())
+        )
+        os.close(fd)
+        return None
+    return fd
+
+
+def _drain(fd: int) -> bool:
+    """Read everything waiting on a non-blocking ``fd``; whether there was any."""
+    got = False
+    while True:
+        try:
+            if not os.read(fd, 65536):
+                return got
+        except BlockingIOError:
+            return got
+        except OSError as exc:
+            if exc.errno == errno.EINTR:
+                continue
+            raise
+        got = True
+
+
+class FolderWaiter:
+    """Blocks until a folder gets a new file, :meth:`poke` is called, or time is up."""
+
+    def __init__(self, path: Path, polling_interval: float) -> None:
+        """Watch ``path``; without inotify, ``stat`` it every ``polling_interval``."""
+        self.path = path
+        self.polling_interval = polling_interval
+        self._inotify = _inotify_fd(path)
+        self._watch = FolderWatch(path)
+        self._pipe_r, self._pipe_w = os.pipe()
+        for fd in (self._pipe_r, self._pipe_w):
+            os.set_blocking(fd, False)
+        self._closed = False
+
+    @property
+    def uses_inotify(self) -> bool:
+        """Whether waits are inotify-driven (True) or ``stat`` polls (False)."""
+        return self._inotify is not None
+
+    def poke(self) -> None:
+        """End the current or next :meth:`wait` now (safe from any thread)."""
+        if self._closed:
+            return
+        try:
+            os.write(self._pipe_w, b"!")
+        except (BlockingIOError, OSError):
+            pass  # full or closed: a wake-up is pending or nobody waits
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; whether something may have changed."""
+        if self._inotify is not None:
+            ready, _, _ = select.select([self._inotify, self._pipe_r], [], [], timeout)
+            changed = bool(ready) and _drain(self._inotify)
+            return _drain(self._pipe_r) or changed
+        deadline = time.monotonic() + timeout
+        while True:
+            if _drain(self._pipe_r) or self._watch.changed():
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(self.polling_interval, left))
+
+    def close(self) -> None:
+        """Release the descriptors."""
+        if self._closed:
+            return
+        self._closed = True
+        for fd in (self._inotify, self._pipe_r, self._pipe_w):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._inotify = None

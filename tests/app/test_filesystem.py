@@ -1,0 +1,150 @@
+"""FSApp: listing, rejecting, purging and cleaning messages without a worker."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import stat
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from conftest import HELPERS, Processes
+from dvc_task.app import FSApp
+from dvc_task.app.filesystem import _get_fs_config
+from dvc_task.exceptions import DvcTaskError, UnsafeFolderError
+
+sys.path.insert(0, str(HELPERS))
+from taskapp import make_app
+
+
+def items(messages: object) -> list[str]:
+    return [m.decode()[0][-1] for m in messages]  # type: ignore[attr-defined]
+
+
+def test_fs_config_names_the_040_folders(tmp_path: Path) -> None:
+    config = _get_fs_config(str(tmp_path), mkdir=True)
+
+    options = config["broker_transport_options"]
+    assert options["data_folder_in"] == str(tmp_path / "broker" / "in")
+    assert options["data_folder_out"] == options["data_folder_in"]
+    assert options["processed_folder"] == str(tmp_path / "broker" / "processed")
+    assert options["control_folder"] == str(tmp_path / "broker" / "control")
+    assert config["result_backend"] == f"file://{tmp_path / 'result'}"
+    assert config["accept_content"] == ["json"]
+    for name in ("in", "processed", "control", "reserved", "quarantine", "tmp"):
+        mode = (tmp_path / "broker" / name).stat().st_mode
+        assert stat.S_IMODE(mode) == 0o700
+
+
+def test_app_defaults_to_current_folder_and_survives_pickling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    app = FSApp("x", mkdir=True)
+    assert app.wdir == str(tmp_path)
+
+    clone = pickle.loads(pickle.dumps(app))
+
+    assert isinstance(clone, FSApp)
+    assert clone.wdir == app.wdir
+    assert clone.conf.broker_transport_options == app.conf.broker_transport_options
+
+
+def test_reject_deletes_a_queued_message(wdir: Path) -> None:
+    app = make_app(str(wdir))
+    for i in range(3):
+        app.send_task("record", args=["x", str(i)])
+    tag = [m.delivery_tag for m in app.iter_queued()][1]
+
+    app.reject(tag)
+
+    assert items(app.iter_queued()) == ["0", "2"]
+    with pytest.raises(ValueError, match="not found"):
+        app.reject(tag)
+
+
+def test_reject_works_without_a_prior_listing(wdir: Path) -> None:
+    app = make_app(str(wdir))
+    app.send_task("record", args=["x", "0"])
+    tag = next(make_app(str(wdir)).iter_queued()).delivery_tag
+
+    app.reject(tag)
+
+    assert list(app.iter_queued()) == []
+
+
+def test_purge_deletes_a_processed_message(
+    wdir: Path, processes: Processes, tmp_path: Path
+) -> None:
+    app = make_app(str(wdir))
+    for i in range(2):
+        app.send_task("record", args=[str(tmp_path / "done"), str(i)])
+    processes.worker(wdir).wait(timeout=120)
+    first, second = app.iter_processed()
+
+    app.purge(first.delivery_tag)
+
+    assert [m.delivery_tag for m in app.iter_processed()] == [second.delivery_tag]
+    with pytest.raises(ValueError, match="not found"):
+        app.purge(first.delivery_tag)
+    with pytest.raises(ValueError, match="not found"):
+        app.reject(second.delivery_tag)
+
+
+def test_iter_queued_filters_by_queue(wdir: Path) -> None:
+    app = make_app(str(wdir))
+    app.send_task("record", args=["x", "a"], queue="other")
+    app.send_task("record", args=["x", "b"])
+
+    assert items(app.iter_queued()) == ["b"]
+    assert items(app.iter_queued("other")) == ["a"]
+
+
+def test_clean_removes_expired_messages_of_other_queues_only(wdir: Path) -> None:
+    app = make_app(str(wdir))
+    past = datetime.now(timezone.utc) - timedelta(seconds=1)
+    app.send_task("record", args=["x", "kept"], expires=past)
+    app.send_task("record", args=["x", "expired"], queue="other", expires=past)
+    app.send_task("record", args=["x", "fresh"], queue="other", expires=3600)
+    app.send_task("record", args=["x", "never"], queue="other")
+
+    app.clean()
+
+    assert items(app.iter_queued()) == ["kept"]
+    assert items(app.iter_queued("other")) == ["fresh", "never"]
+
+
+def test_clean_removes_stale_broadcast_replies(wdir: Path) -> None:
+    app = make_app(str(wdir))
+    app.send_task("record", args=["x", "kept"])
+    with app.producer_or_acquire() as producer:
+        # As if a client had died while waiting for replies: its reply queue
+        # stays bound, and a late reply lands there for nobody.
+        app.control.mailbox.reply_queue(producer.channel).declare()
+        producer.publish(
+            {"late": {"ok": "pong"}},
+            exchange="reply.celery.pidbox",
+            routing_key=app.control.mailbox.oid,
+            serializer="json",
+        )
+    inbox = wdir / "broker" / "in"
+    assert any(".reply.celery.pidbox.msg" in name for name in os.listdir(inbox))
+
+    app.clean()
+
+    assert [n.partition(".")[2] for n in os.listdir(inbox)] == ["celery.msg"]
+    assert items(app.iter_queued()) == ["kept"]
+
+
+def test_group_writable_queue_folder_is_refused(tmp_path: Path) -> None:
+    FSApp("x", wdir=tmp_path, mkdir=True)
+    inbox = tmp_path / "broker" / "in"
+    inbox.chmod(0o770)
+
+    with pytest.raises(UnsafeFolderError, match="chmod 700") as excinfo:
+        FSApp("x", wdir=tmp_path, mkdir=True)
+    assert isinstance(excinfo.value, DvcTaskError)
+    assert str(inbox) in str(excinfo.value)

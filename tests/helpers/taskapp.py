@@ -1,0 +1,64 @@
+"""An FSApp with the tasks the tests queue by name, runnable as a worker.
+
+Usage: ``python taskapp.py worker WDIR NAME OPTIONS_JSON``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from dvc_task.app import FSApp
+from dvc_task.worker import TemporaryWorker
+
+
+def append_line(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{text}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def make_app(wdir: str, acks_late: bool = False) -> FSApp:
+    app = FSApp("tests", wdir=wdir, mkdir=True)
+    app.conf.update(task_acks_late=acks_late, result_expires=None)
+
+    @app.task(name="record")
+    def record(path: str, item: str) -> str:
+        append_line(path, item)
+        return item
+
+    @app.task(name="block")
+    def block(started: str, release: str, path: str, item: str) -> str:
+        append_line(started, item)
+        deadline = time.monotonic() + 120
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        append_line(path, item)
+        return item
+
+    return app
+
+
+def main(argv: list[str]) -> int:
+    command, wdir, name, options_json = argv
+    assert command == "worker"
+    options: dict[str, Any] = json.loads(options_json)
+    app = make_app(wdir, acks_late=options.pop("acks_late", False))
+    timeout = options.pop("timeout", 2)
+    options.setdefault("pool", "threads")
+    options.setdefault("concurrency", 1)
+    options.setdefault("loglevel", "INFO")
+    options.setdefault("without_heartbeat", True)
+    options.setdefault("without_mingle", True)
+    options.setdefault("without_gossip", True)
+    TemporaryWorker(app, timeout=timeout, **options).start(name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
