@@ -85,9 +85,17 @@ class TemporaryWorker:
 
     def _worker_options(self, nodename: str) -> dict[str, Any]:
         config = self.config
+        loglevel = config.get("loglevel") or "INFO"
+        level = (
+            logging.getLevelName(loglevel.upper())
+            if isinstance(loglevel, str)
+            else loglevel
+        )
         options: dict[str, Any] = {
             "hostname": nodename,
-            "loglevel": config.get("loglevel") or "INFO",
+            "loglevel": loglevel,
+            # Celery's start-up banner only at info level or below.
+            "quiet": isinstance(level, int) and level > logging.INFO,
         }
         if config.get("pool"):
             options["pool_cls"] = config["pool"]
