@@ -32,6 +32,11 @@ def wait_for(
         time.sleep(interval)
 
 
+def lines(path: Path) -> list[str]:
+    """Words a job wrote to ``path``, one per job (empty if none yet)."""
+    return path.read_text().split() if path.exists() else []
+
+
 class Processes:
     """Child processes started by a test, each in its own session.
 

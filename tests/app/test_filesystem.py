@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HELPERS, Processes
 from dvc_task.app import FSApp
 from dvc_task.app.filesystem import _get_fs_config
 from dvc_task.exceptions import DvcTaskError, UnsafeFolderError
+
+from conftest import HELPERS, Processes
 
 sys.path.insert(0, str(HELPERS))
 from taskapp import make_app

@@ -16,14 +16,10 @@ from pathlib import Path
 import pytest
 from kombu import Connection
 
-from conftest import HELPERS, Processes, wait_for
+from conftest import HELPERS, Processes, lines, wait_for
 
 sys.path.insert(0, str(HELPERS))
 from taskapp import make_app
-
-
-def lines(path: Path) -> list[str]:
-    return path.read_text().split() if path.exists() else []
 
 
 def broker_files(wdir: Path, folder: str) -> list[Path]:

@@ -23,9 +23,10 @@ def append_line(path: str, text: str) -> None:
         os.close(fd)
 
 
-def make_app(wdir: str, acks_late: bool = False) -> FSApp:
+def make_app(wdir: str, acks_late: bool = False, folder_watch: str = "auto") -> FSApp:
     app = FSApp("tests", wdir=wdir, mkdir=True)
     app.conf.update(task_acks_late=acks_late, result_expires=None)
+    app.conf.broker_transport_options["folder_watch"] = folder_watch
 
     @app.task(name="record")
     def record(path: str, item: str) -> str:
@@ -48,7 +49,11 @@ def main(argv: list[str]) -> int:
     command, wdir, name, options_json = argv
     assert command == "worker"
     options: dict[str, Any] = json.loads(options_json)
-    app = make_app(wdir, acks_late=options.pop("acks_late", False))
+    app = make_app(
+        wdir,
+        acks_late=options.pop("acks_late", False),
+        folder_watch=options.pop("folder_watch", "auto"),
+    )
     timeout = options.pop("timeout", 2)
     options.setdefault("pool", "threads")
     options.setdefault("concurrency", 1)

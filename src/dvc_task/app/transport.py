@@ -285,7 +285,11 @@ class Transport(filesystem.Transport):
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
-        self._inbox = broker.BrokerFolders.from_options(client.transport_options).inbox
+        options = client.transport_options
+        self._inbox = broker.BrokerFolders.from_options(options).inbox
+        # "stat" forces the portable polling watch (e.g. on network file
+        # systems, where inotify misses other hosts' changes).
+        self._use_inotify = options.get("folder_watch", "auto") != "stat"
         self._waiter: FolderWaiter | None = None
         self._interrupted = False
 
@@ -324,7 +328,9 @@ class Transport(filesystem.Transport):
 
     def _idle_until_change(self, start: float, timeout: float | None) -> None:
         if self._waiter is None:
-            self._waiter = FolderWaiter(self._inbox, self.polling_interval)
+            self._waiter = FolderWaiter(
+                self._inbox, self.polling_interval, self._use_inotify
+            )
         deadline = time.monotonic() + SAFETY_POLL_S
         for channel in self.channels:
             due = getattr(channel, "relist_due", None)

@@ -112,12 +112,15 @@ def _drain(fd: int) -> bool:
 class FolderWaiter:
     """Blocks until a folder gets a new file, :meth:`poke` is called, or time is up."""
 
-    def __init__(self, path: Path, polling_interval: float) -> None:
+    def __init__(
+        self, path: Path, polling_interval: float, use_inotify: bool = True
+    ) -> None:
         """Watch ``path``; without inotify, ``stat`` it every ``polling_interval``."""
         self.path = path
         self.polling_interval = polling_interval
-        self._inotify = _inotify_fd(path)
+        self._inotify = _inotify_fd(path) if use_inotify else None
         self._watch = FolderWatch(path)
+        self._watch.changed()  # only changes from now on count
         self._pipe_r, self._pipe_w = os.pipe()
         for fd in (self._pipe_r, self._pipe_w):
             os.set_blocking(fd, False)

@@ -1,0 +1,64 @@
+"""Waking an idle worker: inotify where available, stat polling everywhere."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import threading
+from pathlib import Path
+
+import pytest
+
+from dvc_task.app.watch import FolderWaiter
+
+from conftest import HELPERS, Processes, lines, wait_for
+
+sys.path.insert(0, str(HELPERS))
+from taskapp import make_app
+
+
+@pytest.mark.parametrize("use_inotify", [True, False])
+def test_waiter_returns_when_a_file_is_added(tmp_path: Path, use_inotify: bool) -> None:
+    # A folder changed in the last clock tick or so counts as changed.
+    os.utime(tmp_path, (time.time() - 3600, time.time() - 3600))
+    waiter = FolderWaiter(tmp_path, 0.005, use_inotify=use_inotify)
+    try:
+        assert not waiter.wait(0.05)
+        writer = threading.Timer(0.1, (tmp_path / "new.msg").touch)
+        writer.start()
+        assert waiter.wait(60)
+        writer.join()
+    finally:
+        waiter.close()
+
+
+@pytest.mark.parametrize("use_inotify", [True, False])
+def test_poke_ends_a_wait_from_another_thread(
+    tmp_path: Path, use_inotify: bool
+) -> None:
+    waiter = FolderWaiter(tmp_path, 0.005, use_inotify=use_inotify)
+    try:
+        poker = threading.Timer(0.1, waiter.poke)
+        poker.start()
+        assert waiter.wait(60)
+        poker.join()
+    finally:
+        waiter.close()
+
+
+def test_idle_worker_without_inotify_runs_new_jobs(
+    wdir: Path, processes: Processes, tmp_path: Path
+) -> None:
+    app = make_app(str(wdir))
+    done = tmp_path / "done"
+    app.send_task("record", args=[str(done), "first"])
+    worker = processes.worker(wdir, folder_watch="stat", timeout=60)
+    wait_for(lambda: lines(done) == ["first"], "the first job")
+
+    app.send_task("record", args=[str(done), "second"])
+
+    wait_for(
+        lambda: lines(done) == ["first", "second"], "a job queued to the idle worker"
+    )
+    assert worker.poll() is None
