@@ -25,11 +25,15 @@ logger = logging.getLogger(__name__)
 #: clock tick, so the folder counts as changed until it is older.
 RECENT_MTIME_NS = 50_000_000
 
-# From <sys/inotify.h>: a file was written and closed, moved in, or created.
+# From <sys/inotify.h>.
+_IN_MODIFY = 0x00000002
 _IN_CLOSE_WRITE = 0x00000008
 _IN_MOVED_TO = 0x00000080
 _IN_CREATE = 0x00000100
-_WATCH_MASK = _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
+#: Events of :class:`FolderWaiter`: a file appeared in the folder.
+NEW_FILES = _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
+#: Events of :class:`FolderWaiter`: a file in the folder appeared or was written.
+CHANGED_FILES = NEW_FILES | _IN_MODIFY
 
 
 class FolderWatch:
@@ -76,15 +80,15 @@ def _load_libc() -> ctypes.CDLL | None:
 _LIBC = _load_libc()
 
 
-def _inotify_fd(path: Path) -> int | None:
-    """An inotify descriptor watching ``path`` for new files, or None."""
+def _inotify_fd(path: Path, mask: int) -> int | None:
+    """An inotify descriptor watching ``path`` for ``mask`` events, or None."""
     if _LIBC is None:
         return None
     fd = int(_LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
     if fd < 0:
         logger.debug("inotify unavailable: %s", os.strerror(ctypes.get_errno()))
         return None
-    if _LIBC.inotify_add_watch(fd, os.fsencode(path), _WATCH_MASK) < 0:
+    if _LIBC.inotify_add_watch(fd, os.fsencode(path), mask) < 0:
         logger.debug(
             "cannot watch %s with inotify: %s", path, os.strerror(ctypes.get_errno())
         )
@@ -110,16 +114,25 @@ def _drain(fd: int) -> bool:
 
 
 class FolderWaiter:
-    """Blocks until a folder gets a new file, :meth:`poke` is called, or time is up."""
+    """Blocks until a folder changes, :meth:`poke` is called, or time is up."""
 
     def __init__(
-        self, path: Path, polling_interval: float, use_inotify: bool = True
+        self,
+        path: Path,
+        polling_interval: float,
+        use_inotify: bool = True,
+        events: int = NEW_FILES,
+        stat_path: Path | None = None,
     ) -> None:
-        """Watch ``path``; without inotify, ``stat`` it every ``polling_interval``."""
+        """Watch folder ``path`` for ``events``.
+
+        Without inotify, ``stat_path`` (default: the folder) is ``stat``ed
+        every ``polling_interval`` seconds instead and its mtime compared.
+        """
         self.path = path
         self.polling_interval = polling_interval
-        self._inotify = _inotify_fd(path) if use_inotify else None
-        self._watch = FolderWatch(path)
+        self._inotify = _inotify_fd(path, events) if use_inotify else None
+        self._watch = FolderWatch(stat_path or path)
         self._watch.changed()  # only changes from now on count
         self._pipe_r, self._pipe_w = os.pipe()
         for fd in (self._pipe_r, self._pipe_w):

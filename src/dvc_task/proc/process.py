@@ -1,0 +1,267 @@
+"""Run one command in the background, its output appended to ``<name>.out``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from contextlib import AbstractContextManager
+from functools import cached_property
+from pathlib import Path
+from typing import IO, Any
+
+from shortuuid import uuid
+
+from dvc_task.proc.exceptions import TimeoutExpired
+from dvc_task.proc.info import (
+    ProcessInfo,
+    check_name,
+    process_create_time,
+    utc_now,
+    write_json_atomic,
+)
+from dvc_task.utils import makedirs
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ManagedProcess", "ProcessInfo"]
+
+#: Seconds a command gets to exit after SIGTERM when its runner is stopped.
+_STOP_GRACE_S = 3.0
+
+
+def _own_group_kwargs() -> dict[str, Any]:
+    # The command leads its own process group, so that a group signal reaches
+    # it and all its children but never the runner (a worker, say).
+    if sys.version_info >= (3, 11):
+        return {"process_group": 0}
+    return {"preexec_fn": os.setpgrp}  # pragma: no cover - Python < 3.11
+
+
+class ManagedProcess(AbstractContextManager["ManagedProcess"]):
+    """A command whose stdout and stderr are appended to ``<wdir>/<name>.out``.
+
+    ``<name>.json`` (see :class:`ProcessInfo`) and ``<name>.pid`` record it.
+    The command leads its own process group. Interactive commands (reading
+    stdin) are not supported: stdin is ``/dev/null``.
+    """
+
+    def __init__(
+        self,
+        args: str | list[str],
+        env: dict[str, str] | None = None,
+        wdir: str | os.PathLike[str] | None = None,
+        name: str | None = None,
+    ) -> None:
+        """Prepare the command (nothing runs yet).
+
+        Arguments:
+            args: the command, a list or a string split like a POSIX shell does.
+            env: environment of the command (default: this one's).
+            wdir: folder of the output and record files (default: current one).
+            name: the process name (default: a short uuid).
+
+        Raises:
+            ValueError: a name that would escape ``wdir``, or an empty command.
+        """
+        self.args: list[str] = (
+            shlex.split(args, posix=os.name == "posix")
+            if isinstance(args, str)
+            else [str(arg) for arg in args]
+        )
+        if not self.args:
+            raise ValueError("empty command: give the program to run and its arguments")
+        self.env = env
+        self.wdir = os.fspath(wdir) if wdir is not None else None
+        self.name = check_name(name) if name is not None else uuid()
+        self.returncode: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._out: IO[bytes] | None = None
+        self._create_time: float | None = None
+        self._started_at: str | None = None
+        self._finished_at: str | None = None
+        self._runner_pid: int | None = None
+        self._runner_create_time: float | None = None
+
+    def __enter__(self) -> ManagedProcess:
+        if self._proc is None:
+            self.run()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.wait()
+
+    def _make_path(self, filename: str) -> str:
+        return os.path.join(self.wdir, filename) if self.wdir else filename
+
+    @cached_property
+    def stdout_path(self) -> str:
+        """Path of the output file (stdout and stderr)."""
+        return self._make_path(f"{self.name}.out")
+
+    @cached_property
+    def info_path(self) -> str:
+        """Path of the process information file."""
+        return self._make_path(f"{self.name}.json")
+
+    @cached_property
+    def pidfile_path(self) -> str:
+        """Path of the pid file."""
+        return self._make_path(f"{self.name}.pid")
+
+    @property
+    def pid(self) -> int:
+        """The pid of the command.
+
+        Raises:
+            ValueError: the process was not started.
+        """
+        if self._proc is None:
+            raise ValueError(f"process '{self.name}' has not been started")
+        return self._proc.pid
+
+    @property
+    def info(self) -> ProcessInfo:
+        """What is known about the process now."""
+        return ProcessInfo(
+            pid=self.pid,
+            stdin=None,
+            stdout=self.stdout_path,
+            stderr=None,
+            returncode=self.returncode,
+            create_time=self._create_time,
+            started_at=self._started_at,
+            finished_at=self._finished_at,
+            args=self.args,
+            runner_pid=self._runner_pid,
+            runner_create_time=self._runner_create_time,
+        )
+
+    def _make_wdir(self) -> None:
+        if self.wdir:
+            makedirs(self.wdir, exist_ok=True, mode=0o700)
+
+    def _dump(self) -> None:
+        self.info.dump(self.info_path)
+
+    def run(self) -> None:
+        """Start the command.
+
+        Raises:
+            OSError: the program cannot be started (nothing is recorded then).
+        """
+        self._make_wdir()
+        logger.debug("Appending output of '%s' to '%s'", self.name, self.stdout_path)
+        fd = os.open(self.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._out = os.fdopen(fd, "ab")
+        try:
+            self._proc = subprocess.Popen(
+                self.args,
+                stdin=subprocess.DEVNULL,
+                stdout=self._out,
+                stderr=subprocess.STDOUT,
+                close_fds=True,
+                env=self.env,
+                **_own_group_kwargs(),
+            )
+            self._create_time = process_create_time(self._proc.pid)
+            self._runner_pid = os.getpid()
+            self._runner_create_time = process_create_time(self._runner_pid)
+            self._started_at = utc_now()
+            self._dump()
+            write_json_atomic(Path(self.pidfile_path), self._proc.pid)
+        except BaseException:
+            if self._proc is not None:
+                self._proc.kill()
+                self._proc.wait()
+            self._close_output()
+            raise
+
+    def _close_output(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for the command to finish and record its return code.
+
+        If waiting is interrupted (e.g. Ctrl-C), the command's process group
+        is stopped and its return code recorded before the interrupt goes on.
+
+        Raises:
+            TimeoutExpired: ``timeout`` seconds passed and it still runs.
+        """
+        if self.returncode is not None or self._proc is None:
+            return self.returncode
+        try:
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise TimeoutExpired(exc.cmd, exc.timeout) from exc
+        except BaseException:
+            self._stop_group()
+            self._finish()
+            raise
+        self._finish()
+        return self.returncode
+
+    def _stop_group(self) -> None:
+        assert self._proc is not None
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self._proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self._proc.wait(timeout=_STOP_GRACE_S)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def _finish(self) -> None:
+        assert self._proc is not None
+        self.returncode = self._proc.returncode
+        self._finished_at = utc_now()
+        self._close_output()
+        try:
+            self._dump()
+        except FileNotFoundError:
+            # The process folder was removed (e.g. remove(force=True)).
+            logger.debug("'%s' was removed before it finished", self.name)
+
+    @classmethod
+    def spawn(cls, *args: Any, **kwargs: Any) -> int | None:
+        """Run the command from a detached runner; return the runner's pid.
+
+        The runner starts in a new session (its own process group), with
+        stdin and stdout on ``/dev/null`` and stderr appended to the output
+        file, so it outlives the caller and holds none of its pipes.
+
+        Raises:
+            ValueError: as the constructor.
+        """
+        proc = cls(*args, **kwargs)
+        proc._make_wdir()
+        spec = {
+            "class": f"{cls.__module__}:{cls.__qualname__}",
+            "args": proc.args,
+            "env": proc.env,
+            "wdir": proc.wdir,
+            "name": proc.name,
+        }
+        fd = os.open(proc.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            runner = subprocess.Popen(
+                [sys.executable, "-m", "dvc_task.proc.runner", json.dumps(spec)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=fd,
+                close_fds=True,
+                start_new_session=True,
+            )
+        finally:
+            os.close(fd)
+        return runner.pid
