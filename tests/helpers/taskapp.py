@@ -24,7 +24,7 @@ def append_line(path: str, text: str) -> None:
 
 
 def make_app(wdir: str, acks_late: bool = False, folder_watch: str = "auto") -> FSApp:
-    app = FSApp("tests", wdir=wdir, mkdir=True)
+    app = FSApp("tests", wdir=wdir, mkdir=True, include=["dvc_task.proc.tasks"])
     app.conf.update(task_acks_late=acks_late, result_expires=None)
     app.conf.broker_transport_options["folder_watch"] = folder_watch
 

@@ -269,6 +269,11 @@ class ProcessManager:
         _, alive = psutil.wait_procs(procs, timeout=KILL_WAIT_S)
         for proc in alive:
             logger.warning("Process %d of '%s' survived SIGKILL", proc.pid, name)
+        # Let the runner record the return code before the folder goes, so it
+        # does not write into a folder being deleted.
+        deadline = time.monotonic() + KILL_WAIT_S
+        while time.monotonic() < deadline and not self._finished(name):
+            time.sleep(0.01)
 
     def cleanup(self, force: bool = False) -> None:
         """Remove every finished process (every process, with ``force``)."""

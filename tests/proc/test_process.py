@@ -1,0 +1,103 @@
+"""ManagedProcess: runs one command, records it, detaches when spawned."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+import pytest
+
+from dvc_task.proc import ManagedProcess, ProcessInfo, ProcessManager
+from dvc_task.proc.exceptions import TimeoutExpired
+
+from conftest import Processes, wait_for
+
+CORE = {"pid", "stdin", "stdout", "stderr", "returncode"}
+
+
+def test_run_records_output_and_return_code(tmp_path: Path) -> None:
+    wdir = tmp_path / "procs" / "job"
+    with ManagedProcess(
+        "sh -c 'echo out; echo err >&2; exit 3'", wdir=wdir, name="job"
+    ) as proc:
+        pass
+
+    assert proc.returncode == 3
+    assert Path(proc.stdout_path).read_text() == "out\nerr\n"
+    record = json.loads(Path(proc.info_path).read_text())
+    assert set(record) == CORE  # exactly what dvc-task 0.40 can read
+    assert record["returncode"] == 3
+    assert Path(proc.pidfile_path).read_text().strip() == str(proc.pid)
+    info = ProcessInfo.load(proc.info_path)
+    assert info.args == ["sh", "-c", "echo out; echo err >&2; exit 3"]
+    assert datetime.fromisoformat(info.started_at or "").tzinfo is not None
+    assert datetime.fromisoformat(info.finished_at or "") >= datetime.fromisoformat(
+        info.started_at or ""
+    )
+    for path in (wdir, wdir.parent):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    for path in wdir.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_command_leads_its_own_process_group(tmp_path: Path) -> None:
+    with ManagedProcess(["sleep", "30"], wdir=tmp_path, name="g") as proc:
+        try:
+            assert os.getpgid(proc.pid) == proc.pid
+            assert os.getpgid(proc.pid) != os.getpgrp()
+        finally:
+            os.kill(proc.pid, 9)
+
+
+def test_wait_with_timeout_raises_and_keeps_running(tmp_path: Path) -> None:
+    proc = ManagedProcess(["sleep", "30"], wdir=tmp_path, name="t")
+    proc.run()
+    try:
+        with pytest.raises(TimeoutExpired):
+            proc.wait(timeout=0.01)
+        assert psutil.pid_exists(proc.pid)
+    finally:
+        os.kill(proc.pid, 9)
+        assert proc.wait() == -9
+    assert ProcessInfo.load(proc.info_path).returncode == -9
+
+
+def test_program_that_does_not_exist_fails_cleanly(tmp_path: Path) -> None:
+    proc = ManagedProcess(["no-such-program-xyz"], wdir=tmp_path, name="missing")
+    with pytest.raises(FileNotFoundError):
+        proc.run()
+    assert not Path(proc.info_path).exists()
+
+
+def test_spawned_runner_holds_none_of_the_callers_pipes(
+    tmp_path: Path, processes: Processes
+) -> None:
+    wdir = tmp_path / "procs"
+    caller = processes.start(
+        sys.executable,
+        "-c",
+        "import sys; from dvc_task.proc import ManagedProcess;"
+        "print(ManagedProcess.spawn(['sleep', '60'], wdir=sys.argv[1], name='bg'))",
+        wdir / "bg",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+    out, _ = caller.communicate(timeout=60)  # EOF although the job still runs
+    runner = int(out)
+    manager = ProcessManager(wdir)
+    try:
+        info = wait_for(lambda: manager.get("bg"), "the spawned job's record")
+        assert info.returncode is None
+        assert os.getsid(runner) == runner
+        assert os.getpgid(runner) == runner
+        assert psutil.Process(info.pid).ppid() == runner
+    finally:
+        manager.remove("bg", force=True)
+    wait_for(lambda: not psutil.pid_exists(runner), "the runner to exit")
