@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["lint", "tests"]
@@ -28,10 +30,33 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks side by side with their peers; writes benchmarks/results/."""
     session.install("-e", ".")
+    peer = Path(session.create_tmp()) / "dvc-task-0.40.2"
+    peer_python = peer / "bin" / "python"
+    if not peer_python.exists():
+        session.run("python", "-m", "venv", str(peer))
+        session.run(
+            str(peer_python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "dvc-task==0.40.2",
+            external=True,
+        )
+    results = Path("benchmarks", "results")
     session.run(
         "python",
         "benchmarks/bench_transport.py",
         "--output",
-        "benchmarks/results/latest.md",
-        *session.posargs,
+        str(results / "transport.md"),
     )
+    session.run(
+        "python",
+        "benchmarks/bench_proc.py",
+        "--peer-040",
+        str(peer_python),
+        "--output",
+        str(results / "proc.md"),
+    )
+    parts = [(results / name).read_text() for name in ("transport.md", "proc.md")]
+    (results / "latest.md").write_text("\n".join(parts))

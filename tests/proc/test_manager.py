@@ -332,3 +332,28 @@ def test_run_signature_runs_in_a_worker(
     returned = result.get(timeout=30)
     assert ProcessInfo.from_dict(returned).returncode == 4
     assert app.conf.broker_url.startswith("dvcfs")
+
+
+def cached_names(manager: ProcessManager) -> set[str]:
+    path = Path(manager.wdir, "..index", "index.json")
+    return set(json.loads(path.read_text())["rows"]) if path.exists() else set()
+
+
+def test_listing_cache_never_hides_a_change(manager: ProcessManager) -> None:
+    spawn(manager, "job", ["true"])
+    wait_for(lambda: manager["job"].returncode == 0, "the job")
+    wait_for(
+        lambda: dict(manager.processes()) and "job" in cached_names(manager),
+        "the record to be cached",
+    )
+    record = Path(manager.wdir, "job", "job.json")
+    original = record.read_bytes()
+
+    record.write_bytes(original[:10])  # in place: same inode
+    assert list(manager.processes()) == []
+    record.write_bytes(original.replace(b'"returncode": 0', b'"returncode": 7'))
+    assert dict(manager.processes())["job"].returncode == 7
+
+    Path(manager.wdir, "..index", "index.json").write_bytes(b"\x00garbage")
+    assert dict(manager.processes())["job"].returncode == 7
+    assert list(manager) == ["job"]

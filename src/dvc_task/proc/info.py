@@ -29,9 +29,16 @@ _CORE_FIELDS = ("pid", "stdin", "stdout", "stderr", "returncode")
 _BAD_NAME = re.compile(r"[/\\\0]|\.\.")
 
 
+def is_valid_name(name: str) -> bool:
+    """Whether ``name`` can name a process folder (no path tricks)."""
+    return (
+        isinstance(name, str) and name not in ("", ".") and not _BAD_NAME.search(name)
+    )
+
+
 def check_name(name: str) -> str:
     """Return ``name`` if it is safe as a file name, else raise ``ValueError``."""
-    if not isinstance(name, str) or not name or name == "." or _BAD_NAME.search(name):
+    if not is_valid_name(name):
         raise ValueError(
             f"invalid process name {name!r}: use a non-empty name without "
             "'/', '\\', '..' or NUL characters"
@@ -47,10 +54,11 @@ def utc_now() -> str:
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` through a temporary file (0600)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    payload = json.dumps(data).encode("utf-8")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fobj:
-            json.dump(data, fobj)
+        with os.fdopen(fd, "wb") as fobj:
+            fobj.write(payload)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -60,13 +68,13 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
-def _meta_path(path: Path) -> Path:
-    if path.suffix == ".json":
-        return path.with_name(f"{path.stem}.meta.json")
-    return path.with_name(f"{path.name}.meta.json")
+def _meta_path(path: str) -> str:
+    if path.endswith(".json"):
+        return f"{path[:-5]}.meta.json"
+    return f"{path}.meta.json"
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: str) -> Any:
     with open(path, "rb") as fobj:
         data = fobj.read()
     if not data.strip():
@@ -146,10 +154,10 @@ class ProcessInfo:
             FileNotFoundError: no such file.
             InvalidProcessInfoError: the file is empty, not JSON or malformed.
         """
-        path = Path(filename)
+        path = os.fspath(filename)
         data = _read_json(path)
         if not isinstance(data, dict):
-            raise InvalidProcessInfoError(str(path), "not a JSON object")
+            raise InvalidProcessInfoError(path, "not a JSON object")
         try:
             meta = _read_json(_meta_path(path))
         except (FileNotFoundError, InvalidProcessInfoError):
@@ -159,7 +167,7 @@ class ProcessInfo:
         try:
             return cls.from_dict(data)
         except ValueError as exc:
-            raise InvalidProcessInfoError(str(path), str(exc)) from None
+            raise InvalidProcessInfoError(path, str(exc)) from None
 
     def asdict(self) -> dict[str, Any]:
         """All fields as a dict."""
@@ -172,7 +180,8 @@ class ProcessInfo:
         extra = {k: v for k, v in data.items() if k not in _CORE_FIELDS}
         if any(v is not None for v in extra.values()):
             # Written first: the main file's returncode is what counts.
-            write_json_atomic(_meta_path(path), {"pid": self.pid, **extra})
+            meta = Path(_meta_path(os.fspath(path)))
+            write_json_atomic(meta, {"pid": self.pid, **extra})
         write_json_atomic(path, {k: data[k] for k in _CORE_FIELDS})
 
     def is_alive(self) -> bool:

@@ -21,7 +21,13 @@ from dvc_task.proc.exceptions import (
     InvalidProcessInfoError,
     ProcessNotTerminatedError,
 )
-from dvc_task.proc.info import LOST_RETURNCODE, ProcessInfo, check_name, utc_now
+from dvc_task.proc.index import RecordIndex, file_key
+from dvc_task.proc.info import (
+    LOST_RETURNCODE,
+    ProcessInfo,
+    check_name,
+    utc_now,
+)
 from dvc_task.utils import StrPath, remove
 
 logger = logging.getLogger(__name__)
@@ -93,25 +99,36 @@ class ProcessManager:
 
     def _scan(self) -> Iterator[tuple[str, ProcessInfo]]:
         try:
-            entries = sorted(os.scandir(self.wdir), key=lambda e: e.name)
+            entries = list(os.scandir(self.wdir))
         except FileNotFoundError:
             return
+        index = RecordIndex(self.wdir)
         for entry in entries:
             name = entry.name
-            try:
-                check_name(name)
-                if not entry.is_dir(follow_symlinks=False):
-                    continue
-                yield name, self._load(name)
-            except ValueError:
+            # A listed name has no '/' or NUL; '..' and '\\' remain to refuse.
+            if ".." in name or "\\" in name or not entry.is_dir(follow_symlinks=False):
                 continue
+            path = f"{entry.path}/{name}.json"
+            stdout = f"{entry.path}/{name}.out"
+            try:
+                key = file_key(os.stat(path))
+                info = index.get(name, key, stdout)
+                if info is None:
+                    info = ProcessInfo.load(path)
+                    index.put(name, key, info, stdout)
+                if info.returncode is None and not info.is_alive():
+                    info = self._record_lost(path, info)
             except FileNotFoundError:
                 # A runner that is starting writes the record a moment after
                 # it made the folder: only an older folder is worth a warning.
                 if _age(entry.path) > YOUNG_FOLDER_S:
                     _warn_once(entry.path, f"it holds no {name}.json")
+                continue
             except InvalidProcessInfoError as exc:
                 _warn_once(entry.path, str(exc))
+                continue
+            yield name, info
+        index.save()
 
     def __iter__(self) -> Iterator[str]:
         """Names of the processes with a readable record."""
@@ -158,8 +175,8 @@ class ProcessManager:
             return default
 
     def processes(self) -> Iterator[tuple[str, ProcessInfo]]:
-        """``(name, info)`` of every process with a readable record, by name."""
-        yield from self._scan()
+        """``(name, info)`` of every process with a readable record."""
+        return self._scan()
 
     def run_signature(
         self,
