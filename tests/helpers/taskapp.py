@@ -6,6 +6,7 @@ Usage: ``python taskapp.py worker WDIR NAME OPTIONS_JSON``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -42,12 +43,22 @@ def make_app(wdir: str, acks_late: bool = False, folder_watch: str = "auto") -> 
         append_line(path, item)
         return item
 
+    @app.task(name="tick")
+    def tick(path: str, release: str) -> str:
+        # Proves time passes while it runs, without the test sleeping.
+        deadline = time.monotonic() + 120
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            append_line(path, "tick")
+            time.sleep(0.05)
+        return "released"
+
     return app
 
 
 def main(argv: list[str]) -> int:
     command, wdir, name, options_json = argv
     assert command == "worker"
+    logging.basicConfig(level=logging.INFO)
     options: dict[str, Any] = json.loads(options_json)
     app = make_app(
         wdir,

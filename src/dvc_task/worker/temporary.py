@@ -183,7 +183,11 @@ class TemporaryWorker:
 
     def _busy(self) -> bool:
         """Whether anything is queued, reserved, scheduled or running."""
-        if worker_state.active_requests or worker_state.reserved_requests:
+        if (
+            worker_state.active_requests
+            or worker_state.reserved_requests
+            or getattr(worker_state, "scheduled_requests", None)
+        ):
             return True
         consumer = self._consumer()
         if consumer is None:

@@ -1,0 +1,163 @@
+"""TemporaryWorker: leaves when the queue is empty, never with work left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import HELPERS, Processes, lines, wait_for
+
+sys.path.insert(0, str(HELPERS))
+from taskapp import make_app
+
+
+@pytest.mark.parametrize(
+    ("pool", "concurrency", "prefetch"),
+    [
+        ("threads", 1, 1),
+        ("threads", 4, 4),
+        ("prefork", 2, 1),
+        ("prefork", 2, 4),
+        ("solo", 1, 4),
+    ],
+)
+def test_worker_drains_the_queue_then_exits(
+    wdir: Path,
+    processes: Processes,
+    tmp_path: Path,
+    pool: str,
+    concurrency: int,
+    prefetch: int,
+) -> None:
+    app = make_app(str(wdir))
+    done = tmp_path / "done"
+    for i in range(40):
+        app.send_task("record", args=[str(done), str(i)])
+
+    worker = processes.worker(
+        wdir,
+        timeout=0.5,
+        pool=pool,
+        concurrency=concurrency,
+        prefetch_multiplier=prefetch,
+        acks_late=True,
+    )
+
+    assert worker.wait(timeout=120) == 0
+    assert sorted(lines(done), key=int) == [str(i) for i in range(40)]
+    assert not list(app.iter_queued())
+
+
+def test_worker_does_not_exit_while_a_job_runs(
+    wdir: Path, processes: Processes, tmp_path: Path
+) -> None:
+    app = make_app(str(wdir))
+    ticks, release = tmp_path / "ticks", tmp_path / "release"
+    app.send_task("tick", args=[str(ticks), str(release)])
+    worker = processes.worker(wdir, timeout=0.2)
+
+    # 20 ticks are at least a second: five idle timeouts.
+    wait_for(lambda: len(lines(ticks)) >= 20, "the job to run for a while")
+    assert worker.poll() is None
+    release.touch()
+    assert worker.wait(timeout=120) == 0
+
+
+def test_worker_waits_for_a_scheduled_job(
+    wdir: Path, processes: Processes, tmp_path: Path
+) -> None:
+    app = make_app(str(wdir))
+    done = tmp_path / "done"
+    app.send_task("record", args=[str(done), "later"], countdown=2)
+
+    assert processes.worker(wdir, timeout=0.2).wait(timeout=120) == 0
+
+    assert lines(done) == ["later"]
+
+
+def test_job_queued_while_idle_is_run(
+    wdir: Path, processes: Processes, tmp_path: Path
+) -> None:
+    app = make_app(str(wdir))
+    done = tmp_path / "done"
+    app.send_task("record", args=[str(done), "first"])
+    worker = processes.worker(wdir, timeout=30)
+    wait_for(lambda: lines(done) == ["first"], "the first job")
+
+    app.send_task("record", args=[str(done), "second"])
+
+    wait_for(lambda: lines(done) == ["first", "second"], "the second job")
+    assert worker.poll() is None
+
+
+def test_second_worker_of_the_same_name_returns_at_once(
+    wdir: Path, processes: Processes, tmp_path: Path
+) -> None:
+    app = make_app(str(wdir))
+    ticks, release = tmp_path / "ticks", tmp_path / "release"
+    app.send_task("tick", args=[str(ticks), str(release)])
+    first = processes.worker(wdir, name="same", timeout=0.2)
+    wait_for(lambda: lines(ticks), "the first worker to start its job")
+
+    log = tmp_path / "second.log"
+    second = processes.worker(wdir, name="same", timeout=0.2, log=log)
+
+    assert second.wait(timeout=120) == 0
+    assert "already running" in log.read_text()
+    assert first.poll() is None
+    release.touch()
+    assert first.wait(timeout=120) == 0
+
+
+def test_lock_of_a_killed_worker_does_not_block_a_new_one(
+    wdir: Path, processes: Processes, tmp_path: Path
+) -> None:
+    app = make_app(str(wdir))
+    ticks, release, done = tmp_path / "ticks", tmp_path / "release", tmp_path / "done"
+    app.send_task("tick", args=[str(ticks), str(release)])
+    first = processes.worker(wdir, name="same", timeout=0.2)
+    wait_for(lambda: lines(ticks), "the first worker to start its job")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    release.touch()
+    app.send_task("record", args=[str(done), "after"])
+
+    assert processes.worker(wdir, name="same", timeout=0.2).wait(timeout=120) == 0
+
+    assert lines(done) == ["after"]
+
+
+def test_sigterm_lets_the_running_job_finish_and_loses_nothing(
+    wdir: Path, processes: Processes, tmp_path: Path
+) -> None:
+    app = make_app(str(wdir))
+    ticks, release, done = tmp_path / "ticks", tmp_path / "release", tmp_path / "done"
+    app.send_task("tick", args=[str(ticks), str(release)])
+    app.send_task("record", args=[str(done), "next"])
+    worker = processes.worker(wdir, timeout=0.2, prefetch_multiplier=4, acks_late=True)
+    wait_for(lambda: lines(ticks), "the job to start")
+    wait_for(lambda: not list(app.iter_queued()), "the next job to be prefetched")
+
+    os.kill(worker.pid, signal.SIGTERM)
+    count = len(lines(ticks))
+    wait_for(lambda: len(lines(ticks)) > count + 2, "the job to go on after SIGTERM")
+    assert worker.poll() is None
+    release.touch()
+    assert worker.wait(timeout=120) == 0
+
+    result = app.AsyncResult(
+        next(m for m in app.iter_processed() if m.headers["task"] == "tick").headers[
+            "id"
+        ]
+    )
+    assert result.get(timeout=30) == "released"
+    # The prefetched job either ran during the warm shutdown (the threads
+    # pool had it already) or went back to the queue: never lost, never twice.
+    queued = [m.headers["task"] for m in app.iter_queued()]
+    assert (lines(done), queued) in ((["next"], []), ([], ["record"]))
+    assert processes.worker(wdir, name="w2", timeout=0.2).wait(timeout=120) == 0
+    assert lines(done) == ["next"]
