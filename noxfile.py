@@ -58,5 +58,14 @@ def bench(session: nox.Session) -> None:
         "--output",
         str(results / "proc.md"),
     )
-    parts = [(results / name).read_text() for name in ("transport.md", "proc.md")]
+    session.run(
+        "python",
+        "benchmarks/bench_worker.py",
+        "--peer-040",
+        str(peer_python),
+        "--output",
+        str(results / "worker.md"),
+    )
+    names = ("transport.md", "proc.md", "worker.md")
+    parts = [(results / name).read_text() for name in names]
     (results / "latest.md").write_text("\n".join(parts))

@@ -21,8 +21,9 @@ from dvc_task.app.filesystem import FSApp
 
 logger = logging.getLogger(__name__)
 
-#: How often the monitor looks at the worker (seconds).
-MONITOR_INTERVAL_S = 0.1
+#: How often the monitor looks at a busy worker, and at an idle one (seconds).
+BUSY_POLL_S = 0.02
+IDLE_POLL_S = 0.1
 _FLAGS = ("without_heartbeat", "without_mingle", "without_gossip")
 _NAME_FORBIDDEN = ("/", "\\", "\0")
 
@@ -199,10 +200,15 @@ class TemporaryWorker:
         return self._queued(consumer) > 0
 
     def monitor(self, name: str) -> None:
-        """Watch the worker from inside its process; stop it once idle."""
+        """Watch the worker from inside its process; stop it once idle.
+
+        It looks often while work is going on, so that it knows closely when
+        the queue became empty, and seldom while the worker idles.
+        """
         logger.debug("monitor: watching worker '%s'", name)
         idle_since: float | None = None
-        while not self._stopped.wait(MONITOR_INTERVAL_S):
+        wait = BUSY_POLL_S
+        while not self._stopped.wait(wait):
             try:
                 busy = self._busy()
             except Exception:
@@ -210,14 +216,16 @@ class TemporaryWorker:
                 busy = True
             now = time.monotonic()
             if busy:
-                idle_since = None
+                idle_since, wait = None, BUSY_POLL_S
                 continue
             if idle_since is None:
                 idle_since = now
-            elif now - idle_since >= self.timeout:
+            left = idle_since + self.timeout - now
+            if left <= 0:
                 logger.info("monitor: queue empty for %ss, shutting down", self.timeout)
                 self._shutdown()
                 return
+            wait = min(left, IDLE_POLL_S)
 
     def _shutdown(self) -> None:
         worker_state.should_stop = 0
@@ -229,5 +237,5 @@ class TemporaryWorker:
         # Celery's blocking loop drains once more after it saw the stop flag,
         # so keep waking the transport until the worker has returned.
         wake()
-        while not self._stopped.wait(MONITOR_INTERVAL_S):
+        while not self._stopped.wait(BUSY_POLL_S):
             wake()
