@@ -12,6 +12,8 @@ import pytest
 from conftest import HELPERS, Processes, lines, wait_for
 
 sys.path.insert(0, str(HELPERS))
+from dvc_task.worker import TemporaryWorker
+
 from taskapp import make_app
 
 
@@ -161,3 +163,22 @@ def test_sigterm_lets_the_running_job_finish_and_loses_nothing(
     assert (lines(done), queued) in ((["next"], []), ([], ["record"]))
     assert processes.worker(wdir, name="w2", timeout=0.2).wait(timeout=120) == 0
     assert lines(done) == ["next"]
+
+
+def test_broadcast_inspect_ping_and_shutdown_reach_the_worker(
+    wdir: Path, processes: Processes, tmp_path: Path
+) -> None:
+    app = make_app(str(wdir))
+    ticks, release = tmp_path / "ticks", tmp_path / "release"
+    result = app.send_task("tick", args=[str(ticks), str(release)])
+    worker = processes.worker(wdir, name="ctl", timeout=60)
+    wait_for(lambda: lines(ticks), "the job to start")
+
+    active = wait_for(lambda: app.control.inspect(timeout=5).active(), "a reply")
+    assert [task["id"] for task in active["celery@ctl"]] == [result.id]
+    assert TemporaryWorker(app).ping("ctl", timeout=5)
+
+    app.control.shutdown(destination=["celery@ctl"])
+    release.touch()
+    assert worker.wait(timeout=120) == 0
+    assert result.get(timeout=30) == "released"
