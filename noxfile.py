@@ -18,6 +18,23 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def reliability(session: nox.Session) -> None:
+    """The crash, fuzz and permission suite at full size; figures to docs/."""
+    session.install("-e", ".[tests]")
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "tests/reliability",
+        "--full",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"DVC_TASK_FIGURES": "docs/reliability-figures.json"},
+    )
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """Ruff (lint and format) and mypy --strict on src/."""
     session.install("-e", ".[dev]")

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import HERE, machine, median, p95, table
+from common import HERE, median, p95, publish_report
 
 DRIVER = str(HERE / "proc_driver.py")
 
@@ -89,23 +89,18 @@ def main() -> None:
             )  # type: ignore[arg-type]
             shutil.rmtree(folder)
 
-    report = "\n".join(
-        [
-            "## Process manager: ours vs dvc-task 0.40.2",
-            "",
-            f"Machine: {machine()}.",
+    publish_report(
+        "Process manager: ours vs dvc-task 0.40.2",
+        (
             f"follow(): {args.lines} lines written 30 ms apart, default "
-            "sleep_interval. "
-            f"processes(): median of {args.runs} listings of finished processes, "
-            "both versions on the same folders.",
-            "",
-            table(["measure", "dvc-task 0.40.2", "ours", "ours vs 0.40.2"], rows),
-            "",
-        ]
+            "sleep_interval. processes(): median of "
+            f"{args.runs} listings of finished processes, both versions on the "
+            "same folders."
+        ),
+        ["measure", "dvc-task 0.40.2", "ours", "ours vs 0.40.2"],
+        rows,
+        args.output,
     )
-    print(report)
-    if args.output:
-        args.output.write_text(report)
 
 
 if __name__ == "__main__":

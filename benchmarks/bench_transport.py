@@ -17,13 +17,12 @@ import psutil
 
 from benchapp import make_app
 from common import (
-    machine,
     median,
     p95,
+    publish_report,
     read_stamps,
     start_worker,
     stop,
-    table,
     wait_until,
 )
 
@@ -176,31 +175,16 @@ def main() -> None:
         _row(f"publish {jobs} jobs (jobs/s)", stock["publish"], ours["publish"], False),
         _row("idle worker CPU (% of one core)", stock["cpu"], ours["cpu"], None),
     ]
-    report = "\n".join(
-        [
-            "## Transport: dvcfs:// (ours) vs Kombu's stock filesystem://",
-            "",
-            f"Machine: {machine()}.",
-            f"Latency over {args.samples} jobs queued one at a time to an idle "
-            f"worker; rates are the median of {runs} runs. DVC settings: threads "
-            "pool, concurrency 1, prefetch 1, late acks. Our publish fsyncs "
-            "each message; the stock transport does not.",
-            "",
-            table(
-                [
-                    "measure",
-                    "filesystem:// (stock)",
-                    "dvcfs:// (ours)",
-                    "ours vs stock",
-                ],
-                rows,
-            ),
-            "",
-        ]
+    publish_report(
+        "Transport: dvcfs:// (ours) vs Kombu's stock filesystem://",
+        f"Latency over {args.samples} jobs queued one at a time to an idle "
+        f"worker; rates are the median of {runs} runs. DVC settings: threads "
+        "pool, concurrency 1, prefetch 1, late acks. Our publish fsyncs "
+        "each message; the stock transport does not.",
+        ["measure", "filesystem:// (stock)", "dvcfs:// (ours)", "ours vs stock"],
+        rows,
+        args.output,
     )
-    print(report)
-    if args.output:
-        args.output.write_text(report)
 
 
 if __name__ == "__main__":

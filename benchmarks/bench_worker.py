@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import HERE, machine, median, table
+from common import HERE, median, publish_report
 
 DRIVER = str(HERE / "worker_driver.py")
 
@@ -60,20 +60,16 @@ def main() -> None:
                 ]
             )
 
-    report = "\n".join(
-        [
-            "## TemporaryWorker: ours vs dvc-task 0.40.2",
-            "",
-            f"Machine: {machine()}. Median of {args.runs} runs; one trivial job, "
-            "DVC's worker settings; lag = exit time - last job end - timeout.",
-            "",
-            table(["measure", "dvc-task 0.40.2", "ours", "ours vs 0.40.2"], rows),
-            "",
-        ]
+    publish_report(
+        "TemporaryWorker: ours vs dvc-task 0.40.2",
+        (
+            f"Median of {args.runs} runs; one trivial job, DVC's worker settings; "
+            "lag = exit time - last job end - timeout."
+        ),
+        ["measure", "dvc-task 0.40.2", "ours", "ours vs 0.40.2"],
+        rows,
+        args.output,
     )
-    print(report)
-    if args.output:
-        args.output.write_text(report)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,29 @@ def machine() -> str:
     )
 
 
+def publish_report(
+    title: str,
+    notes: str,
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    output: Path | None,
+) -> None:
+    """Print a Markdown section (machine, notes, table); write it to ``output``."""
+    report = "\n".join(
+        [
+            f"## {title}",
+            "",
+            f"Machine: {machine()}. {notes}",
+            "",
+            table(header, rows),
+            "",
+        ]
+    )
+    print(report)
+    if output:
+        output.write_text(report)
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]

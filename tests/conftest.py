@@ -87,6 +87,33 @@ class Processes:
                 proc.wait()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--full",
+        action="store_true",
+        help="run the reliability suite at full size (nox -s reliability)",
+    )
+
+
+@pytest.fixture
+def full(request: pytest.FixtureRequest) -> bool:
+    """Whether the reliability suite runs at full size."""
+    return bool(request.config.getoption("--full"))
+
+
+@pytest.fixture(scope="session")
+def figures() -> Iterator[dict[str, Any]]:
+    """Figures the reliability tests report; printed (and saved) at the end."""
+    collected: dict[str, Any] = {}
+    yield collected
+    if collected:
+        text = json.dumps(collected, indent=2, sort_keys=True)
+        print(f"\nreliability figures:\n{text}")
+        target = os.environ.get("DVC_TASK_FIGURES")
+        if target:
+            Path(target).write_text(text)
+
+
 @pytest.fixture
 def processes() -> Iterator[Processes]:
     env = dict(os.environ)

@@ -10,9 +10,6 @@ class DvcTaskError(Exception):
 class UnsafeFolderError(DvcTaskError, PermissionError):
     """A queue or process folder can be written by someone other than its owner."""
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, fix: str) -> None:
         self.path = path
-        super().__init__(
-            f"refusing to use '{path}': {reason}. "
-            f"Make it private to its owner, e.g. 'chmod 700 {path}'."
-        )
+        super().__init__(f"refusing to use '{path}': {reason}; {fix}")

@@ -30,7 +30,7 @@ def make_app(wdir: str, acks_late: bool = False, folder_watch: str = "auto") -> 
     app.conf.broker_transport_options["folder_watch"] = folder_watch
 
     @app.task(name="record")
-    def record(path: str, item: str) -> str:
+    def record(path: str, item: str, padding: str = "") -> str:
         append_line(path, item)
         return item
 
@@ -41,6 +41,13 @@ def make_app(wdir: str, acks_late: bool = False, folder_watch: str = "auto") -> 
         while not os.path.exists(release) and time.monotonic() < deadline:
             time.sleep(0.01)
         append_line(path, item)
+        return item
+
+    @app.task(name="journal")
+    def journal(path: str, item: str, work_ms: int) -> str:
+        append_line(path, f"start:{item}")
+        time.sleep(work_ms / 1000)  # the job's own work
+        append_line(path, f"end:{item}")
         return item
 
     @app.task(name="tick")

@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,13 @@ sys.path.insert(0, str(HELPERS))
 from dvc_task.worker import TemporaryWorker
 
 from taskapp import make_app
+
+
+def queue_ticking_job(app: Any, tmp_path: Path) -> tuple[Path, Path]:
+    """Queue a job that writes a tick every 50 ms until the release file exists."""
+    ticks, release = tmp_path / "ticks", tmp_path / "release"
+    app.send_task("tick", args=[str(ticks), str(release)])
+    return ticks, release
 
 
 @pytest.mark.parametrize(
@@ -58,8 +66,7 @@ def test_worker_does_not_exit_while_a_job_runs(
     wdir: Path, processes: Processes, tmp_path: Path
 ) -> None:
     app = make_app(str(wdir))
-    ticks, release = tmp_path / "ticks", tmp_path / "release"
-    app.send_task("tick", args=[str(ticks), str(release)])
+    ticks, release = queue_ticking_job(app, tmp_path)
     worker = processes.worker(wdir, timeout=0.2)
 
     # 20 ticks are at least a second: five idle timeouts.
@@ -100,8 +107,7 @@ def test_second_worker_of_the_same_name_returns_at_once(
     wdir: Path, processes: Processes, tmp_path: Path
 ) -> None:
     app = make_app(str(wdir))
-    ticks, release = tmp_path / "ticks", tmp_path / "release"
-    app.send_task("tick", args=[str(ticks), str(release)])
+    ticks, release = queue_ticking_job(app, tmp_path)
     first = processes.worker(wdir, name="same", timeout=0.2)
     wait_for(lambda: lines(ticks), "the first worker to start its job")
 
@@ -119,8 +125,8 @@ def test_lock_of_a_killed_worker_does_not_block_a_new_one(
     wdir: Path, processes: Processes, tmp_path: Path
 ) -> None:
     app = make_app(str(wdir))
-    ticks, release, done = tmp_path / "ticks", tmp_path / "release", tmp_path / "done"
-    app.send_task("tick", args=[str(ticks), str(release)])
+    ticks, release = queue_ticking_job(app, tmp_path)
+    done = tmp_path / "done"
     first = processes.worker(wdir, name="same", timeout=0.2)
     wait_for(lambda: lines(ticks), "the first worker to start its job")
     os.killpg(first.pid, signal.SIGKILL)
@@ -137,8 +143,8 @@ def test_sigterm_lets_the_running_job_finish_and_loses_nothing(
     wdir: Path, processes: Processes, tmp_path: Path
 ) -> None:
     app = make_app(str(wdir))
-    ticks, release, done = tmp_path / "ticks", tmp_path / "release", tmp_path / "done"
-    app.send_task("tick", args=[str(ticks), str(release)])
+    ticks, release = queue_ticking_job(app, tmp_path)
+    done = tmp_path / "done"
     app.send_task("record", args=[str(done), "next"])
     worker = processes.worker(wdir, timeout=0.2, prefetch_multiplier=4, acks_late=True)
     wait_for(lambda: lines(ticks), "the job to start")

@@ -25,6 +25,7 @@ import binascii
 import errno
 import fcntl
 import itertools
+import json
 import logging
 import os
 import socket
@@ -125,12 +126,21 @@ def check_private(path: Path) -> None:
     """
     st = os.stat(path)
     if not stat.S_ISDIR(st.st_mode):
-        raise UnsafeFolderError(str(path), "it is not a folder")
+        raise UnsafeFolderError(
+            str(path), "it is not a folder", "remove it or choose another folder"
+        )
     if hasattr(os, "getuid") and st.st_uid != os.getuid():
-        raise UnsafeFolderError(str(path), f"it is owned by uid {st.st_uid}")
+        raise UnsafeFolderError(
+            str(path),
+            f"it is owned by uid {st.st_uid}, not by you (uid {os.getuid()})",
+            f"use a folder of your own, or have its owner run 'chown -R {os.getuid()} "
+            f"{path}'",
+        )
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise UnsafeFolderError(
-            str(path), f"group or others may write to it (mode {st.st_mode & 0o777:o})"
+            str(path),
+            f"group or others may write to it (mode {st.st_mode & 0o777:o})",
+            f"make it private with 'chmod 700 {path}'",
         )
 
 
@@ -312,19 +322,24 @@ def parse_message(
             f"content type {content_type!r} is not accepted (accepted: "
             f"{', '.join(sorted(accept))})"
         )
-    _check_body(payload.get("body"), props.get("body_encoding"))
+    body = _decode_body(payload.get("body"), props.get("body_encoding"))
+    if content_type == "application/json" and body:
+        try:
+            json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise BadMessageError(f"the body is not JSON ({exc})") from None
     return payload
 
 
-def _check_body(body: Any, encoding: Any) -> None:
+def _decode_body(body: Any, encoding: Any) -> bytes:
     if body is not None and not isinstance(body, str):
         raise BadMessageError("'body' is not a string")
     if encoding is None or (isinstance(encoding, str) and encoding.lower() == "utf-8"):
-        return
+        return (body or "").encode("utf-8", "surrogatepass")
     if encoding != "base64":
         raise BadMessageError(f"unknown body encoding {encoding!r}")
     try:
-        base64.b64decode(body or "", validate=True)
+        return base64.b64decode(body or "", validate=True)
     except (binascii.Error, ValueError):
         raise BadMessageError("'body' is not valid base64") from None
 
@@ -395,6 +410,10 @@ def _try_lock(path: Path, flags: int) -> int | None:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
     except FileNotFoundError:
+        return None
+    except OSError as exc:
+        # Not a lockable file (a folder, a dangling link...): leave it be.
+        logger.warning("Cannot use lock file '%s': %s", path, exc)
         return None
     try:
         fcntl.flock(fd, flags | fcntl.LOCK_NB)

@@ -119,6 +119,15 @@ class Channel(filesystem.Channel):
                 f"{exc.strerror or exc}; nothing was queued",
             ) from exc
 
+    def _queue_bind(
+        self, exchange: str, routing_key: str, pattern: str, queue: str
+    ) -> None:
+        """Bind as Kombu does, then make the exchange table file private (0600)."""
+        super()._queue_bind(exchange, routing_key, pattern, queue)
+        table = self._exchange_file(exchange)
+        if os.stat(table).st_mode & 0o077:
+            os.chmod(table, broker.FILE_MODE)
+
     # --- consuming ---------------------------------------------------------
 
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:

@@ -25,6 +25,8 @@ from dvc_task.utils import StrPath
 LOST_RETURNCODE = -1
 #: Start times of the same process read twice agree far better than this.
 _CREATE_TIME_TOLERANCE_S = 0.05
+#: No system hands out pids this large (Linux stops at 2**22).
+_PID_LIMIT = 2**31
 _CORE_FIELDS = ("pid", "stdin", "stdout", "stderr", "returncode")
 _BAD_NAME = re.compile(r"[/\\\0]|\.\.")
 
@@ -141,7 +143,7 @@ class ProcessInfo:
             known[field.name] = value
         if "pid" not in known:
             raise ValueError("no 'pid' field")
-        if known["pid"] <= 1:
+        if not 1 < known["pid"] < _PID_LIMIT:
             # 0 and negative pids name process groups, 1 is init: never ours.
             raise ValueError(f"'pid' {known['pid']} cannot be a managed process")
         return cls(**known)

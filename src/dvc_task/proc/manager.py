@@ -16,6 +16,7 @@ import psutil
 from celery import Signature, signature
 from shortuuid import uuid
 
+from dvc_task.app.broker import check_private
 from dvc_task.app.watch import CHANGED_FILES, FolderWaiter
 from dvc_task.proc.exceptions import (
     InvalidProcessInfoError,
@@ -60,8 +61,15 @@ class ProcessManager:
     """
 
     def __init__(self, wdir: StrPath | None = None) -> None:
-        """Use ``wdir`` (default: the current folder) for the process folders."""
+        """Use ``wdir`` (default: the current folder) for the process folders.
+
+        Raises:
+            UnsafeFolderError: ``wdir`` exists but another user owns it, or
+                group or others may write to it.
+        """
         self.wdir = os.fspath(wdir) if wdir is not None else os.curdir
+        if os.path.isdir(self.wdir):
+            check_private(Path(self.wdir))
 
     def _info_path(self, name: str) -> str:
         return os.path.join(self.wdir, check_name(name), f"{name}.json")

@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from shortuuid import uuid
 
+from dvc_task.app.broker import check_private
 from dvc_task.proc.exceptions import TimeoutExpired
 from dvc_task.proc.info import (
     ProcessInfo,
@@ -144,6 +145,7 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
     def _make_wdir(self) -> None:
         if self.wdir:
             makedirs(self.wdir, exist_ok=True, mode=0o700)
+            check_private(Path(self.wdir))
 
     def _dump(self) -> None:
         self.info.dump(self.info_path)
