@@ -311,10 +311,10 @@ def parse_message(
         raise BadMessageError("no 'properties.delivery_tag' string")
     if not isinstance(props.get("delivery_info", {}), dict):
         raise BadMessageError("'properties.delivery_info' is not an object")
-    if not isinstance(payload.get("headers") or {}, dict):
+    if not isinstance(payload.get("headers", {}), (dict, type(None))):
         raise BadMessageError("'headers' is not an object")
     for key in ("content-type", "content-encoding"):
-        if not isinstance(payload.get(key) or "", str):
+        if not isinstance(payload.get(key), (str, type(None))):
             raise BadMessageError(f"'{key}' is not a string")
     content_type = payload.get("content-type")
     if content_type not in accept:
@@ -323,12 +323,22 @@ def parse_message(
             f"{', '.join(sorted(accept))})"
         )
     body = _decode_body(payload.get("body"), props.get("body_encoding"))
-    if content_type == "application/json" and body:
-        try:
-            json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise BadMessageError(f"the body is not JSON ({exc})") from None
+    if content_type == "application/json":
+        _check_json_body(body, payload.get("content-encoding"))
     return payload
+
+
+def _check_json_body(body: bytes, encoding: Any) -> None:
+    # Celery reads a task or a broadcast from a JSON array or object; anything
+    # else would reach it as an exception in its consumer.
+    if encoding is not None and str(encoding).lower() not in ("utf-8", "utf8"):
+        raise BadMessageError(f"JSON body in unexpected encoding {encoding!r}")
+    try:
+        decoded = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadMessageError(f"the body is not JSON ({exc})") from None
+    if not isinstance(decoded, (list, dict)):
+        raise BadMessageError("the body is not a JSON array or object")
 
 
 def _decode_body(body: Any, encoding: Any) -> bytes:
