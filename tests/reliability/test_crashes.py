@@ -54,7 +54,7 @@ def test_workers_killed_at_random_moments_lose_no_job(
     seed: int,
 ) -> None:
     rng = random.Random(seed)
-    jobs, max_kills = (300, 100) if full else (30, 6)
+    jobs, max_kills = (1000, 100) if full else (30, 6)
     app = make_app(str(wdir), acks_late=True)
     journal = tmp_path / "journal"
     for i in range(jobs):
