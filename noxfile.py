@@ -43,23 +43,32 @@ def lint(session: nox.Session) -> None:
     session.run("mypy")
 
 
-@nox.session
-def bench(session: nox.Session) -> None:
-    """Benchmarks side by side with their peers; writes benchmarks/results/."""
-    session.install("-e", ".")
-    peer = Path(session.create_tmp()) / "dvc-task-0.40.2"
-    peer_python = peer / "bin" / "python"
-    if not peer_python.exists():
-        session.run("python", "-m", "venv", str(peer))
+def _peer_env(session: nox.Session, path: Path, requirement: str) -> Path:
+    """A virtual environment of its own for a peer (and psutil, for the drivers)."""
+    python = path / "bin" / "python"
+    if not python.exists():
+        session.run("python", "-m", "venv", str(path))
         session.run(
-            str(peer_python),
+            str(python),
             "-m",
             "pip",
             "install",
             "-q",
-            "dvc-task==0.40.2",
+            requirement,
+            "psutil",
             external=True,
         )
+    return python
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks side by side with their peers; writes benchmarks/results/."""
+    session.install("-e", ".")
+    session.install("matplotlib")
+    tmp = Path(session.create_tmp())
+    peer_python = _peer_env(session, tmp / "dvc-task-0.40.2", "dvc-task==0.40.2")
+    huey_python = _peer_env(session, tmp / "huey", "huey")
     results = Path("benchmarks", "results")
     session.run(
         "python",
@@ -83,6 +92,18 @@ def bench(session: nox.Session) -> None:
         "--output",
         str(results / "worker.md"),
     )
-    names = ("transport.md", "proc.md", "worker.md")
+    session.run(
+        "python",
+        "benchmarks/bench_peers.py",
+        "--peer-040",
+        str(peer_python),
+        "--huey",
+        str(huey_python),
+        "--output",
+        str(results / "peers.md"),
+        "--chart",
+        str(results / "peers.png"),
+    )
+    names = ("peers.md", "transport.md", "proc.md", "worker.md")
     parts = [(results / name).read_text() for name in names]
     (results / "latest.md").write_text("\n".join(parts))

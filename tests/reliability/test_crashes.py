@@ -44,7 +44,7 @@ def reserved_messages(wdir: Path) -> list[Path]:
     return list((wdir / "broker" / "reserved").rglob("*.msg"))
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1, 2, 3])
 def test_workers_killed_at_random_moments_lose_no_job(
     wdir: Path,
     processes: Processes,

@@ -105,6 +105,7 @@ def test_fuzzed_message_files_are_quarantined_and_good_jobs_run(
         "bad_inputs": count,
         "quarantined": len(quarantined),
         "ran_anyway": len(executed_bad),
+        "refused_by_celery": count - len(quarantined) - len(executed_bad),
         "good_jobs_lost": 0,
         "worker_crashes": 0,
     }
