@@ -113,10 +113,15 @@ class Channel(filesystem.Channel):
         except ValueError as exc:
             raise ChannelError(str(exc)) from exc
         except OSError as exc:
+            hint = (
+                " (create the queue folders with FSApp(..., mkdir=True))"
+                if isinstance(exc, FileNotFoundError)
+                else ""
+            )
             raise QueueWriteError(
                 exc.errno,
                 f"cannot queue a message in '{self.folders.inbox}': "
-                f"{exc.strerror or exc}; nothing was queued",
+                f"{exc.strerror or exc}; nothing was queued{hint}",
             ) from exc
 
     def _queue_bind(
