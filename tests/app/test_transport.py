@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from kombu import Connection
 
+from dvc_task.app import FSApp
+
 from conftest import HELPERS, Processes, lines, wait_for
 
 sys.path.insert(0, str(HELPERS))
