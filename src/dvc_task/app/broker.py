@@ -37,6 +37,7 @@ from typing import Any
 from kombu.utils.json import dumps
 
 from dvc_task.exceptions import UnsafeFolderError
+from dvc_task.utils import makedirs
 
 logger = logging.getLogger(__name__)
 
@@ -93,12 +94,7 @@ class BrokerFolders:
 
         """
         for path in self.all():
-            try:
-                os.makedirs(path, mode=FOLDER_MODE)
-            except FileExistsError:
-                check_private(path)
-            else:
-                os.chmod(path, FOLDER_MODE)
+            make_private_folder(path)
 
 
 def check_private(path: Path) -> None:
@@ -129,9 +125,22 @@ def check_private(path: Path) -> None:
 
 
 def ensure_folder(path: Path) -> None:
-    """Create ``path`` (0700) unless it exists."""
+    """Create ``path`` and its missing parents (0700) unless it exists."""
     if not path.is_dir():
-        os.makedirs(path, mode=FOLDER_MODE, exist_ok=True)
+        makedirs(path, exist_ok=True, mode=FOLDER_MODE)
+
+
+def make_private_folder(path: Path) -> None:
+    """Create ``path`` (and missing parents) 0700, or check the existing one.
+
+    Raises:
+        UnsafeFolderError: it exists but another user owns it, or group or
+            others may write to it.
+    """
+    try:
+        makedirs(path, mode=FOLDER_MODE)
+    except FileExistsError:
+        check_private(path)
 
 
 # --- names -----------------------------------------------------------------

@@ -54,9 +54,9 @@ def _get_fs_config(
     )
     result_path = Path(unc_path(os.path.join(os.fspath(wdir), "result")))
     if mkdir:
-        _make_private_folder(Path(unc_path(broker_path)))
+        broker.make_private_folder(Path(unc_path(broker_path)))
         folders.create()
-        _make_private_folder(result_path)
+        broker.make_private_folder(result_path)
     accept = sorted({_content_type(task_serializer)})
     return {
         "broker_url": f"{transport.ALIAS}://",
@@ -77,15 +77,6 @@ def _get_fs_config(
         "result_serializer": result_serializer,
         "accept_content": [task_serializer],
     }
-
-
-def _make_private_folder(path: Path) -> None:
-    try:
-        os.makedirs(path, mode=broker.FOLDER_MODE)
-    except FileExistsError:
-        broker.check_private(path)
-    else:
-        os.chmod(path, broker.FOLDER_MODE)
 
 
 def _expired(headers: dict[str, Any], now: float) -> bool:
