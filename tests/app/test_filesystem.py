@@ -149,3 +149,16 @@ def test_group_writable_queue_folder_is_refused(tmp_path: Path) -> None:
         FSApp("x", wdir=tmp_path, mkdir=True)
     assert isinstance(excinfo.value, DvcTaskError)
     assert str(inbox) in str(excinfo.value)
+
+
+def test_folders_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o002)
+    try:
+        FSApp("x", wdir=tmp_path / "new" / "queue", mkdir=True)
+    finally:
+        os.umask(old)
+
+    created = [tmp_path / "new", *(tmp_path / "new").rglob("*")]
+    assert created
+    for path in created:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path

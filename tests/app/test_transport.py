@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from kombu import Connection
 
+from dvc_task.app import FSApp
+
 from conftest import HELPERS, Processes, lines, wait_for
 
 sys.path.insert(0, str(HELPERS))
@@ -328,3 +330,14 @@ def test_full_listing_does_not_crash_on_vanishing_files(wdir: Path) -> None:
     rest = list(listing)
     assert first.decode()[0][1] == "0"
     assert len(rest) < 19
+
+
+def test_publishing_without_the_queue_folders_says_how_to_create_them(
+    tmp_path: Path,
+) -> None:
+    app = FSApp("x", wdir=tmp_path / "missing")
+
+    with pytest.raises(OSError, match=r"mkdir=True") as excinfo:
+        app.send_task("record", args=["x", "1"])
+
+    assert "nothing was queued" in str(excinfo.value)

@@ -13,7 +13,7 @@ from celery import Celery
 from kombu.message import Message
 from kombu.serialization import registry
 
-from dvc_task.app import broker, transport
+from dvc_task.app import broker, claims, reader, transport
 from dvc_task.utils import StrPath, remove, unc_path
 
 logger = logging.getLogger(__name__)
@@ -54,9 +54,9 @@ def _get_fs_config(
     )
     result_path = Path(unc_path(os.path.join(os.fspath(wdir), "result")))
     if mkdir:
-        _make_private_folder(Path(unc_path(broker_path)))
+        broker.make_private_folder(Path(unc_path(broker_path)))
         folders.create()
-        _make_private_folder(result_path)
+        broker.make_private_folder(result_path)
     accept = sorted({_content_type(task_serializer)})
     return {
         "broker_url": f"{transport.ALIAS}://",
@@ -77,15 +77,6 @@ def _get_fs_config(
         "result_serializer": result_serializer,
         "accept_content": [task_serializer],
     }
-
-
-def _make_private_folder(path: Path) -> None:
-    try:
-        os.makedirs(path, mode=broker.FOLDER_MODE)
-    except FileExistsError:
-        broker.check_private(path)
-    else:
-        os.chmod(path, broker.FOLDER_MODE)
 
 
 def _expired(headers: dict[str, Any], now: float) -> bool:
@@ -162,8 +153,8 @@ class FSApp(Celery):
         folders = self.broker_folders
         accept = frozenset(self.conf.broker_transport_options["accept_content_types"])
         with self.connection_for_read() as conn, conn.channel() as channel:
-            for path in broker.message_paths(folders, queued):
-                payload = broker.load_message(folders, path, accept)
+            for path in claims.message_paths(folders, queued):
+                payload = reader.load_message(folders, path, accept)
                 if payload is None:
                     continue
                 msg = channel.Message(payload, channel=channel)
@@ -242,6 +233,6 @@ class FSApp(Celery):
         Returns claims of dead workers to the queue, deletes expired messages
         of queues other than the default one, and stale broadcast replies.
         """
-        broker.recover_abandoned(self.broker_folders)
+        claims.recover_abandoned(self.broker_folders)
         self._gc(exclude=[self.conf.task_default_queue])
         self._clean_pidbox(f"reply.{self.conf.task_default_queue}.pidbox")

@@ -32,7 +32,7 @@ from typing import Any, Callable
 from kombu.exceptions import ChannelError
 from kombu.transport import TRANSPORT_ALIASES, filesystem, virtual
 
-from dvc_task.app import broker
+from dvc_task.app import broker, claims, reader
 from dvc_task.app.watch import FolderWaiter, FolderWatch
 from dvc_task.exceptions import DvcTaskError
 
@@ -88,7 +88,7 @@ class Channel(filesystem.Channel):
         options = self.transport_options
         self.folders = broker.BrokerFolders.from_options(options)
         self.accept = frozenset(
-            options.get("accept_content_types", broker.DEFAULT_ACCEPT)
+            options.get("accept_content_types", reader.DEFAULT_ACCEPT)
         )
         self.fsync = bool(options.get("fsync", True))
         self._buffers: dict[str, deque[str]] = {}
@@ -98,7 +98,7 @@ class Channel(filesystem.Channel):
         #: When a listing held back by the rate limit may run (None: none is).
         self.relist_due: float | None = None
         self._next_recovery = 0.0
-        self._reservation: broker.Reservation | None = None
+        self._reservation: claims.Reservation | None = None
         self._claimed: dict[str, Path] = {}
         self._no_ack_queues: set[str] = set()
 
@@ -113,10 +113,15 @@ class Channel(filesystem.Channel):
         except ValueError as exc:
             raise ChannelError(str(exc)) from exc
         except OSError as exc:
+            hint = (
+                " (create the queue folders with FSApp(..., mkdir=True))"
+                if isinstance(exc, FileNotFoundError)
+                else ""
+            )
             raise QueueWriteError(
                 exc.errno,
                 f"cannot queue a message in '{self.folders.inbox}': "
-                f"{exc.strerror or exc}; nothing was queued",
+                f"{exc.strerror or exc}; nothing was queued{hint}",
             ) from exc
 
     def _queue_bind(
@@ -178,31 +183,31 @@ class Channel(filesystem.Channel):
         path = reservation.claim(name)
         if path is None:
             return None
-        payload = broker.load_message(
+        payload = reader.load_message(
             self.folders, path, self.accept, origin=self.folders.inbox / name
         )
         if payload is None:
             if path.exists():
                 # Still being written by a 0.40 producer: try again later.
-                broker.unclaim(self.folders, path)
+                claims.unclaim(self.folders, path)
             return None
         tag = payload["properties"]["delivery_tag"]
         if queue in self._no_ack_queues:
-            broker.settle(self.folders, path, keep=False)
+            claims.settle(self.folders, path, keep=False)
         else:
             self._claimed[tag] = path
         return payload
 
-    def _own_reservation(self) -> broker.Reservation:
+    def _own_reservation(self) -> claims.Reservation:
         if self._reservation is None or not self._reservation.alive:
-            self._reservation = broker.Reservation(self.folders)
+            self._reservation = claims.Reservation(self.folders)
         return self._reservation
 
     def _maybe_recover(self) -> None:
         now = time.monotonic()
         if now >= self._next_recovery:
             self._next_recovery = now + SAFETY_POLL_S
-            broker.recover_abandoned(self.folders)
+            claims.recover_abandoned(self.folders)
 
     def basic_consume(
         self,
@@ -236,12 +241,12 @@ class Channel(filesystem.Channel):
         if path is not None:
             if keep is None:
                 keep = self.store_processed
-            broker.settle(self.folders, path, keep=keep)
+            claims.settle(self.folders, path, keep=keep)
 
     def _restore_claimed(self, delivery_tag: str) -> None:
         path = self._claimed.pop(delivery_tag, None)
         if path is not None:
-            broker.unclaim(self.folders, path)
+            claims.unclaim(self.folders, path)
 
     def _restore(self, message: Any) -> None:
         """Return a claimed message to ``in/`` by renaming it (never a copy)."""

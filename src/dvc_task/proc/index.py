@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dvc_task.proc.info import ProcessInfo, write_json_atomic
+from dvc_task.utils import makedirs
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class RecordIndex:
         if not self._dirty and self._fresh.keys() == self._rows.keys():
             return
         try:
-            os.makedirs(self.path.parent, mode=0o700, exist_ok=True)
+            makedirs(self.path.parent, exist_ok=True, mode=0o700)
             write_json_atomic(self.path, {"version": _VERSION, "rows": self._fresh})
         except OSError:
             logger.debug("could not write process index %s", self.path, exc_info=True)

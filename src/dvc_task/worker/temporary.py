@@ -16,7 +16,7 @@ from celery import Celery
 from celery.utils.nodenames import default_nodename
 from celery.worker import state as worker_state
 
-from dvc_task.app import broker
+from dvc_task.app import broker, claims
 from dvc_task.app.filesystem import FSApp
 
 logger = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ class TemporaryWorker:
             names = {queue.name for queue in task_consumer.queues}
             return sum(
                 1
-                for path in broker.message_paths(self.app.broker_folders, queued=True)
+                for path in claims.message_paths(self.app.broker_folders, queued=True)
                 if broker.queue_of(path.name) in names
             )
         total = 0
