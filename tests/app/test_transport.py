@@ -335,7 +335,8 @@ def test_full_listing_does_not_crash_on_vanishing_files(wdir: Path) -> None:
 def test_publishing_without_the_queue_folders_says_how_to_create_them(
     tmp_path: Path,
 ) -> None:
-    app = FSApp("x", wdir=tmp_path / "missing")
+    (tmp_path / "q" / "result").mkdir(parents=True)  # but no broker folders
+    app = FSApp("x", wdir=tmp_path / "q")
 
     with pytest.raises(OSError, match=r"mkdir=True") as excinfo:
         app.send_task("record", args=["x", "1"])
