@@ -162,3 +162,18 @@ def test_folders_are_private_whatever_the_umask(tmp_path: Path) -> None:
     assert created
     for path in created:
         assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+
+
+def test_clean_copes_with_two_files_of_one_message(wdir: Path) -> None:
+    app = make_app(str(wdir))
+    past = datetime.now(timezone.utc) - timedelta(seconds=1)
+    app.send_task("record", args=["x", "old"], queue="other", expires=past)
+    inbox = wdir / "broker" / "in"
+    (original,) = inbox.iterdir()
+    (inbox / f"1_copy.{original.name.partition('.')[2]}").write_bytes(
+        original.read_bytes()
+    )
+
+    app.clean()
+
+    assert list(inbox.iterdir()) == []

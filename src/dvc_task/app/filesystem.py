@@ -147,20 +147,23 @@ class FSApp(Celery):
         """The folders of this app's queue."""
         return broker.BrokerFolders.from_options(self.conf.broker_transport_options)
 
-    def _iter_messages(
-        self, queued: bool, cache: dict[str, Path], queue: str | None
-    ) -> Iterator[Message]:
+    def _iter_entries(self, queued: bool) -> Iterator[tuple[Path, Message]]:
+        """``(path, message)`` of every readable message, waiting or taken."""
         folders = self.broker_folders
         accept = frozenset(self.conf.broker_transport_options["accept_content_types"])
         with self.connection_for_read() as conn, conn.channel() as channel:
             for path in claims.message_paths(folders, queued):
                 payload = reader.load_message(folders, path, accept)
-                if payload is None:
-                    continue
-                msg = channel.Message(payload, channel=channel)
-                cache[msg.delivery_tag] = path
-                if queue is None or msg.delivery_info.get("routing_key") == queue:
-                    yield msg
+                if payload is not None:
+                    yield path, channel.Message(payload, channel=channel)
+
+    def _iter_messages(
+        self, queued: bool, cache: dict[str, Path], queue: str
+    ) -> Iterator[Message]:
+        for path, msg in self._iter_entries(queued):
+            cache[msg.delivery_tag] = path
+            if msg.delivery_info.get("routing_key") == queue:
+                yield msg
 
     def iter_queued(self, queue: str | None = None) -> Iterator[Message]:
         """Messages waiting in ``queue`` (default queue if None), oldest first."""
@@ -213,19 +216,18 @@ class FSApp(Celery):
         keep = set(exclude)
         now = datetime.now(timezone.utc).timestamp()
         for queued in (True, False):
-            cache = self._queued_paths if queued else self._processed_paths
-            for msg in list(self._iter_messages(queued, cache, None)):
+            for path, msg in list(self._iter_entries(queued)):
                 if msg.delivery_info.get("routing_key") in keep:
                     continue
                 ticket = not queued and msg.headers.get("ticket")
                 if ticket or _expired(msg.headers, now):
-                    remove(cache.pop(msg.delivery_tag))
+                    remove(path)
 
     def _clean_pidbox(self, exchange: str) -> None:
         """Delete queued broadcast replies sent through ``exchange``."""
-        for msg in list(self._iter_messages(True, self._queued_paths, None)):
+        for path, msg in list(self._iter_entries(True)):
             if msg.delivery_info.get("exchange") == exchange:
-                remove(self._queued_paths.pop(msg.delivery_tag))
+                remove(path)
 
     def clean(self) -> None:
         """Tidy the broker folder after the workers have stopped.
