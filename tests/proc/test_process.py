@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from dvc_task.proc import ManagedProcess, ProcessInfo, ProcessManager
-from dvc_task.proc.exceptions import TimeoutExpired
+from dvc_task.proc.exceptions import ProcessNotTerminatedError, TimeoutExpired
 
 from conftest import Processes, wait_for
 
@@ -101,3 +101,35 @@ def test_spawned_runner_holds_none_of_the_callers_pipes(
     finally:
         manager.remove("bg", force=True)
     wait_for(lambda: not psutil.pid_exists(runner), "the runner to exit")
+
+
+def _spawned(tmp_path: Path, name: str, args: list[str]) -> ProcessInfo:
+    ManagedProcess.spawn(args, wdir=tmp_path / name, name=name)
+    manager = ProcessManager(tmp_path)
+    return wait_for(lambda: manager.get(name), f"{name} to start")
+
+
+def test_run_again_after_a_dead_runner_stops_the_orphaned_command(
+    tmp_path: Path,
+) -> None:
+    old = _spawned(tmp_path, "job", ["sleep", "60"])
+    os.kill(old.runner_pid or 0, 9)
+    wait_for(lambda: not old.runner_alive(), "the runner to die")
+    assert old.command_alive()
+
+    with ManagedProcess(["sh", "-c", "echo again"], wdir=tmp_path / "job", name="job"):
+        pass
+
+    assert not old.command_alive()
+    info = ProcessManager(tmp_path)["job"]
+    assert info.returncode == 0
+    assert info.pid != old.pid
+
+
+def test_run_of_a_name_whose_runner_lives_is_refused(tmp_path: Path) -> None:
+    _spawned(tmp_path, "busy", ["sleep", "60"])
+    try:
+        with pytest.raises(ProcessNotTerminatedError):
+            ManagedProcess(["true"], wdir=tmp_path / "busy", name="busy").run()
+    finally:
+        ProcessManager(tmp_path).remove("busy", force=True)

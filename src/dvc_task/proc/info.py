@@ -194,10 +194,16 @@ class ProcessInfo:
         zombie, or a pid now used by a process with another start time count
         as not alive.
         """
-        if self.runner_pid is not None and _runs(
+        return self.runner_alive() or self.command_alive()
+
+    def runner_alive(self) -> bool:
+        """Whether the recorded runner (that waits for the command) still lives."""
+        return self.runner_pid is not None and _runs(
             self.runner_pid, self.runner_create_time
-        ):
-            return True
+        )
+
+    def command_alive(self) -> bool:
+        """Whether the recorded command itself still runs."""
         return _runs(self.pid, self.create_time)
 
 

@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 from celery import Signature, signature
 from shortuuid import uuid
 
@@ -29,6 +28,7 @@ from dvc_task.proc.info import (
     check_name,
     utc_now,
 )
+from dvc_task.proc.tree import signal_job, wait_gone
 from dvc_task.utils import StrPath, remove
 
 logger = logging.getLogger(__name__)
@@ -229,22 +229,11 @@ class ProcessManager:
             raise ProcessLookupError(f"no process '{name}'") from exc
         if info.returncode is not None:
             raise ProcessLookupError(f"process '{name}' has finished")
-        targets = [info.pid]
-        if group:
-            targets.extend(_descendants(info.pid))
         try:
-            if group and _leads_group(info.pid):
-                os.killpg(info.pid, sig)
-            else:
-                os.kill(info.pid, sig)
+            signal_job(info.pid, sig, group)
         except ProcessLookupError:
             self._record_lost(self._info_path(name), info)
             raise
-        for pid in targets[1:]:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                continue
 
     def interrupt(self, name: str, group: bool = True) -> None:
         """Send SIGINT (see :meth:`send_signal`)."""
@@ -280,20 +269,11 @@ class ProcessManager:
         del self[name]
 
     def _kill_job(self, name: str, info: ProcessInfo) -> None:
-        job = [info.pid, *_descendants(info.pid)]
         try:
-            self.kill(name, group=True)
+            job = signal_job(info.pid, signal.SIGKILL, group=True)
         except ProcessLookupError:
             return
-        procs = []
-        for pid in job:
-            try:
-                procs.append(psutil.Process(pid))
-            except psutil.NoSuchProcess:
-                continue
-        _, alive = psutil.wait_procs(procs, timeout=KILL_WAIT_S)
-        for proc in alive:
-            logger.warning("Process %d of '%s' survived SIGKILL", proc.pid, name)
+        wait_gone(job, KILL_WAIT_S)
         # Let the runner record the return code before the folder goes, so it
         # does not write into a folder being deleted.
         deadline = time.monotonic() + KILL_WAIT_S
@@ -369,17 +349,3 @@ def _age(path: str) -> float:
         return time.time() - os.stat(path).st_mtime
     except FileNotFoundError:
         return 0.0
-
-
-def _descendants(pid: int) -> list[int]:
-    try:
-        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
-    except psutil.Error:
-        return []
-
-
-def _leads_group(pid: int) -> bool:
-    try:
-        return os.getpgid(pid) == pid
-    except ProcessLookupError:
-        return False

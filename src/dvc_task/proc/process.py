@@ -17,7 +17,11 @@ from typing import IO, Any
 from shortuuid import uuid
 
 from dvc_task.app.broker import check_private
-from dvc_task.proc.exceptions import TimeoutExpired
+from dvc_task.proc.exceptions import (
+    InvalidProcessInfoError,
+    ProcessNotTerminatedError,
+    TimeoutExpired,
+)
 from dvc_task.proc.info import (
     ProcessInfo,
     check_name,
@@ -25,6 +29,7 @@ from dvc_task.proc.info import (
     utc_now,
     write_json_atomic,
 )
+from dvc_task.proc.tree import signal_job, wait_gone
 from dvc_task.utils import makedirs
 
 logger = logging.getLogger(__name__)
@@ -153,10 +158,16 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
     def run(self) -> None:
         """Start the command.
 
+        A previous run of the same name whose runner died (kill -9) while its
+        command went on is stopped first, so that a job run again after a
+        worker crash never runs twice at once.
+
         Raises:
             OSError: the program cannot be started (nothing is recorded then).
+            ProcessNotTerminatedError: a live runner still runs that name.
         """
         self._make_wdir()
+        self._stop_orphan()
         logger.debug("Appending output of '%s' to '%s'", self.name, self.stdout_path)
         fd = os.open(self.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._out = os.fdopen(fd, "ab")
@@ -182,6 +193,28 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
                 self._proc.wait()
             self._close_output()
             raise
+
+    def _stop_orphan(self) -> None:
+        try:
+            old = ProcessInfo.load(self.info_path)
+        except (FileNotFoundError, InvalidProcessInfoError):
+            return
+        if old.returncode is not None or old.runner_pid is None:
+            return
+        if old.runner_alive():
+            raise ProcessNotTerminatedError(self.name)
+        if not old.command_alive():
+            return
+        logger.warning(
+            "Stopping process %d of '%s': its runner died; running it again",
+            old.pid,
+            self.name,
+        )
+        try:
+            job = signal_job(old.pid, signal.SIGKILL, group=True)
+        except ProcessLookupError:
+            return
+        wait_gone(job, _STOP_GRACE_S)
 
     def _close_output(self) -> None:
         if self._out is not None:
