@@ -24,6 +24,8 @@ def test_waiter_returns_when_a_file_is_added(tmp_path: Path, use_inotify: bool) 
     os.utime(tmp_path, (time.time() - 3600, time.time() - 3600))
     waiter = FolderWaiter(tmp_path, 0.005, use_inotify=use_inotify)
     try:
+        if sys.platform.startswith("linux"):
+            assert waiter.uses_inotify == use_inotify
         assert not waiter.wait(0.05)
         writer = threading.Timer(0.1, (tmp_path / "new.msg").touch)
         writer.start()
