@@ -14,8 +14,8 @@ acknowledgement path, because the stock transport:
   claims return to ``in/``;
 - re-lists and sorts the whole folder for every message and sleeps a second
   between polls; we keep the sorted listing in memory, re-list only when the
-  folder's mtime says it changed, and while idle only ``stat`` the folder
-  every few milliseconds.
+  folder's mtime says it changed, and while idle block on inotify (or,
+  without it, ``stat`` the folder every few milliseconds; see :mod:`.watch`).
 """
 
 from __future__ import annotations
