@@ -35,6 +35,13 @@ def reliability(session: nox.Session) -> None:
 
 
 @nox.session
+def dvc(session: nox.Session) -> None:
+    """DVC's experiment queue on our package, driven through DVC's CLI."""
+    session.install("-e", ".[tests]", "dvc")
+    session.run("python", "-m", "pytest", "tests/integration", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """Ruff (lint and format) and mypy --strict on src/."""
     session.install("-e", ".[dev]")
