@@ -8,6 +8,7 @@ start`` until ``dvc queue status`` shows nothing queued or running.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import tempfile
 import time
@@ -30,9 +31,19 @@ STAGE = (
 DEADLINE_S = 600.0
 
 
+def env_for(dvc: str) -> dict[str, str]:
+    """DVC spawns its queue worker as plain ``dvc``: find it in its own env."""
+    return {**os.environ, "PATH": f"{Path(dvc).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 def sh(cwd: Path, *args: str) -> str:
     return subprocess.run(
-        list(args), cwd=cwd, check=True, capture_output=True, text=True
+        list(args),
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env_for(args[0]) if args[0].endswith("dvc") else None,
     ).stdout
 
 
