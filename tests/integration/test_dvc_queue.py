@@ -89,6 +89,14 @@ class Repo:
                 states[parts[1]] = parts[-1]
         return states
 
+    def wait_state(self, name: str, state: str) -> None:
+        wait_for(
+            lambda: self.states().get(name) == state,
+            f"experiment {name} to be {state}",
+            timeout=300,
+            interval=0.5,
+        )
+
     def settled(self) -> bool:
         return not any(s in ("Queued", "Running") for s in self.states().values())
 
@@ -164,21 +172,11 @@ def test_queued_experiments_run_and_report_their_results(repo: Repo) -> None:
 def test_long_experiment_can_be_killed(repo: Repo) -> None:
     repo.queue("long", sleep=300)
     repo.dvc("queue", "start")
-    wait_for(
-        lambda: repo.states().get("long") == "Running",
-        "it to start",
-        timeout=300,
-        interval=0.5,
-    )
+    repo.wait_state("long", "Running")
 
     repo.dvc("queue", "kill", "long")
 
-    wait_for(
-        lambda: repo.states().get("long") == "Failed",
-        "it to fail",
-        timeout=300,
-        interval=0.5,
-    )
+    repo.wait_state("long", "Failed")
 
 
 def test_remove_all_and_stop(repo: Repo) -> None:
@@ -208,12 +206,7 @@ def test_killed_worker_then_start_finishes_the_rest(repo: Repo) -> None:
     repo.queue("slow", x=9, sleep=20)
     repo.queue("next", x=10)
     repo.dvc("queue", "start")
-    wait_for(
-        lambda: repo.states().get("slow") == "Running",
-        "it to start",
-        timeout=300,
-        interval=0.5,
-    )
+    repo.wait_state("slow", "Running")
 
     for info in repo.workers():
         os.kill(info.pid, signal.SIGKILL)
