@@ -20,13 +20,16 @@ HERE = Path(__file__).parent
 
 
 def wait_until(
-    predicate: Callable[[], object], what: str, timeout: float = 120
+    predicate: Callable[[], object],
+    what: str,
+    timeout: float = 120,
+    interval: float = 0.001,
 ) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError(f"gave up waiting for {what}")
-        time.sleep(0.001)
+        time.sleep(interval)
 
 
 def read_stamps(path: Path) -> dict[str, float]:

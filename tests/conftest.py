@@ -41,7 +41,7 @@ class Processes:
     """Child processes started by a test, each in its own session.
 
     Every one still alive at the end of the test is killed with its whole
-    process group.
+    process group, and the pipes to all of them are closed.
     """
 
     def __init__(self, env: dict[str, str]) -> None:
@@ -85,6 +85,9 @@ class Processes:
                 except ProcessLookupError:
                     pass
                 proc.wait()
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

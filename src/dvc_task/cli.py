@@ -18,6 +18,7 @@ import click
 from dvc_task.app import FSApp
 from dvc_task.exceptions import DvcTaskError
 from dvc_task.proc import ManagedProcess, ProcessInfo, ProcessManager
+from dvc_task.utils import module_command
 from dvc_task.worker import TemporaryWorker
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -127,7 +128,7 @@ def run(obj: Context, name: str | None, wait: bool, command: tuple[str, ...]) ->
 def _spawn_worker(obj: Context) -> None:
     # A worker of that name that already runs makes this one return at once.
     ManagedProcess.spawn(
-        [sys.executable, "-m", "dvc_task", "--dir", str(obj.folder), "worker"],
+        module_command("dvc_task", "--dir", str(obj.folder), "worker"),
         wdir=obj.folder / "workers" / DEFAULT_WORKER,
         name=DEFAULT_WORKER,
     )

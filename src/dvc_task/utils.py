@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import stat
+import sys
 from typing import Any, Callable, Union
 
 logger = logging.getLogger(__name__)
@@ -89,3 +90,24 @@ def unc_path(path: StrPath) -> str:
     if drive.endswith(":"):
         return f"\\\\?\\{drive}{tail}"
     return f"{drive}{tail}"
+
+
+#: ``python -c`` puts the current directory first on ``sys.path``, as ``-m``
+#: does; take it off before the module is found, unless it is not there
+#: (``-P``, ``PYTHONSAFEPATH``).
+_RUN_MODULE = (
+    "import runpy, sys\n"
+    "if sys.path[:1] == ['']:\n"
+    "    del sys.path[0]\n"
+    "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)\n"
+)
+
+
+def module_command(module: str, *args: str) -> list[str]:
+    """The command line of ``python -m module args`` for this interpreter.
+
+    Unlike ``python -m``, the module and everything it imports is not looked
+    up in the current directory first: a ``copy.py`` in a project folder that
+    a background process starts from does not shadow the standard library's.
+    """
+    return [sys.executable, "-c", _RUN_MODULE, module, *args]

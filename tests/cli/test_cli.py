@@ -77,6 +77,18 @@ def test_queued_job_is_listed_then_run_by_a_worker(
     assert cli("logs", "-f", name).stdout == "later\n"
 
 
+def test_worker_ignores_modules_in_the_current_directory(
+    cli: Any, tmp_path: Path
+) -> None:
+    for module in ("copy", "json", "logging"):
+        (tmp_path / f"{module}.py").write_text("raise SystemExit('shadowed')\n")
+
+    done = cli("run", "--wait", "--name", "job", "--", "echo", "ran")
+
+    assert done.stdout.splitlines() == ["job", "ran"]
+    assert states(cli)["job"]["state"] == "done"
+
+
 def test_kill_stops_a_running_job_and_rm_removes_it(
     cli: Any, processes: Processes, tmp_path: Path
 ) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -162,6 +163,31 @@ def test_terminate_and_interrupt_reach_the_command(manager: ProcessManager) -> N
     manager.interrupt("int")
 
     assert wait_for(lambda: manager["term"].returncode, "term") == -signal.SIGTERM
+    assert wait_for(lambda: manager["int"].returncode, "int") == -signal.SIGINT
+
+
+def test_interrupt_reaches_a_job_spawned_by_a_caller_that_ignores_it(
+    manager: ProcessManager,
+) -> None:
+    # A shell starts background commands with SIGINT and SIGQUIT ignored;
+    # the job of a worker spawned from such a script must still stop on
+    # `interrupt` (DVC's `queue kill`).
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys; from dvc_task.proc import ManagedProcess;"
+            "signal.signal(signal.SIGINT, signal.SIG_IGN);"
+            "signal.signal(signal.SIGQUIT, signal.SIG_IGN);"
+            "ManagedProcess.spawn(['sleep', '60'], wdir=sys.argv[1], name='int')",
+            os.path.join(manager.wdir, "int"),
+        ],
+        check=True,
+    )
+    wait_for(lambda: manager.get("int"), "the job to start")
+
+    manager.interrupt("int")
+
     assert wait_for(lambda: manager["int"].returncode, "int") == -signal.SIGINT
 
 

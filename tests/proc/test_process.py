@@ -103,6 +103,45 @@ def test_spawned_runner_holds_none_of_the_callers_pipes(
     wait_for(lambda: not psutil.pid_exists(runner), "the runner to exit")
 
 
+def test_spawned_runner_is_not_the_callers_child(
+    tmp_path: Path, processes: Processes
+) -> None:
+    # A long-lived caller (DVC's `exp run --run-all`) must not collect
+    # zombies, nor hear "subprocess is still running" (a ResourceWarning,
+    # an error in DVC's test suite) when it lets go of the runner.
+    manager = ProcessManager(tmp_path)
+    runner = ManagedProcess.spawn(["true"], wdir=tmp_path / "quick", name="quick")
+    assert runner is not None
+    assert psutil.Process(runner).ppid() != os.getpid()
+    info = wait_for(
+        lambda: (i := manager.get("quick")) and i.returncode is not None and i,
+        "the quick job to finish",
+    )
+    assert info.returncode == 0
+    assert not any(c.pid == runner for c in psutil.Process().children())
+
+
+def test_spawned_runner_ignores_modules_in_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DVC spawns from the project folder; a project's copy.py must not
+    # shadow the standard library module of that name in the runner.
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "copy.py").write_text("raise SystemExit('shadowed copy.py imported')\n")
+    monkeypatch.chdir(project)
+    manager = ProcessManager(tmp_path / "procs")
+
+    ManagedProcess.spawn(["pwd"], wdir=tmp_path / "procs" / "job", name="job")
+
+    info = wait_for(
+        lambda: (i := manager.get("job")) and i.returncode is not None and i,
+        "the job to finish",
+    )
+    assert info.returncode == 0
+    assert Path(info.stdout or "").read_text() == f"{project}\n"
+
+
 def _spawned(tmp_path: Path, name: str, args: list[str]) -> ProcessInfo:
     ManagedProcess.spawn(args, wdir=tmp_path / name, name=name)
     manager = ProcessManager(tmp_path)

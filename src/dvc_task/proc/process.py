@@ -17,6 +17,7 @@ from typing import IO, Any
 from shortuuid import uuid
 
 from dvc_task.app.broker import check_private
+from dvc_task.exceptions import DvcTaskError
 from dvc_task.proc.exceptions import (
     InvalidProcessInfoError,
     ProcessNotTerminatedError,
@@ -30,11 +31,28 @@ from dvc_task.proc.info import (
     write_json_atomic,
 )
 from dvc_task.proc.tree import signal_job, wait_gone
-from dvc_task.utils import makedirs
+from dvc_task.utils import makedirs, module_command
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ManagedProcess", "ProcessInfo"]
+
+#: Run by a short-lived launcher: forks the runner into a new session with
+#: stdout on /dev/null, prints its pid and exits. The runner is then nobody's
+#: child but init's: the caller never has to reap it and holds no handle on it.
+_LAUNCH = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    try:
+        os.setsid()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        os.execv(sys.argv[1], sys.argv[1:])
+    except OSError as exc:
+        os.write(2, f"dvc-task: cannot start the runner: {exc}\\n".encode())
+    os._exit(127)
+print(pid)
+"""
 
 #: Seconds a command gets to exit after SIGTERM when its runner is stopped.
 _STOP_GRACE_S = 3.0
@@ -273,10 +291,13 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
 
         The runner starts in a new session (its own process group), with
         stdin and stdout on ``/dev/null`` and stderr appended to the output
-        file, so it outlives the caller and holds none of its pipes.
+        file, so it outlives the caller and holds none of its pipes. A
+        short-lived launcher forks it, so it is not the caller's child either:
+        nothing for the caller to reap or to be warned about.
 
         Raises:
             ValueError: as the constructor.
+            DvcTaskError: the runner could not be started.
         """
         proc = cls(*args, **kwargs)
         proc._make_wdir()
@@ -287,16 +308,21 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
             "wdir": proc.wdir,
             "name": proc.name,
         }
+        runner = module_command("dvc_task.proc.runner", json.dumps(spec))
         fd = os.open(proc.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            runner = subprocess.Popen(
-                [sys.executable, "-m", "dvc_task.proc.runner", json.dumps(spec)],
+            launcher = subprocess.run(
+                [sys.executable, "-I", "-S", "-c", _LAUNCH, *runner],
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
                 stderr=fd,
                 close_fds=True,
-                start_new_session=True,
+                check=False,
             )
         finally:
             os.close(fd)
-        return runner.pid
+        if launcher.returncode:
+            raise DvcTaskError(
+                f"could not start a runner for '{proc.name}': see {proc.stdout_path}"
+            )
+        return int(launcher.stdout)

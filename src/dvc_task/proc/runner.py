@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import importlib
 import json
+import signal
 import sys
 from typing import Any
 
 
 def main(argv: list[str]) -> int:
     """Run the spawned command; return 0 once its return code is recorded."""
+    # A caller started in the background by a shell ignores SIGINT and
+    # SIGQUIT; a detached runner starts afresh, so that its command (which
+    # gets these dispositions) can be interrupted.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
     spec = json.loads(argv[0])
     module, _, qualname = spec.pop("class").partition(":")
     target: Any = importlib.import_module(module)
