@@ -1,7 +1,8 @@
-"""Task automation: ``nox -s tests``, ``nox -s lint``, ``nox -s bench``."""
+"""Task automation: ``nox -s tests``, ``lint``, ``reliability``, ``dvc``, ``bench``."""
 
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 
 import nox
@@ -34,11 +35,94 @@ def reliability(session: nox.Session) -> None:
     )
 
 
+#: DVC's own tests of its experiment queue (from its source distribution).
+DVC_QUEUE_TESTS = (
+    "tests/func/experiments",
+    "tests/unit/repo/experiments/queue",
+    "tests/unit/repo/experiments/test_executor_status.py",
+    "tests/unit/repo/experiments/test_remove.py",
+)
+
+
 @nox.session
 def dvc(session: nox.Session) -> None:
-    """DVC's experiment queue on our package, driven through DVC's CLI."""
-    session.install("-e", ".[tests]", "dvc")
-    session.run("python", "-m", "pytest", "tests/integration", *session.posargs)
+    """DVC's experiment queue on our package: our CLI tests, DVC's, timing.
+
+    ``nox -s dvc -- --no-bench`` skips the timing against dvc-task 0.40.2.
+    """
+    bench = "--no-bench" not in session.posargs
+    session.install("-e", ".[tests]", "dvc[tests]")
+    session.run("python", "-m", "pytest", "tests/integration", "-p", "no:cacheprovider")
+    version = session.run(
+        "python", "-c", "import dvc; print(dvc.__version__)", silent=True
+    )
+    assert isinstance(version, str)
+    version = version.strip()
+    tmp = Path(session.create_tmp()).resolve()
+    suite = _dvc_test_suite(session, version, tmp)
+    with session.chdir(suite):
+        session.run(
+            "python",
+            "-m",
+            "pytest",
+            *DVC_QUEUE_TESTS,
+            "-n",
+            "2",
+            "--timeout=300",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-rfE",
+        )
+    if bench:
+        peer = _peer_env(
+            session, tmp / f"dvc-{version}-0.40.2", f"dvc=={version} dvc-task==0.40.2"
+        )
+        session.run(
+            "python",
+            "benchmarks/bench_dvc.py",
+            "--ours",
+            str(Path(session.bin) / "dvc"),
+            "--peer-040",
+            str(peer.parent / "dvc"),
+            "--output",
+            str(Path("benchmarks", "results", "dvc.md")),
+        )
+
+
+def _dvc_test_suite(session: nox.Session, version: str, tmp: Path) -> Path:
+    """DVC's tests and pytest settings from its sdist, without its sources.
+
+    The installed DVC is the one under test: its source tree stays out of
+    the folder pytest runs in, so that it cannot be imported instead.
+    """
+    suite = tmp / f"dvc-{version}-tests"
+    if suite.exists():
+        return suite
+    session.run(
+        "python",
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "--dest",
+        str(tmp),
+        f"dvc=={version}",
+    )
+    with tarfile.open(tmp / f"dvc-{version}.tar.gz") as sdist:
+        root = f"dvc-{version}/"
+        members = [
+            m
+            for m in sdist.getmembers()
+            if m.name.startswith(f"{root}tests/") or m.name == f"{root}pyproject.toml"
+        ]
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        sdist.extractall(tmp / "sdist", members=members, **safe)  # type: ignore[arg-type]
+    (tmp / "sdist" / f"dvc-{version}").rename(suite)
+    return suite
 
 
 @nox.session
@@ -50,7 +134,7 @@ def lint(session: nox.Session) -> None:
     session.run("mypy")
 
 
-def _peer_env(session: nox.Session, path: Path, requirement: str) -> Path:
+def _peer_env(session: nox.Session, path: Path, requirements: str) -> Path:
     """A virtual environment of its own for a peer (and psutil, for the drivers)."""
     python = path / "bin" / "python"
     if not python.exists():
@@ -61,7 +145,7 @@ def _peer_env(session: nox.Session, path: Path, requirement: str) -> Path:
             "pip",
             "install",
             "-q",
-            requirement,
+            *requirements.split(),
             "psutil",
             external=True,
         )

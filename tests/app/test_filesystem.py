@@ -95,6 +95,30 @@ def test_purge_deletes_a_processed_message(
         app.reject(second.delivery_tag)
 
 
+def test_listings_never_lose_a_message_while_a_worker_settles_them(
+    wdir: Path, processes: Processes, tmp_path: Path
+) -> None:
+    # DVC lists processed messages to find finished experiments: one being
+    # acked (moved from its worker's claim to processed/) at that moment
+    # must still be listed, and a queued one being taken must be in one of
+    # the two listings.
+    app = make_app(str(wdir), acks_late=True)
+    count = 200
+    for i in range(count):
+        app.send_task("record", args=[str(tmp_path / "done"), str(i)])
+    worker = processes.worker(wdir, acks_late=True)
+
+    seen_taken = 0
+    while seen_taken < count:
+        queued = {m.delivery_tag for m in app.iter_queued()}
+        taken = {m.delivery_tag for m in app.iter_processed()}
+        assert len(taken) >= seen_taken, "a taken message dropped out of the listing"
+        seen_taken = len(taken)
+        assert len(queued) + len(taken) >= count, "a message is in neither listing"
+        assert worker.poll() in (None, 0)
+    assert worker.wait(timeout=120) == 0
+
+
 def test_iter_queued_filters_by_queue(wdir: Path) -> None:
     app = make_app(str(wdir))
     app.send_task("record", args=["x", "a"], queue="other")

@@ -161,14 +161,30 @@ def message_paths(folders: BrokerFolders, queued: bool) -> list[Path]:
 
     Waiting: in ``in/``, or claimed by a dead consumer (they will return to
     the queue). Taken: in ``processed/``, or claimed by a live consumer.
+    Claims are listed first: a claim that moves on to the other folder while
+    the listing runs (settled, or returned to the queue) is still found
+    there. A claim may be gone by the time it is read: see
+    :func:`settled_path`.
     """
     base = folders.inbox if queued else folders.processed
-    paths = [base / name for name in list_messages(base)]
+    claimed: dict[str, Path] = {}
     for owner in iter_owners(folders):
         if owner_alive(owner) != queued:
-            paths.extend(owner / name for name in list_messages(owner))
-    paths.sort(key=lambda path: sort_key(path.name))
-    return paths
+            claimed.update((name, owner / name) for name in list_messages(owner))
+    paths = {name: base / name for name in list_messages(base)}
+    for name, path in claimed.items():
+        paths.setdefault(name, path)
+    return sorted(paths.values(), key=lambda path: sort_key(path.name))
+
+
+def settled_path(folders: BrokerFolders, path: Path, queued: bool) -> Path | None:
+    """Where a claim listed by :func:`message_paths` went, if it moved on.
+
+    Its consumer settled it (``processed/``) or its claim was returned to the
+    queue (``in/``) since it was listed; None for a file of those folders.
+    """
+    base = folders.inbox if queued else folders.processed
+    return None if path.parent == base else base / path.name
 
 
 def recover_abandoned(folders: BrokerFolders) -> int:

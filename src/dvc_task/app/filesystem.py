@@ -152,9 +152,14 @@ class FSApp(Celery):
         folders = self.broker_folders
         accept = frozenset(self.conf.broker_transport_options["accept_content_types"])
         with self.connection_for_read() as conn, conn.channel() as channel:
-            for path in claims.message_paths(folders, queued):
-                payload = reader.load_message(folders, path, accept)
-                if payload is not None:
+            for listed in claims.message_paths(folders, queued):
+                path: Path | None = listed
+                payload = reader.load_message(folders, listed, accept)
+                if payload is None and not listed.exists():
+                    path = claims.settled_path(folders, listed, queued)
+                    if path is not None:
+                        payload = reader.load_message(folders, path, accept)
+                if path is not None and payload is not None:
                     yield path, channel.Message(payload, channel=channel)
 
     def _iter_messages(
