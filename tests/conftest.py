@@ -90,6 +90,14 @@ class Processes:
                     pipe.close()
 
 
+@pytest.fixture
+def umask() -> Iterator[Callable[[int], int]]:
+    """Set the process umask for one test (restored after it)."""
+    old = os.umask(0o022)
+    yield os.umask
+    os.umask(old)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--full",

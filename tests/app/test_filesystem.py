@@ -8,12 +8,14 @@ import stat
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 from dvc_task.app import FSApp
 from dvc_task.app.filesystem import _get_fs_config
 from dvc_task.exceptions import DvcTaskError, UnsafeFolderError
+from dvc_task.proc import ProcessManager
 
 from conftest import HELPERS, Processes
 
@@ -164,7 +166,10 @@ def test_clean_removes_stale_broadcast_replies(wdir: Path) -> None:
     assert items(app.iter_queued()) == ["kept"]
 
 
-def test_group_writable_queue_folder_is_refused(tmp_path: Path) -> None:
+def test_group_writable_queue_folder_is_refused(
+    tmp_path: Path, umask: Callable[[int], int]
+) -> None:
+    umask(0o022)  # a group-writable folder is not what this user makes
     FSApp("x", wdir=tmp_path, mkdir=True)
     inbox = tmp_path / "broker" / "in"
     inbox.chmod(0o770)
@@ -175,17 +180,39 @@ def test_group_writable_queue_folder_is_refused(tmp_path: Path) -> None:
     assert str(inbox) in str(excinfo.value)
 
 
-def test_folders_are_private_whatever_the_umask(tmp_path: Path) -> None:
-    old = os.umask(0o002)
-    try:
-        FSApp("x", wdir=tmp_path / "new" / "queue", mkdir=True)
-    finally:
-        os.umask(old)
+def test_folders_are_private_whatever_the_umask(
+    tmp_path: Path, umask: Callable[[int], int]
+) -> None:
+    umask(0o002)
+    FSApp("x", wdir=tmp_path / "new" / "queue", mkdir=True)
 
     created = [tmp_path / "new", *(tmp_path / "new").rglob("*")]
     assert created
     for path in created:
         assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+
+
+def test_folders_that_the_users_umask_made_group_writable_are_made_private(
+    tmp_path: Path,
+    umask: Callable[[int], int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # With umask 002 (per-user groups), 0.40 and DVC create 0775 folders:
+    # they are the user's own, so they are made private, not refused.
+    umask(0o002)
+    queue = tmp_path / "queue"
+    for name in ("in", "processed", "control"):
+        os.makedirs(queue / "broker" / name)
+    procs = tmp_path / "procs"
+    os.makedirs(procs)
+
+    app = FSApp("x", wdir=queue, mkdir=True)
+    ProcessManager(procs)
+
+    assert stat.S_IMODE(queue.joinpath("broker", "in").stat().st_mode) == 0o700
+    assert stat.S_IMODE(procs.stat().st_mode) == 0o700
+    assert not list(app.iter_queued())
+    assert f"Made '{procs}' private" in caplog.text
 
 
 def test_clean_copes_with_two_files_of_one_message(wdir: Path) -> None:

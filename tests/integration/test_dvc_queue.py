@@ -12,10 +12,12 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -51,6 +53,10 @@ stages:
       - metrics.json:
           cache: false
 """
+
+
+#: States an experiment does not leave by itself.
+FINAL = ("Success", "Failed")
 
 
 class Repo:
@@ -90,12 +96,13 @@ class Repo:
         return states
 
     def wait_state(self, name: str, state: str) -> None:
-        wait_for(
-            lambda: self.states().get(name) == state,
-            f"experiment {name} to be {state}",
-            timeout=300,
-            interval=0.5,
-        )
+        def reached() -> bool:
+            now = self.states().get(name)
+            if now in FINAL and now != state:
+                pytest.fail(f"experiment {name} is {now}, not {state}")
+            return now == state
+
+        wait_for(reached, f"experiment {name} to be {state}", timeout=300, interval=0.5)
 
     def settled(self) -> bool:
         return not any(s in ("Queued", "Running") for s in self.states().values())
@@ -217,3 +224,20 @@ def test_killed_worker_then_start_finishes_the_rest(repo: Repo) -> None:
     assert repo.states()["next"] == "Success"
     assert repo.states()["slow"] in ("Success", "Failed")
     assert repo.shown().get("next") == 20
+
+
+def test_queue_runs_for_a_user_whose_umask_makes_group_writable_folders(
+    repo: Repo, umask: Callable[[int], int]
+) -> None:
+    # Per-user groups come with umask 002: DVC's workspace run then makes
+    # .dvc/tmp/exps/run group-writable, and the queue must still work.
+    umask(0o002)
+    repo.dvc("exp", "run", "-n", "here", "-S", "x=11")
+    repo.queue("queued", x=12)
+
+    repo.dvc("queue", "start")
+
+    repo.wait_state("queued", "Success")
+    assert repo.shown()["queued"] == 24
+    run = repo.path / ".dvc" / "tmp" / "exps" / "run"
+    assert stat.S_IMODE(run.stat().st_mode) == 0o700

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -250,7 +250,10 @@ def test_folder_of_another_user_is_refused(tmp_path: Path, what: str) -> None:
     assert "chown" in str(excinfo.value)
 
 
-def test_world_writable_process_folder_is_refused(tmp_path: Path) -> None:
+def test_world_writable_process_folder_is_refused(
+    tmp_path: Path, umask: Callable[[int], int]
+) -> None:
+    umask(0o022)  # the user's umask never makes world-writable folders
     folder = tmp_path / "procs"
     folder.mkdir()
     folder.chmod(0o777)

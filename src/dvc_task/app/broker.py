@@ -97,8 +97,28 @@ class BrokerFolders:
             make_private_folder(path)
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    # Elsewhere it can only be read by setting it: set a stricter one
+    # meanwhile, so that a file another thread creates is never looser.
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def check_private(path: Path) -> None:
     """Refuse a folder that another user owns or may write to.
+
+    A folder of ours that the user's own umask made group-writable (umask
+    002, the default with per-user groups; DVC creates folders that way) is
+    not a sign of tampering: it is made private (0700) with a warning.
 
     Raises:
         UnsafeFolderError: with what is wrong and how to fix it.
@@ -116,12 +136,23 @@ def check_private(path: Path) -> None:
             f"use a folder of your own, or have its owner run 'chown -R {os.getuid()} "
             f"{path}'",
         )
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    loose = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if not loose:
+        return
+    umask = current_umask()
+    if loose & umask:
         raise UnsafeFolderError(
             str(path),
             f"group or others may write to it (mode {st.st_mode & 0o777:o})",
             f"make it private with 'chmod 700 {path}'",
         )
+    os.chmod(path, FOLDER_MODE)
+    logger.warning(
+        "Made '%s' private (mode 700): it had mode %o from your umask %03o",
+        path,
+        st.st_mode & 0o777,
+        umask,
+    )
 
 
 def ensure_folder(path: Path) -> None:
