@@ -1,8 +1,9 @@
 """Wall time of 10 queued DVC experiments: DVC on ours vs DVC on 0.40.2.
 
 Each side is a virtual environment with the same DVC release: ``--ours`` and
-``--peer-040`` name their ``dvc`` executables. The time runs from ``dvc queue
-start`` until ``dvc queue status`` shows nothing queued or running.
+``--peer-040`` name their ``dvc`` executables. Timed apart: queueing the
+experiments (``dvc exp run --queue``), then from ``dvc queue start`` until
+every experiment has its git ref and ``dvc queue status`` shows it succeeded.
 """
 
 from __future__ import annotations
