@@ -186,6 +186,17 @@ def test_long_experiment_can_be_killed(repo: Repo) -> None:
     repo.wait_state("long", "Failed")
 
 
+def test_logs_follow_a_running_experiment_to_its_end(repo: Repo) -> None:
+    repo.queue("followed", x=13, sleep=3)
+    repo.dvc("queue", "start")
+    repo.wait_state("followed", "Running")
+
+    followed = repo.dvc("queue", "logs", "--follow", "followed")
+
+    assert "training with 13" in followed.stdout
+    repo.wait_state("followed", "Success")
+
+
 def test_remove_all_and_stop(repo: Repo) -> None:
     repo.queue("a", x=5)
     repo.queue("b", x=6)
