@@ -166,7 +166,7 @@ def message_paths(folders: BrokerFolders, queued: bool) -> list[Path]:
     there. A claim may be gone by the time it is read: see
     :func:`settled_path`.
     """
-    base = folders.inbox if queued else folders.processed
+    base = _destination(folders, queued)
     claimed: dict[str, Path] = {}
     for owner in iter_owners(folders):
         if owner_alive(owner) != queued:
@@ -183,8 +183,13 @@ def settled_path(folders: BrokerFolders, path: Path, queued: bool) -> Path | Non
     Its consumer settled it (``processed/``) or its claim was returned to the
     queue (``in/``) since it was listed; None for a file of those folders.
     """
-    base = folders.inbox if queued else folders.processed
+    base = _destination(folders, queued)
     return None if path.parent == base else base / path.name
+
+
+def _destination(folders: BrokerFolders, queued: bool) -> Path:
+    # Where waiting (``queued``) or taken messages end up, claims aside.
+    return folders.inbox if queued else folders.processed
 
 
 def recover_abandoned(folders: BrokerFolders) -> int:

@@ -153,13 +153,11 @@ class FSApp(Celery):
         accept = frozenset(self.conf.broker_transport_options["accept_content_types"])
         with self.connection_for_read() as conn, conn.channel() as channel:
             for listed in claims.message_paths(folders, queued):
-                path: Path | None = listed
-                payload = reader.load_message(folders, listed, accept)
-                if payload is None and not listed.exists():
-                    path = claims.settled_path(folders, listed, queued)
-                    if path is not None:
-                        payload = reader.load_message(folders, path, accept)
-                if path is not None and payload is not None:
+                path, payload = listed, reader.load_message(folders, listed, accept)
+                moved = payload is None and claims.settled_path(folders, listed, queued)
+                if moved:
+                    path, payload = moved, reader.load_message(folders, moved, accept)
+                if payload is not None:
                     yield path, channel.Message(payload, channel=channel)
 
     def _iter_messages(
