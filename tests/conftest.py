@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import pytest
 
+from dvc_task.proc import ProcessInfo, ProcessManager
+
 HELPERS = Path(__file__).parent / "helpers"
 TASKAPP = HELPERS / "taskapp.py"
 
@@ -30,6 +32,17 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def wait_finished(manager: ProcessManager, name: str, what: str) -> ProcessInfo:
+    """Wait until process ``name`` is recorded finished; its record."""
+
+    def finished() -> ProcessInfo | None:
+        info = manager.get(name)
+        return info if info is not None and info.returncode is not None else None
+
+    result: ProcessInfo = wait_for(finished, what)
+    return result
 
 
 def lines(path: Path) -> list[str]:

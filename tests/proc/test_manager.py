@@ -23,7 +23,7 @@ from dvc_task.proc.exceptions import (
 )
 from dvc_task.proc.info import LOST_RETURNCODE
 
-from conftest import HELPERS, Processes, lines, wait_for
+from conftest import HELPERS, Processes, lines, wait_finished, wait_for
 
 sys.path.insert(0, str(HELPERS))
 from taskapp import make_app
@@ -65,10 +65,7 @@ def test_killed_runner_leaves_a_finished_failed_record(manager: ProcessManager) 
     assert manager["job"].returncode is None  # the command itself still runs
     os.kill(info.pid, signal.SIGKILL)
 
-    finished = wait_for(
-        lambda: manager["job"].returncode is not None and manager["job"],
-        "the dead job to be reported finished",
-    )
+    finished = wait_finished(manager, "job", "the dead job to be reported finished")
     assert finished.returncode == LOST_RETURNCODE
     assert (
         json.loads(Path(manager.wdir, "job", "job.json").read_text())["returncode"]
@@ -132,10 +129,7 @@ def test_group_kill_ends_every_process_of_the_job(manager: ProcessManager) -> No
     manager.kill("job", group=True)
 
     wait_for(lambda: gone(pids), "every process of the job to end")
-    done = wait_for(
-        lambda: manager["job"].returncode is not None and manager["job"],
-        "the runner to record the return code",
-    )
+    done = wait_finished(manager, "job", "the runner to record the return code")
     assert done.returncode == -signal.SIGKILL
     assert gone([info.runner_pid or 0]) or wait_for(
         lambda: gone([info.runner_pid or 0]), "the runner to exit"

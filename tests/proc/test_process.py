@@ -16,7 +16,7 @@ import pytest
 from dvc_task.proc import ManagedProcess, ProcessInfo, ProcessManager
 from dvc_task.proc.exceptions import ProcessNotTerminatedError, TimeoutExpired
 
-from conftest import Processes, wait_for
+from conftest import Processes, wait_finished, wait_for
 
 CORE = {"pid", "stdin", "stdout", "stderr", "returncode"}
 
@@ -113,10 +113,7 @@ def test_spawned_runner_is_not_the_callers_child(
     runner = ManagedProcess.spawn(["true"], wdir=tmp_path / "quick", name="quick")
     assert runner is not None
     assert psutil.Process(runner).ppid() != os.getpid()
-    info = wait_for(
-        lambda: (i := manager.get("quick")) and i.returncode is not None and i,
-        "the quick job to finish",
-    )
+    info = wait_finished(manager, "quick", "the quick job to finish")
     assert info.returncode == 0
     assert not any(c.pid == runner for c in psutil.Process().children())
 
@@ -134,10 +131,7 @@ def test_spawned_runner_ignores_modules_in_the_current_directory(
 
     ManagedProcess.spawn(["pwd"], wdir=tmp_path / "procs" / "job", name="job")
 
-    info = wait_for(
-        lambda: (i := manager.get("job")) and i.returncode is not None and i,
-        "the job to finish",
-    )
+    info = wait_finished(manager, "job", "the job to finish")
     assert info.returncode == 0
     assert Path(info.stdout or "").read_text() == f"{project}\n"
 

@@ -22,7 +22,7 @@ import pytest
 
 from dvc_task.proc import ManagedProcess, ProcessManager
 
-from conftest import HELPERS, Processes, lines, wait_for
+from conftest import HELPERS, Processes, lines, wait_finished, wait_for
 
 sys.path.insert(0, str(HELPERS))
 from taskapp import make_app
@@ -157,10 +157,7 @@ def test_killed_runners_leave_readable_failed_records(
         for pid in victims:
             os.kill(pid or 0, signal.SIGKILL)
 
-        finished = wait_for(
-            lambda name=name: manager[name].returncode is not None and manager[name],
-            "the job to be reported finished",
-        )
+        finished = wait_finished(manager, name, "the job to be reported finished")
         assert finished.returncode != 0
         assert set(manager.follow(name)) == {"tick\n"}
         manager.remove(name)
