@@ -72,7 +72,10 @@ def dvc(session: nox.Session) -> None:
             "-p",
             "no:cacheprovider",
             "-q",
-            "-rfE",
+            "-rfER",
+            # test_celery_logs[False] fails now and then on ours (see
+            # docs/compatibility.md); reruns are listed in the summary.
+            "--reruns=2",
         )
     if bench:
         peer = _peer_env(
