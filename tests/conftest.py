@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -14,9 +15,11 @@ from typing import Any, Callable
 
 import pytest
 
+from dvc_task.jobs import JobQueue
 from dvc_task.proc import ProcessInfo, ProcessManager
 
 HELPERS = Path(__file__).parent / "helpers"
+SCRIPT = Path(sys.executable).parent / "dvc-task"
 TASKAPP = HELPERS / "taskapp.py"
 
 
@@ -156,3 +159,104 @@ def wdir(tmp_path: Path) -> Path:
     path = tmp_path / "queue"
     path.mkdir()
     return path
+
+
+# --- the command line ------------------------------------------------------
+
+
+class Cli:
+    """Runs ``dvc-task`` on one queue folder, from a chosen directory."""
+
+    def __init__(self, folder: Path, cwd: Path, env: dict[str, str]) -> None:
+        self.folder = folder
+        self.cwd = cwd
+        self.env = {**env, "DVC_TASK_DIR": str(folder)}
+
+    def __call__(
+        self,
+        *args: str,
+        check: int | None = 0,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 300,
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(SCRIPT), *args],
+            capture_output=True,
+            text=True,
+            env={**self.env, **(env or {})},
+            cwd=cwd or self.cwd,
+            timeout=timeout,
+            check=False,
+        )
+        if check is not None:
+            assert done.returncode == check, (done.stdout, done.stderr)
+        return done
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        """``name -> status --json row``."""
+        rows = json.loads(self("status", "--json").stdout)
+        return {row["name"]: row for row in rows}
+
+    def state(self, name: str) -> str | None:
+        """The state of job ``name`` (None if it is not listed)."""
+        row = self.states().get(name)
+        return None if row is None else str(row["state"])
+
+    def wait_state(self, name: str, *states: str, timeout: float = 120) -> None:
+        """Wait until job ``name`` is in one of ``states``."""
+        wait_for(
+            lambda: self.state(name) in states,
+            f"job {name} to be {' or '.join(states)}",
+            timeout=timeout,
+        )
+
+    def workers(self) -> list[dict[str, Any]]:
+        """``workers --json``."""
+        found: list[dict[str, Any]] = json.loads(self("workers", "--json").stdout)
+        return found
+
+
+def end_all(folder: Path) -> None:
+    """Kill every job process and worker of ``folder``, and wait for them."""
+    if not (folder / "jobs").is_dir():
+        return
+    queue = JobQueue(folder)
+    for job in queue.jobs():
+        if job.pid is not None and job.pid > 1 and not job.finished:
+            try:
+                os.killpg(job.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    for worker in queue.workers():
+        if worker.pid is not None and worker.pid > 1:
+            try:
+                os.kill(worker.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    wait_for(lambda: not queue.workers(), "the workers to be gone", timeout=30)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, processes: Processes) -> Iterator[Cli]:
+    """``dvc-task`` on ``tmp_path/q``; its jobs and workers end with the test."""
+    folder = tmp_path / "q"
+    runner = Cli(folder, tmp_path, processes.env)
+    try:
+        yield runner
+    finally:
+        end_all(folder)
+
+
+class JobsLock:
+    """Holds the jobs folder's lock: workers stop before they start a job."""
+
+    def __init__(self, folder: Path) -> None:
+        (folder / "jobs").mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.fd = os.open(folder / "jobs" / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

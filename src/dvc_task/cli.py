@@ -5,61 +5,52 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import signal
+import os
+import re
+import shlex
 import sys
-import time
-from collections.abc import Iterator
-from datetime import datetime
-from pathlib import Path
-from typing import Any, Callable, TypeVar
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any, Callable, NoReturn, TypeVar
 
 import click
 
-from dvc_task.app import FSApp
+from dvc_task.app.watch import NEW_FILES, FolderWaiter
 from dvc_task.exceptions import DvcTaskError
-from dvc_task.proc import ManagedProcess, ProcessInfo, ProcessManager
-from dvc_task.utils import module_command
-from dvc_task.worker import TemporaryWorker
+from dvc_task.jobs import (
+    FAILED,
+    FAILED_TO_START,
+    KILLED,
+    LOST,
+    QUEUED,
+    RUNNING,
+    STARTING,
+    STATES,
+    SUCCEEDED,
+    UNREADABLE,
+    Job,
+    JobNotFinishedError,
+    JobQueue,
+    UnknownJobError,
+    WorkerInfo,
+)
+from dvc_task.jobs.view import parse_time
+from dvc_task.jobs.workers import IDLE_TIMEOUT_S, WORKER_NAME
 
 F = TypeVar("F", bound=Callable[..., Any])
-DEFAULT_WORKER = "dvc-task-worker"
-#: How long ``run --wait`` waits for a worker to start the job.
-START_TIMEOUT_S = 120.0
-
-
-class Context:
-    """The queue folder a command works on: ``<dir>/app`` and ``<dir>/procs``."""
-
-    def __init__(self, folder: str) -> None:
-        # Absolute: jobs record their folders, and a worker may run elsewhere.
-        self.folder = Path(folder).resolve()
-
-    @functools.cached_property
-    def app(self) -> FSApp:
-        """The FSApp of the queue (folders created on first use)."""
-        return FSApp(
-            "dvc-task",
-            wdir=self.folder / "app",
-            mkdir=True,
-            include=["dvc_task.proc.tasks"],
-        )
-
-    @functools.cached_property
-    def manager(self) -> ProcessManager:
-        """The process manager of the queue."""
-        return ProcessManager(self.folder / "procs")
-
-    def queued(self) -> Iterator[tuple[str, Any]]:
-        """``(process name, message)`` of the jobs waiting in the queue."""
-        for msg in self.app.iter_queued():
-            message: Any = msg
-            try:
-                _args, kwargs, _embed = message.decode()
-                name = kwargs.get("name")
-            except (ValueError, TypeError, AttributeError):
-                continue
-            if isinstance(name, str):
-                yield name, msg
+#: How often ``run --wait`` makes sure a worker lives while its job waits.
+WORKER_CHECK_S = 1.0
+_COLOURS = {
+    QUEUED: "blue",
+    STARTING: "cyan",
+    RUNNING: "yellow",
+    SUCCEEDED: "green",
+    FAILED: "red",
+    FAILED_TO_START: "red",
+    LOST: "red",
+    KILLED: "magenta",
+    UNREADABLE: "red",
+}
 
 
 def handle_errors(func: F) -> F:
@@ -69,15 +60,15 @@ def handle_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except KeyError as exc:
-            raise click.ClickException(f"no job named {exc.args[0]!r}") from None
-        except (DvcTaskError, OSError, ValueError) as exc:
+        except UnknownJobError as exc:
+            raise click.ClickException(str(exc)) from None
+        except (DvcTaskError, OSError, ValueError, TimeoutError) as exc:
             raise click.ClickException(str(exc)) from None
 
     return wrapper  # type: ignore[return-value]
 
 
-pass_context = click.make_pass_decorator(Context)
+pass_queue = click.make_pass_decorator(JobQueue)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -100,224 +91,505 @@ def cli(ctx: click.Context, folder: str) -> None:
       dvc-task run --wait -- python train.py --epochs 3
       dvc-task status
     """
-    ctx.obj = Context(folder)
+    try:
+        ctx.obj = JobQueue(folder)
+    except DvcTaskError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
-@click.option("--name", help="Job name (default: a short uuid).")
-@click.option("--wait", is_flag=True, help="Start a worker and stream the output.")
+def _parse_env(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE")
+        env[key] = value
+    return env
+
+
+@cli.command(context_settings={"allow_interspersed_args": False})
+@click.option("--name", help="Job name (default: the next free number).")
+@click.option("--wait", is_flag=True, help="Stream the output; exit with its code.")
+@click.option(
+    "--cwd",
+    type=click.Path(exists=True, file_okay=False),
+    help="Run it there (default: the current directory).",
+)
+@click.option(
+    "--env",
+    "env",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=_parse_env,
+    help="Set a variable for the job (repeatable); the rest is yours.",
+)
+@click.option("--replace", is_flag=True, help="Remove a finished job of that name.")
+@click.option("--no-start", is_flag=True, help="Only queue; start no worker.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-@pass_context
+@pass_queue
 @handle_errors
-def run(obj: Context, name: str | None, wait: bool, command: tuple[str, ...]) -> None:
-    """Queue COMMAND as a job; print its name.
+def run(
+    queue: JobQueue,
+    name: str | None,
+    wait: bool,
+    cwd: str | None,
+    env: dict[str, str],
+    replace: bool,
+    no_start: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Queue COMMAND as a job and print its name.
+
+    It runs in this directory with this environment. A worker is started
+    unless one is running. Options go before COMMAND (or before `--`).
 
     \b
     Example:
       dvc-task run --name train -- python train.py --lr 0.1
+      dvc-task run --wait --env SEED=1 -- make test
     """
-    signature = obj.manager.run_signature(list(command), name=name)
-    job = signature.kwargs["name"]
-    obj.app.send_task(signature.task, args=signature.args, kwargs=signature.kwargs)
-    click.echo(job)
-    if wait:
-        _spawn_worker(obj)
-        sys.exit(_stream(obj, job))
-
-
-def _spawn_worker(obj: Context) -> None:
-    # A worker of that name that already runs makes this one return at once.
-    ManagedProcess.spawn(
-        module_command("dvc_task", "--dir", str(obj.folder), "worker"),
-        wdir=obj.folder / "workers" / DEFAULT_WORKER,
-        name=DEFAULT_WORKER,
+    job = queue.submit(
+        list(command),
+        name=name,
+        cwd=cwd,
+        env={**os.environ, **env},
+        replace=replace,
     )
+    if not no_start:
+        queue.ensure_worker()
+    if not wait:
+        click.echo(job.name)
+        return
+    click.echo(f"queued job {job.name}", err=True)
+    _exit_with(_stream(queue, job.name, not no_start))
 
 
-def _stream(obj: Context, job: str) -> int:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while obj.manager.get(job) is None:
-        if time.monotonic() > deadline:
-            raise click.ClickException(f"no worker started job {job!r}")
-        time.sleep(0.01)
-    for line in obj.manager.follow(job):
-        click.echo(line, nl=False)
-    info = obj.manager[job]
-    return info.returncode if info.returncode is not None else 1
+def _stream(queue: JobQueue, name: str, start: bool) -> int:
+    try:
+        _wait_started(queue, name, start)
+        out = sys.stdout.buffer
+        for chunk in queue.follow_output(name):
+            out.write(chunk)
+            out.flush()
+    except KeyboardInterrupt:
+        click.echo(
+            f"\ndetached: job {name} goes on; follow it with 'dvc-task logs -f "
+            f"{name}', stop it with 'dvc-task kill {name}'",
+            err=True,
+        )
+        return 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
+    return queue.job(name).exit_code
 
 
-def _duration(info: ProcessInfo) -> float | None:
-    if not info.started_at:
-        return None
-    start = datetime.fromisoformat(info.started_at)
-    end = (
-        datetime.fromisoformat(info.finished_at)
-        if info.finished_at
-        else datetime.now(start.tzinfo)
-    )
-    return max(0.0, (end - start).total_seconds())
+def _wait_started(queue: JobQueue, name: str, start: bool) -> None:
+    waiter = FolderWaiter(queue.jobs_dir, 0.01, events=NEW_FILES)
+    try:
+        while queue.job(name).state in (QUEUED, STARTING):
+            if start:
+                queue.ensure_worker()
+            elif not queue.workers():
+                raise click.ClickException(
+                    f"job {name} is queued and no worker is running: start one "
+                    "with 'dvc-task start'"
+                )
+            waiter.wait(WORKER_CHECK_S)
+    finally:
+        waiter.close()
 
 
-def _state(info: ProcessInfo) -> str:
-    if info.returncode is None:
-        return "running"
-    return "done" if info.returncode == 0 else "failed"
+def _exit_with(code: int) -> NoReturn:
+    sys.exit(code)
+
+
+def _quiet_stdout() -> None:
+    # The reader has gone (e.g. `| head`): nothing more can be written, and
+    # Python must not complain when it flushes stdout at exit.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+# --- status ------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x1b``...)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
+def ago(when: str | None, now: datetime) -> str:
+    """``'3 min ago'`` for a recorded UTC time."""
+    if not when:
+        return ""
+    seconds = (now - parse_time(when)).total_seconds()
+    if seconds < 1:
+        return "just now"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{int(seconds)} s ago"
+
+
+def duration(seconds: float | None) -> str:
+    """``'0.4s'``, ``'2m05s'``, ``'1h02m'``."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _state_choice(value: str) -> str:
+    state = value.replace("-", " ").replace("_", " ").lower()
+    if state not in (*STATES, UNREADABLE):
+        raise click.BadParameter(
+            f"{value!r} is not a state; use one of: {', '.join(STATES)}"
+        )
+    return state
+
+
+def _colour(state: str, enabled: bool) -> str:
+    return click.style(state, fg=_COLOURS.get(state)) if enabled else state
+
+
+def _table(rows: list[list[str]], widths_of: list[list[str]] | None = None) -> None:
+    plain = widths_of or rows
+    widths = [max(len(cells[i]) for cells in plain) for i in range(len(rows[0]))]
+    for cells, shown in zip(plain, rows):
+        padded = [s + " " * (w - len(c)) for c, s, w in zip(cells, shown, widths)]
+        click.echo("  ".join(padded).rstrip())
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@pass_context
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    metavar="STATE",
+    help=f"Only jobs in STATE (repeatable): {', '.join(STATES)}.",
+)
+@pass_queue
 @handle_errors
-def status(obj: Context, as_json: bool) -> None:
-    """List queued jobs and processes.
+def status(queue: JobQueue, as_json: bool, states: tuple[str, ...]) -> None:
+    """List the jobs, oldest first, and the live workers.
 
     \b
     Example:
+      dvc-task status --state running --state queued
       dvc-task status --json
     """
-    rows: list[dict[str, Any]] = [
-        {"name": name, "state": "queued"} for name, _ in obj.queued()
-    ]
-    for name, info in sorted(obj.manager.processes()):
-        rows.append(
-            {
-                "name": name,
-                "state": _state(info),
-                "pid": info.pid,
-                "started": info.started_at,
-                "finished": info.finished_at,
-                "duration": _duration(info),
-                "returncode": info.returncode,
-            }
-        )
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+    wanted = [_state_choice(s) for s in states] or None
+    if not queue.exists():
+        if as_json:
+            click.echo("[]")
+        else:
+            click.echo(f"no queue in {queue.folder} yet: 'dvc-task run' makes one")
         return
-    header = ["NAME", "STATE", "PID", "STARTED", "FINISHED", "DURATION", "RC"]
-    table = [header]
-    for row in rows:
-        duration = row.get("duration")
-        table.append(
+    jobs = queue.jobs()
+    shown = [job for job in jobs if wanted is None or job.state in wanted]
+    if as_json:
+        click.echo(json.dumps([job.asdict() for job in shown], indent=2))
+        return
+    colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    _print_jobs(shown, colour)
+    _print_workers(queue.workers(jobs), jobs)
+
+
+def _print_jobs(jobs: Iterable[Job], colour: bool) -> None:
+    now = datetime.now(timezone.utc)
+    plain = [["NAME", "STATE", "EXIT", "SUBMITTED", "STARTED", "DURATION", "COMMAND"]]
+    styled = [list(plain[0])]
+    for job in jobs:
+        cells = [
+            printable(job.name),
+            job.state,
+            "" if job.returncode is None else str(job.returncode),
+            ago(job.submitted_at, now),
+            ago(job.started_at, now),
+            duration(job.duration),
+            printable(shlex.join(job.command)),
+        ]
+        plain.append(cells)
+        styled.append([cells[0], _colour(job.state, colour), *cells[2:]])
+    if len(plain) == 1:
+        click.echo("no jobs")
+        return
+    _table(styled, plain)
+
+
+def _print_workers(workers: list[WorkerInfo], jobs: list[Job]) -> None:
+    if not workers:
+        if any(job.state == QUEUED for job in jobs):
+            click.echo("\nno worker is running: 'dvc-task start' starts one")
+        return
+    now = datetime.now(timezone.utc)
+    rows = [["WORKER", "PID", "RUNNING", "IDLE SINCE"]]
+    for worker in workers:
+        rows.append(
             [
-                row["name"],
-                row["state"],
-                str(row.get("pid") or ""),
-                (row.get("started") or "")[:19],
-                (row.get("finished") or "")[:19],
-                f"{duration:.1f}s" if duration is not None else "",
-                "" if row.get("returncode") is None else str(row["returncode"]),
+                printable(worker.name),
+                str(worker.pid or ""),
+                printable(", ".join(worker.running)) or "-",
+                ago(worker.idle_since, now),
             ]
         )
-    widths = [max(len(cells[i]) for cells in table) for i in range(len(header))]
-    for cells in table:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip())
+    click.echo()
+    _table(rows)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_queue
+@handle_errors
+def workers(queue: JobQueue, as_json: bool) -> None:
+    """List the live workers and the jobs they run.
+
+    \b
+    Example:
+      dvc-task workers --json
+    """
+    found = queue.workers() if queue.exists() else []
+    if as_json:
+        click.echo(json.dumps([w.asdict() for w in found], indent=2))
+        return
+    if not found:
+        click.echo("no worker is running")
+        return
+    _print_workers(found, [])
+
+
+# --- logs, kill, rm, cleanup ---------------------------------------------------
 
 
 @cli.command()
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
+@click.option("-n", "--tail", type=click.IntRange(min=0), help="Only the last N lines.")
 @click.argument("name")
-@pass_context
+@pass_queue
 @handle_errors
-def logs(obj: Context, follow: bool, name: str) -> None:
-    """Print the output of job NAME.
+def logs(queue: JobQueue, follow: bool, tail: int | None, name: str) -> None:
+    """Print the output of job NAME as it was written (stdout and stderr).
 
     \b
     Example:
       dvc-task logs -f train
+      dvc-task logs --tail 20 train
     """
-    if follow:
-        for line in obj.manager.follow(name):
-            click.echo(line, nl=False)
-        return
-    out = obj.manager[name].stdout
-    if out:
-        with open(out, "rb") as fobj:
-            sys.stdout.flush()
-            sys.stdout.buffer.write(fobj.read())
+    out = sys.stdout.buffer
+    try:
+        if follow:
+            for chunk in queue.follow_output(name, tail):
+                out.write(chunk)
+                out.flush()
+            return
+        if (
+            not queue.record_path(name).exists()
+            and not queue.output_path(name).exists()
+        ):
+            queue.job(name)  # unknown: raises
+        out.write(queue.read_output(name, tail))
+        out.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+    except KeyboardInterrupt:
+        _exit_with(130)
 
 
 @cli.command()
 @click.option("--force", is_flag=True, help="SIGKILL instead of SIGTERM.")
-@click.argument("name")
-@pass_context
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@pass_queue
 @handle_errors
-def kill(obj: Context, force: bool, name: str) -> None:
-    """Stop job NAME and all its children; a queued job is taken off the queue.
+def kill(queue: JobQueue, force: bool, names: tuple[str, ...]) -> None:
+    """Stop jobs and all their children; a queued job will never run.
 
     \b
     Example:
       dvc-task kill --force train
     """
-    for queued, msg in obj.queued():
-        if queued == name:
-            obj.app.reject(msg.delivery_tag)
-            click.echo(f"removed queued job {name}")
-            return
-    sig = signal.SIGKILL if force else signal.SIGTERM
-    try:
-        obj.manager.send_signal(name, sig, group=True)
-    except ProcessLookupError:
-        if obj.manager.get(name) is None:
-            raise KeyError(name) from None
-        raise click.ClickException(f"job {name!r} is not running") from None
-    click.echo(f"sent {signal.Signals(sig).name} to job {name}")
+    for name in names:
+        click.echo(queue.kill(name, force=force))
 
 
 @cli.command()
-@click.argument("name")
-@pass_context
+@click.option("--force", is_flag=True, help="Kill a job that has not finished first.")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@pass_queue
 @handle_errors
-def rm(obj: Context, name: str) -> None:
-    """Remove finished job NAME and its output.
+def rm(queue: JobQueue, force: bool, names: tuple[str, ...]) -> None:
+    """Forget jobs: their record, output, message and result.
+
+    A job that has not finished is refused unless --force.
 
     \b
     Example:
       dvc-task rm train
+      dvc-task rm --force stuck-job
     """
-    if obj.manager.get(name) is None:
-        raise KeyError(name)
-    obj.manager.remove(name)
+    for name in names:
+        try:
+            queue.remove(name, force=force)
+        except JobNotFinishedError as exc:
+            raise click.ClickException(
+                f"job {name!r} is {exc.state}: kill it first, or use "
+                f"'dvc-task rm --force {name}'"
+            ) from None
+        click.echo(f"removed {name}")
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _parse_duration(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> float | None:
+    if value is None:
+        return None
+    match = _DURATION.match(value.lower())
+    if not match:
+        raise click.BadParameter(
+            f"{value!r} is not a duration such as 90s, 30m, 2h, 7d"
+        )
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
 @cli.command()
-@pass_context
+@click.option(
+    "--older-than",
+    callback=_parse_duration,
+    metavar="D",
+    help="Only jobs that finished over D ago (90s, 30m, 2h, 7d).",
+)
+@pass_queue
 @handle_errors
-def cleanup(obj: Context) -> None:
-    """Remove every finished job and tidy the queue folder.
+def cleanup(queue: JobQueue, older_than: float | None) -> None:
+    """Remove every finished job, with its output, message and result.
 
     \b
     Example:
-      dvc-task cleanup
+      dvc-task cleanup --older-than 7d
     """
-    obj.manager.cleanup()
-    obj.app.clean()
+    if not queue.exists():
+        click.echo("nothing to remove")
+        return
+    removed = queue.cleanup(older_than)
+    for job in removed:
+        click.echo(f"removed {printable(job.name)} ({job.state})")
+    if not removed:
+        click.echo("nothing to remove")
+
+
+# --- workers -------------------------------------------------------------------
+
+
+def _log_setup(verbose: bool, quiet: bool) -> str:
+    """Configure the worker's output; the log level for Celery."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    jobs_log = logging.getLogger("dvc_task.jobs")
+    jobs_log.addHandler(handler)
+    jobs_log.propagate = False
+    jobs_log.setLevel(logging.WARNING if quiet else logging.INFO)
+    if verbose:
+        return "INFO"
+    return "ERROR" if quiet else "WARNING"
 
 
 @cli.command()
-@click.option("--timeout", default=10.0, show_default=True, help="Idle seconds.")
-@click.option("--concurrency", default=1, show_default=True, help="Jobs at once.")
-@click.option("--name", default=DEFAULT_WORKER, show_default=True, help="Worker name.")
-@pass_context
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=IDLE_TIMEOUT_S,
+    show_default=True,
+    help="Exit after this many idle seconds.",
+)
+@click.option(
+    "-j",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Jobs at once.",
+)
+@click.option("--name", default=WORKER_NAME, show_default=True, help="Worker name.")
+@click.option("-v", "--verbose", is_flag=True, help="Celery's own log too.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@pass_queue
 @handle_errors
-def worker(obj: Context, timeout: float, concurrency: int, name: str) -> None:
+def worker(
+    queue: JobQueue,
+    timeout: float,
+    concurrency: int,
+    name: str,
+    verbose: bool,
+    quiet: bool,
+) -> None:
     """Run a worker in the foreground until the queue stays empty.
+
+    It prints one line per job: its name, state and duration.
 
     \b
     Example:
       dvc-task worker --timeout 30 --concurrency 2
     """
-    logging.basicConfig(level=logging.INFO)
-    TemporaryWorker(
-        obj.app,
-        timeout=timeout,
-        pool="threads",
-        concurrency=concurrency,
-        prefetch_multiplier=1,
-        without_heartbeat=True,
-        without_mingle=True,
-        without_gossip=True,
-        loglevel="INFO",
-    ).start(name)
+    loglevel = _log_setup(verbose, quiet)
+    if not queue.work(name, timeout, concurrency, loglevel):
+        raise click.ClickException(f"a worker called {name!r} is already running")
+
+
+@cli.command()
+@click.option(
+    "-j", "--workers", "count", type=click.IntRange(min=1), default=1, show_default=True
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=IDLE_TIMEOUT_S,
+    show_default=True,
+    help="Each exits after this many idle seconds.",
+)
+@pass_queue
+@handle_errors
+def start(queue: JobQueue, count: int, timeout: float) -> None:
+    """Start detached workers that run the queued jobs, then exit when idle.
+
+    \b
+    Example:
+      dvc-task start -j 2
+    """
+    for name in queue.start_workers(count, timeout):
+        click.echo(f"started worker {name}")
+
+
+@cli.command()
+@click.option("--kill", is_flag=True, help="Kill their running jobs (SIGKILL) first.")
+@pass_queue
+@handle_errors
+def stop(queue: JobQueue, kill: bool) -> None:
+    """Stop the workers; running jobs finish first unless --kill.
+
+    \b
+    Example:
+      dvc-task stop --kill
+    """
+    stopped = queue.stop_workers(kill) if queue.exists() else []
+    for found in stopped:
+        click.echo(f"stopping worker {printable(found.name)}")
+    if not stopped:
+        click.echo("no worker is running")
 
 
 def main() -> None:

@@ -28,22 +28,34 @@ _CREATE_TIME_TOLERANCE_S = 0.05
 #: No system hands out pids this large (Linux stops at 2**22).
 _PID_LIMIT = 2**31
 _CORE_FIELDS = ("pid", "stdin", "stdout", "stderr", "returncode")
-_BAD_NAME = re.compile(r"[/\\\0]|\.\.")
+#: Longest name in UTF-8 bytes: ``<name>.meta.json`` must still fit in the
+#: 255 bytes a file name may have.
+MAX_NAME_BYTES = 200
+_BAD_NAME = re.compile(r"[/\\\x00-\x1f\x7f]|\.\.")
 
 
 def is_valid_name(name: str) -> bool:
     """Whether ``name`` can name a process folder (no path tricks)."""
     return (
-        isinstance(name, str) and name not in ("", ".") and not _BAD_NAME.search(name)
+        isinstance(name, str)
+        and name not in ("", ".")
+        and not _BAD_NAME.search(name)
+        and len(name.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES
     )
 
 
-def check_name(name: str) -> str:
-    """Return ``name`` if it is safe as a file name, else raise ``ValueError``."""
+def check_name(name: str, what: str = "process") -> str:
+    """Return ``name`` if it is safe as a file name, else raise ``ValueError``.
+
+    ``what`` names the thing in the error message (a process, a job).
+    """
     if not is_valid_name(name):
+        shown = (
+            repr(name) if len(name) <= 60 else f"{name[:40]!r}... ({len(name)} long)"
+        )
         raise ValueError(
-            f"invalid process name {name!r}: use a non-empty name without "
-            "'/', '\\', '..' or NUL characters"
+            f"invalid {what} name {shown}: use a non-empty name of at most "
+            f"{MAX_NAME_BYTES} bytes without '/', '\\', '..' or control characters"
         )
     return name
 
@@ -198,16 +210,17 @@ class ProcessInfo:
 
     def runner_alive(self) -> bool:
         """Whether the recorded runner (that waits for the command) still lives."""
-        return self.runner_pid is not None and _runs(
+        return self.runner_pid is not None and process_alive(
             self.runner_pid, self.runner_create_time
         )
 
     def command_alive(self) -> bool:
         """Whether the recorded command itself still runs."""
-        return _runs(self.pid, self.create_time)
+        return process_alive(self.pid, self.create_time)
 
 
-def _runs(pid: int, create_time: float | None) -> bool:
+def process_alive(pid: int, create_time: float | None = None) -> bool:
+    """Whether ``pid`` runs (not a zombie) and, if given, started at ``create_time``."""
     try:
         proc = psutil.Process(pid)
         if create_time is not None and (

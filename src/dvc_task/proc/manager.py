@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from celery import Signature, signature
 from shortuuid import uuid
@@ -193,6 +194,7 @@ class ProcessManager:
         task: str | None = None,
         env: dict[str, str] | None = None,
         immutable: bool = False,
+        cwd: StrPath | None = None,
     ) -> Signature:
         """A Celery signature that runs ``args`` as process ``name``.
 
@@ -200,17 +202,26 @@ class ProcessManager:
             args: the command.
             name: the process name (default: a short uuid).
             task: the task to use (default: ``dvc_task.proc.tasks.run``).
-            env: environment of the command.
+            env: environment of the command (default: the worker's).
             immutable: whether the signature ignores parent results.
+            cwd: working directory of the command (default: the worker's).
 
         Raises:
             ValueError: an invalid name.
         """
         name = check_name(name) if name is not None else uuid()
+        kwargs: dict[str, Any] = {
+            "name": name,
+            "wdir": os.path.join(self.wdir, name),
+            "env": env,
+        }
+        if cwd is not None:
+            # Absolute: the worker that runs it may have another directory.
+            kwargs["cwd"] = os.path.abspath(cwd)
         return signature(
             task or "dvc_task.proc.tasks.run",
             args=(args,),
-            kwargs={"name": name, "wdir": os.path.join(self.wdir, name), "env": env},
+            kwargs=kwargs,
             immutable=immutable,
         )
 

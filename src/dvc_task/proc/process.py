@@ -80,6 +80,7 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
         env: dict[str, str] | None = None,
         wdir: str | os.PathLike[str] | None = None,
         name: str | None = None,
+        cwd: str | os.PathLike[str] | None = None,
     ) -> None:
         """Prepare the command (nothing runs yet).
 
@@ -88,6 +89,7 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
             env: environment of the command (default: this one's).
             wdir: folder of the output and record files (default: current one).
             name: the process name (default: a short uuid).
+            cwd: the command's working directory (default: the caller's).
 
         Raises:
             ValueError: a name that would escape ``wdir``, or an empty command.
@@ -101,6 +103,7 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
             raise ValueError("empty command: give the program to run and its arguments")
         self.env = env
         self.wdir = os.fspath(wdir) if wdir is not None else None
+        self.cwd = os.fspath(cwd) if cwd is not None else None
         self.name = check_name(name) if name is not None else uuid()
         self.returncode: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -197,6 +200,7 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
                 stderr=subprocess.STDOUT,
                 close_fds=True,
                 env=self.env,
+                cwd=self.cwd,
                 **_own_group_kwargs(),
             )
             self._create_time = process_create_time(self._proc.pid)
@@ -307,6 +311,7 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
             "env": proc.env,
             "wdir": proc.wdir,
             "name": proc.name,
+            "cwd": proc.cwd,
         }
         runner = module_command("dvc_task.proc.runner", json.dumps(spec))
         fd = os.open(proc.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

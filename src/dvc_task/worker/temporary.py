@@ -5,6 +5,8 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from celery._state import _set_task_join_will_block, task_join_will_block
 from celery.utils.nodenames import default_nodename
 from celery.worker import state as worker_state
 
@@ -26,6 +29,12 @@ BUSY_POLL_S = 0.02
 IDLE_POLL_S = 0.1
 _FLAGS = ("without_heartbeat", "without_mingle", "without_gossip")
 _NAME_FORBIDDEN = ("/", "\\", "\0")
+#: Signals whose handlers a Celery worker replaces.
+_WORKER_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2")
+    if hasattr(signal, name)
+)
 
 
 def _check_name(name: str) -> None:
@@ -51,6 +60,39 @@ def _worker_lock(path: Path) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)
+
+
+@contextmanager
+def _program_state_kept() -> Iterator[None]:
+    """Give the program back as it was once the worker has stopped.
+
+    A Celery worker replaces ``sys.stdout``/``sys.stderr`` with logging
+    proxies, configures the root logger, installs signal handlers, marks the
+    process as one where ``result.get()`` would block a task, and leaves its
+    stop flag set (so a second worker would stop at once). Private Celery
+    names used: ``celery._state._set_task_join_will_block`` and
+    ``task_join_will_block`` (no public way to undo the marking).
+    """
+    streams = (sys.stdout, sys.stderr)
+    root = logging.getLogger()
+    root_state = (list(root.handlers), root.level)
+    main_thread = threading.current_thread() is threading.main_thread()
+    handlers = (
+        {sig: signal.getsignal(sig) for sig in _WORKER_SIGNALS} if main_thread else {}
+    )
+    join_blocks = task_join_will_block()
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = streams
+        root.handlers[:] = root_state[0]
+        root.setLevel(root_state[1])
+        for sig, handler in handlers.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+        _set_task_join_will_block(join_blocks)
+        worker_state.should_stop = None
+        worker_state.should_terminate = None
 
 
 class TemporaryWorker:
@@ -143,17 +185,21 @@ class TemporaryWorker:
 
     def _run(self, nodename: str, fsapp_clean: bool) -> None:
         self._stopped.clear()
-        self._worker = self.app.Worker(**self._worker_options(nodename))
-        monitor = threading.Thread(
-            target=self.monitor, args=(nodename,), daemon=True, name="dvc-task-monitor"
-        )
-        monitor.start()
-        try:
-            self._worker.start()
-        finally:
-            self._stopped.set()
-            monitor.join()
-            self._worker = None
+        with _program_state_kept():
+            self._worker = self.app.Worker(**self._worker_options(nodename))
+            monitor = threading.Thread(
+                target=self.monitor,
+                args=(nodename,),
+                daemon=True,
+                name="dvc-task-monitor",
+            )
+            monitor.start()
+            try:
+                self._worker.start()
+            finally:
+                self._stopped.set()
+                monitor.join()
+                self._worker = None
         if fsapp_clean and isinstance(self.app, FSApp):
             logger.info("cleaning up FSApp broker")
             self.app.clean()

@@ -1,0 +1,54 @@
+"""Jobs: commands queued with a record, one true state, and their output.
+
+The layer that the ``dvc-task`` command line and Python programs share::
+
+    from dvc_task.jobs import JobQueue
+
+    queue = JobQueue(".dvc-task")
+    job = queue.submit(["python", "train.py"], name="train")
+    queue.start_workers()
+    print(queue.wait("train").state)
+"""
+
+from __future__ import annotations
+
+from dvc_task.jobs.queue import UNREADABLE, JobQueue
+from dvc_task.jobs.record import (
+    FAILED,
+    FAILED_TO_START,
+    FINAL_STATES,
+    KILLED,
+    LOST,
+    QUEUED,
+    RUNNING,
+    STARTING,
+    STATES,
+    SUCCEEDED,
+    InvalidJobRecordError,
+    JobError,
+    JobNotFinishedError,
+    UnknownJobError,
+)
+from dvc_task.jobs.view import Job
+from dvc_task.jobs.workers import WorkerInfo
+
+__all__ = [
+    "FAILED",
+    "FAILED_TO_START",
+    "FINAL_STATES",
+    "KILLED",
+    "LOST",
+    "QUEUED",
+    "RUNNING",
+    "STARTING",
+    "STATES",
+    "SUCCEEDED",
+    "UNREADABLE",
+    "InvalidJobRecordError",
+    "Job",
+    "JobError",
+    "JobNotFinishedError",
+    "JobQueue",
+    "UnknownJobError",
+    "WorkerInfo",
+]

@@ -1,0 +1,127 @@
+"""A job's output, as ``cat``, ``tail -n`` and ``tail -f`` would show it.
+
+Bytes pass through unchanged: no decoding, no newline translation, so a
+progress bar drawn with ``\\r`` and output in any encoding arrive as written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Collection, Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from dvc_task.app.watch import CHANGED_FILES, NEW_FILES, FolderWaiter
+from dvc_task.jobs.record import QUEUED, STARTING
+
+if TYPE_CHECKING:
+    from dvc_task.jobs.queue import JobQueue
+
+#: Read size while catching up with a fast writer.
+CHUNK = 1 << 20
+#: Longest time between two looks at whether a followed job has ended.
+CHECK_S = 0.05
+#: How often a wait looks at files where inotify is not available.
+POLL_S = 0.01
+
+
+def message_task_id(path: Path, tasks: Collection[str] | None = None) -> str | None:
+    """The Celery task id in message file ``path`` (None if unreadable).
+
+    With ``tasks``, None also for a message of a task not among them.
+    """
+    try:
+        with open(path, "rb") as fobj:
+            headers = json.loads(fobj.read())["headers"]
+        task_id = headers["id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if tasks is not None and headers.get("task") not in tasks:
+        return None
+    return task_id if isinstance(task_id, str) else None
+
+
+def tail_offset(fobj: IO[bytes], lines: int) -> int:
+    """Offset where the last ``lines`` lines of ``fobj`` start."""
+    end = fobj.seek(0, os.SEEK_END)
+    if end == 0 or lines <= 0:
+        return end
+    fobj.seek(end - 1)
+    # A last line without its line break counts as a line, as in tail(1).
+    needed = lines + 1 if fobj.read(1) == b"\n" else lines
+    pos, seen = end, 0
+    while pos > 0:
+        step = min(1 << 16, pos)
+        pos -= step
+        fobj.seek(pos)
+        block = fobj.read(step)
+        index = len(block)
+        while True:
+            index = block.rfind(b"\n", 0, index)
+            if index < 0:
+                break
+            seen += 1
+            if seen == needed:
+                return pos + index + 1
+    return 0
+
+
+def read(path: Path, tail: int | None = None) -> bytes:
+    """The whole file (its last ``tail`` lines if given); empty if missing."""
+    try:
+        with open(path, "rb") as fobj:
+            if tail is not None:
+                fobj.seek(tail_offset(fobj, tail))
+            return fobj.read()
+    except FileNotFoundError:
+        return b""
+
+
+def follow(queue: JobQueue, name: str, tail: int | None = None) -> Iterator[bytes]:
+    """Yield job ``name``'s output as written until it ends (see JobQueue)."""
+    job = queue.job(name)
+    if job.state in (QUEUED, STARTING):
+        waiter = FolderWaiter(queue.jobs_dir, POLL_S, events=NEW_FILES)
+        try:
+            while job.state in (QUEUED, STARTING):
+                waiter.wait(0.5)
+                job = queue.job(name)
+        finally:
+            waiter.close()
+    path = queue.output_path(name)
+    try:
+        fobj = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return  # it never ran (killed while queued)
+    waiter = FolderWaiter(path.parent, POLL_S, events=CHANGED_FILES, stat_path=path)
+    try:
+        if tail is not None:
+            fobj.seek(tail_offset(fobj, tail))
+        yield from _follow_file(queue, name, fobj, waiter)
+    finally:
+        waiter.close()
+        fobj.close()
+
+
+def _follow_file(
+    queue: JobQueue, name: str, fobj: IO[bytes], waiter: FolderWaiter
+) -> Iterator[bytes]:
+    last_check = 0.0
+    ended = False
+    while True:
+        chunk = fobj.read(CHUNK)
+        if chunk:
+            yield chunk
+            continue
+        if ended:
+            return
+        since = time.monotonic() - last_check
+        if since >= CHECK_S:
+            last_check = time.monotonic()
+            # Read once more after seeing the end: the last output may have
+            # come just before the job finished.
+            ended = queue.ended(name)
+            continue
+        waiter.wait(CHECK_S - since)

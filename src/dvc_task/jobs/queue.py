@@ -1,0 +1,601 @@
+"""The job API that the command line, ``status`` and Python programs share.
+
+A :class:`JobQueue` owns one folder::
+
+    <folder>/app/      the FSApp queue (broker messages, results)
+    <folder>/jobs/     one record per job, <name>.json, from the moment it is queued
+    <folder>/procs/    one process folder per job that ran: <name>.json, .out ...
+    <folder>/workers/  the detached workers' own process folders (their logs)
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from shortuuid import uuid
+
+from dvc_task.app.watch import NEW_FILES, FolderWaiter
+from dvc_task.app.broker import (
+    BrokerFolders,
+    check_private,
+    list_messages,
+    make_private_folder,
+)
+from dvc_task.jobs import output
+from dvc_task.jobs import workers as worker_ops
+from dvc_task.jobs.record import (
+    FINAL_STATES,
+    KILLED,
+    NOT_STARTED,
+    STARTING,
+    InvalidJobRecordError,
+    JobError,
+    JobNotFinishedError,
+    JobRecord,
+    UnknownJobError,
+    folder_lock,
+    write_atomic,
+)
+from dvc_task.jobs.view import (
+    Job,
+    derive,
+    from_process,
+    parse_time,
+    queue_view,
+    utc_now,
+)
+from dvc_task.proc import ProcessManager
+from dvc_task.proc.exceptions import ProcessNotTerminatedError
+from dvc_task.proc.info import check_name
+from dvc_task.proc.tree import descendants, wait_gone
+from dvc_task.utils import StrPath, remove
+
+if TYPE_CHECKING:
+    from dvc_task.app import FSApp
+
+logger = logging.getLogger(__name__)
+
+#: The Celery task that runs a job (see :mod:`dvc_task.jobs.tasks`).
+JOB_TASK = "dvc_task.jobs.run"
+#: Tasks whose processed messages :meth:`JobQueue.cleanup` may delete.
+_OUR_TASKS = frozenset({JOB_TASK, "dvc_task.proc.tasks.run"})
+#: State shown for a job whose record cannot be read.
+UNREADABLE = "unreadable"
+#: How long ``remove(force=True)`` waits for a killed job to finish.
+KILL_WAIT_S = 15.0
+
+_warned: set[str] = set()
+
+
+def _warn_once(path: Path, reason: str) -> None:
+    if str(path) not in _warned:
+        _warned.add(str(path))
+        logger.warning("%s", reason)
+
+
+class JobQueue:
+    """The jobs kept in one folder: queue them, list, follow, kill, remove."""
+
+    def __init__(self, folder: StrPath) -> None:
+        """Use ``folder`` (created when the first job is queued).
+
+        Raises:
+            UnsafeFolderError: it exists but is not private to its owner.
+        """
+        self.folder = Path(os.path.abspath(os.fspath(folder)))
+        self.jobs_dir = self.folder / "jobs"
+        self.procs_dir = self.folder / "procs"
+        self.workers_dir = self.folder / "workers"
+        self.app_dir = self.folder / "app"
+        if self.folder.is_dir():
+            check_private(self.folder)
+
+    def exists(self) -> bool:
+        """Whether a job was ever queued here."""
+        return self.jobs_dir.is_dir() or self.app_dir.is_dir()
+
+    @functools.cached_property
+    def app(self) -> FSApp:
+        """The Celery app of the queue (its folders are created)."""
+        from dvc_task.app import FSApp
+
+        make_private_folder(self.folder)
+        return FSApp(
+            "dvc-task",
+            wdir=self.app_dir,
+            mkdir=True,
+            include=["dvc_task.proc.tasks", "dvc_task.jobs.tasks"],
+        )
+
+    @functools.cached_property
+    def manager(self) -> ProcessManager:
+        """The process manager of the jobs' processes."""
+        return ProcessManager(self.procs_dir)
+
+    @property
+    def broker_folders(self) -> BrokerFolders:
+        """The folders of the queue (they may not exist yet)."""
+        inbox = self.app_dir / "broker" / "in"
+        return BrokerFolders.from_options({"data_folder_in": str(inbox)})
+
+    # --- records -------------------------------------------------------------
+
+    def record_path(self, name: str) -> Path:
+        """Path of job ``name``'s record (``ValueError`` for a bad name)."""
+        return self.jobs_dir / f"{check_name(name, 'job')}.json"
+
+    def output_path(self, name: str) -> Path:
+        """Path of job ``name``'s output (stdout and stderr)."""
+        check_name(name, "job")
+        return self.procs_dir / name / f"{name}.out"
+
+    def load(self, name: str) -> JobRecord:
+        """The record of job ``name``.
+
+        Raises:
+            UnknownJobError: no such job.
+            InvalidJobRecordError: its record cannot be read.
+        """
+        try:
+            return JobRecord.load(self.record_path(name))
+        except FileNotFoundError:
+            raise UnknownJobError(name) from None
+
+    def save(self, record: JobRecord) -> None:
+        """Write ``record`` (call it holding :meth:`locked`)."""
+        record.dump(self.record_path(record.name))
+
+    def locked(self) -> AbstractContextManager[None]:
+        """The lock that every change of a job record is made under."""
+        self._make_jobs_dir()
+        return folder_lock(self.jobs_dir)
+
+    def _make_jobs_dir(self) -> None:
+        if not self.jobs_dir.is_dir():
+            make_private_folder(self.folder)
+            make_private_folder(self.jobs_dir)
+
+    # --- queueing ------------------------------------------------------------
+
+    def submit(
+        self,
+        command: Sequence[str],
+        name: str | None = None,
+        cwd: StrPath | None = None,
+        env: Mapping[str, str] | None = None,
+        replace: bool = False,
+    ) -> Job:
+        """Queue ``command`` as a job; its record exists once this returns.
+
+        Arguments:
+            command: the program and its arguments.
+            name: the job name (default: the next free number).
+            cwd: where it runs (default: the current directory).
+            env: its whole environment (default: this process's).
+            replace: remove a finished job of that name first.
+
+        Raises:
+            ValueError: an empty command or an invalid name.
+            JobError: the name is taken, or ``cwd`` is not a folder.
+        """
+        command = [str(arg) for arg in command]
+        if not command:
+            raise ValueError("empty command: give the program to run and its arguments")
+        if name is not None:
+            check_name(name, "job")
+        workdir = os.path.abspath(os.fspath(cwd) if cwd is not None else os.getcwd())
+        if not os.path.isdir(workdir):
+            raise JobError(f"working directory '{workdir}' is not a folder")
+        app = self.app
+        with self.locked():
+            seq = self._next_seq()
+            if name is None:
+                name = self._free_name(seq)
+            else:
+                self._take_name(name, replace)
+            record = JobRecord(
+                name=name,
+                seq=seq,
+                command=command,
+                cwd=workdir,
+                env=dict(os.environ if env is None else env),
+                submitted_at=utc_now(),
+                task_id=uuid(),
+            )
+            self.save(record)
+        try:
+            app.send_task(
+                JOB_TASK,
+                kwargs={"name": name, "folder": str(self.folder)},
+                task_id=record.task_id,
+            )
+        except BaseException:
+            self.record_path(name).unlink()
+            raise
+        return self.job(name)
+
+    def _next_seq(self) -> int:
+        path = self.jobs_dir / ".seq"
+        try:
+            seq = int(path.read_text()) + 1
+        except (FileNotFoundError, ValueError):
+            seq = 1
+        write_atomic(path, str(seq).encode("ascii"))
+        return seq
+
+    def _free_name(self, seq: int) -> str:
+        name = str(seq)
+        while self.record_path(name).exists() or (self.procs_dir / name).exists():
+            name = f"{seq}-{uuid()[:6]}"
+        return name
+
+    def _take_name(self, name: str, replace: bool) -> None:
+        if not self.record_path(name).exists() and not (self.procs_dir / name).exists():
+            return
+        try:
+            job = self.job(name)
+        except InvalidJobRecordError:
+            state = UNREADABLE
+        else:
+            state = job.state
+            if not job.finished:
+                raise JobError(
+                    f"job {name!r} is {state}: choose another name, or kill it first"
+                )
+        if not replace:
+            raise JobError(
+                f"job {name!r} exists ({state}): choose another name, or replace "
+                "it (--replace) to remove it and run it again"
+            )
+        self._delete(name)
+
+    # --- listing -------------------------------------------------------------
+
+    def jobs(self, states: Iterable[str] | None = None) -> list[Job]:
+        """Every job, in submission order (only those in ``states`` if given)."""
+        wanted = set(states) if states is not None else None
+        view = queue_view(self.broker_folders)
+        found: list[Job] = []
+        names: set[str] = set()
+        for path in _records(self.jobs_dir):
+            name = path.name[: -len(".json")]
+            names.add(name)
+            found.append(self._job_at(name, path, view))
+        for name in _folders(self.procs_dir):
+            if name not in names:
+                info = self.manager.get(name)
+                if info is not None:
+                    found.append(from_process(name, info, str(self.output_path(name))))
+        found.sort(key=lambda job: (job.seq, job.submitted_at or ""))
+        return [job for job in found if wanted is None or job.state in wanted]
+
+    def _job_at(self, name: str, path: Path, view: dict[str, str]) -> Job:
+        try:
+            record = JobRecord.load(path)
+        except FileNotFoundError:
+            raise UnknownJobError(name) from None
+        except InvalidJobRecordError as exc:
+            _warn_once(path, f"{exc}; remove the job with 'rm'")
+            return Job(name, UNREADABLE, [], None, None, error=str(exc), seq=1 << 62)
+        info = None
+        if record.progress not in (NOT_STARTED, *FINAL_STATES):
+            info = self.manager.get(name)
+        return derive(record, view, info, str(self.output_path(name)))
+
+    def job(self, name: str) -> Job:
+        """Job ``name`` as it is now.
+
+        Raises:
+            UnknownJobError: no such job.
+            InvalidJobRecordError: its record cannot be read.
+            ValueError: an invalid name.
+        """
+        path = self.record_path(name)
+        view = queue_view(self.broker_folders)
+        if path.exists():
+            try:
+                record = JobRecord.load(path)
+            except FileNotFoundError:
+                raise UnknownJobError(name) from None
+            info = None
+            if record.progress not in (NOT_STARTED, *FINAL_STATES):
+                info = self.manager.get(name)
+            return derive(record, view, info, str(self.output_path(name)))
+        info = self.manager.get(name)
+        if info is None:
+            raise UnknownJobError(name)
+        return from_process(name, info, str(self.output_path(name)))
+
+    def has_queued(self) -> bool:
+        """Whether a message waits in the queue (or in a dead worker's claim)."""
+        view = queue_view(self.broker_folders)
+        return any(state != STARTING for state in view.values())
+
+    # --- control -------------------------------------------------------------
+
+    def kill(self, name: str, force: bool = False) -> str:
+        """Stop job ``name``: SIGTERM (SIGKILL with ``force``) to its whole job.
+
+        A queued or starting job is taken off the queue and never runs.
+        Returns what was done, in words.
+
+        Raises:
+            UnknownJobError: no such job.
+            JobError: it has finished, or its record cannot be read.
+        """
+        sig = signal.SIGKILL if force else signal.SIGTERM
+        if not self.record_path(name).exists():
+            return self._kill_process(name, sig)
+        job = self.job(name)
+        if job.finished:
+            raise JobError(f"job {name!r} has finished ({job.state})")
+        # The request is on disk before the lock is taken: a worker that is
+        # about to start the job sees it under the lock and does not start it.
+        write_atomic(self.kill_request_path(name), str(int(sig)).encode("ascii"))
+        with self.locked():
+            record = self.load(name)
+            if record.progress == NOT_STARTED:
+                record.progress = KILLED
+                record.kill_signal = int(sig)
+                record.finished_at = utc_now()
+                record.error = f"killed while {job.state}: it never ran"
+                self.save(record)
+                self._unqueue(record.task_id)
+            if record.progress == KILLED and record.returncode is None:
+                return f"job {name} will not run (killed while {job.state})"
+            if record.progress in FINAL_STATES:
+                raise JobError(f"job {name!r} has finished ({record.progress})")
+            record.kill_signal = int(sig)
+            self.save(record)
+        try:
+            self.manager.send_signal(name, sig, group=True)
+        except ProcessLookupError:
+            # Not started yet: the worker sends the signal once it has.
+            pass
+        return f"sent {signal.Signals(sig).name} to job {name}"
+
+    def kill_request_path(self, name: str) -> Path:
+        """Where ``kill`` leaves the signal it asked for job ``name``."""
+        return self.jobs_dir / f"{check_name(name, 'job')}.kill"
+
+    def kill_requested(self, name: str) -> int | None:
+        """The signal that ``kill`` asked for job ``name``, if any."""
+        try:
+            return int(self.kill_request_path(name).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _kill_process(self, name: str, sig: int) -> str:
+        # A process without a job record (started by an older dvc-task).
+        try:
+            self.manager.send_signal(name, sig, group=True)
+        except ProcessLookupError:
+            if self.manager.get(name) is None:
+                raise UnknownJobError(name) from None
+            raise JobError(f"job {name!r} has finished") from None
+        return f"sent {signal.Signals(sig).name} to job {name}"
+
+    def _unqueue(self, task_id: str) -> None:
+        inbox = self.broker_folders.inbox
+        for msg in list_messages(inbox):
+            if output.message_task_id(inbox / msg) == task_id:
+                try:
+                    os.unlink(inbox / msg)
+                except FileNotFoundError:
+                    pass  # claimed meanwhile: the worker sees it was killed
+
+    def wait(self, name: str, timeout: float | None = None) -> Job:
+        """Wait until job ``name`` has finished; the job then.
+
+        Raises:
+            UnknownJobError: no such job.
+            TimeoutError: it has not finished within ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._make_jobs_dir()
+        # The worker's last word on a job is a new record in the jobs folder.
+        waiter = FolderWaiter(self.jobs_dir, output.POLL_S, events=NEW_FILES)
+        try:
+            while True:
+                job = self.job(name)
+                if job.finished:
+                    return job
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {name!r} is still {job.state}")
+                waiter.wait(0.2)
+        finally:
+            waiter.close()
+
+    def ended(self, name: str) -> bool:
+        """Whether job ``name`` has finished (or is gone), without a queue look-up.
+
+        For a job known to have started: cheaper than :meth:`job`.
+        """
+        try:
+            record = self.load(name)
+        except UnknownJobError:
+            return self.manager.get(name) is None or self.job(name).finished
+        except InvalidJobRecordError:
+            return True
+        if record.progress in FINAL_STATES:
+            return True
+        if record.progress == NOT_STARTED:
+            return False
+        return derive(record, {}, self.manager.get(name), None).finished
+
+    def remove(self, name: str, force: bool = False) -> None:
+        """Forget job ``name``: its record, output, message and result.
+
+        Raises:
+            UnknownJobError: no such job.
+            JobError: it has not finished and ``force`` is false.
+        """
+        if not self.record_path(name).exists():
+            if self.manager.get(name) is None:
+                raise UnknownJobError(name)
+            try:
+                self.manager.remove(name, force)
+            except ProcessNotTerminatedError:
+                raise JobNotFinishedError(name, "running") from None
+            return
+        try:
+            job = self.job(name)
+        except InvalidJobRecordError:
+            self._delete(name)
+            return
+        if not job.finished:
+            if not force:
+                raise JobNotFinishedError(name, job.state)
+            pids = [job.pid, *descendants(job.pid)] if job.pid else []
+            try:
+                self.kill(name, force=True)
+            except JobError:
+                pass  # it finished meanwhile
+            wait_gone(pids, KILL_WAIT_S)
+            self.wait(name, KILL_WAIT_S)
+        self._delete(name)
+
+    def _delete(self, name: str, task_ids: dict[str, Path] | None = None) -> None:
+        try:
+            task_id: str | None = self.load(name).task_id
+        except (UnknownJobError, InvalidJobRecordError):
+            task_id = None
+        remove(self.procs_dir / name)
+        if task_id is not None:
+            remove(self.app_dir / "result" / f"celery-task-meta-{task_id}")
+            paths = task_ids if task_ids is not None else self._processed()
+            if task_id in paths:
+                remove(paths[task_id])
+        with self.locked():
+            remove(self.kill_request_path(name))
+            remove(self.record_path(name))
+
+    def _processed(self) -> dict[str, Path]:
+        processed = self.broker_folders.processed
+        found: dict[str, Path] = {}
+        for msg in list_messages(processed):
+            task_id = output.message_task_id(processed / msg, _OUR_TASKS)
+            if task_id is not None:
+                found[task_id] = processed / msg
+        return found
+
+    def cleanup(self, older_than: float | None = None) -> list[Job]:
+        """Remove finished jobs (finished over ``older_than`` seconds ago).
+
+        Their processed messages and results go too, and those of jobs removed
+        earlier. Returns the jobs removed.
+        """
+        now = datetime.now(timezone.utc)
+        removed = []
+        for job in self.jobs():
+            if not job.finished and job.state != UNREADABLE:
+                continue
+            if older_than is not None and (
+                not job.finished_at
+                or (now - parse_time(job.finished_at)).total_seconds() < older_than
+            ):
+                continue
+            removed.append(job)
+        processed = self._processed()
+        for job in removed:
+            self._delete(job.name, processed)
+        kept = set()
+        for path in _records(self.jobs_dir):
+            try:
+                kept.add(JobRecord.load(path).task_id)
+            except (FileNotFoundError, InvalidJobRecordError):
+                continue
+        for task_id, path in processed.items():
+            if task_id not in kept:
+                remove(path)
+        if older_than is None:
+            for name in _folders(self.workers_dir):
+                info = ProcessManager(self.workers_dir).get(name)
+                if info is not None and info.returncode is not None:
+                    remove(self.workers_dir / name)
+        return removed
+
+    # --- output --------------------------------------------------------------
+
+    def read_output(self, name: str, tail: int | None = None) -> bytes:
+        """Job ``name``'s output so far (its last ``tail`` lines if given)."""
+        return output.read(self.output_path(name), tail)
+
+    def follow_output(self, name: str, tail: int | None = None) -> Iterator[bytes]:
+        """Yield job ``name``'s output as it is written, until the job ends.
+
+        A queued job is waited for. The bytes are passed through unchanged.
+
+        Raises:
+            UnknownJobError: no such job.
+        """
+        return output.follow(self, name, tail)
+
+    # --- workers -------------------------------------------------------------
+
+    def workers(self, jobs: Iterable[Job] | None = None) -> list[worker_ops.WorkerInfo]:
+        """The live workers of this folder and the jobs each runs."""
+        return worker_ops.live_workers(self, jobs)
+
+    def start_workers(
+        self,
+        count: int = 1,
+        timeout: float = worker_ops.IDLE_TIMEOUT_S,
+        concurrency: int = 1,
+    ) -> list[str]:
+        """Start ``count`` detached workers (see :func:`worker_ops.start_workers`)."""
+        return worker_ops.start_workers(self, count, timeout, concurrency)
+
+    def ensure_worker(self) -> str | None:
+        """Start a detached worker unless one lives; its name, or None."""
+        return worker_ops.ensure_worker(self)
+
+    def stop_workers(self, kill: bool = False) -> list[worker_ops.WorkerInfo]:
+        """Stop every live worker after its running jobs (kill them with ``kill``)."""
+        return worker_ops.stop_workers(self, kill)
+
+    def work(
+        self,
+        name: str = worker_ops.WORKER_NAME,
+        timeout: float = worker_ops.IDLE_TIMEOUT_S,
+        concurrency: int = 1,
+        loglevel: str = "WARNING",
+    ) -> bool:
+        """Run a worker in this process until the queue stays empty.
+
+        Returns False at once if a worker called ``name`` already runs.
+        """
+        return worker_ops.work(self, name, timeout, concurrency, loglevel)
+
+
+def _records(folder: Path) -> list[Path]:
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return []
+    return [
+        Path(entry.path)
+        for entry in entries
+        if entry.name.endswith(".json") and not entry.name.startswith(".")
+    ]
+
+
+def _folders(folder: Path) -> list[str]:
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return []
+    return [
+        entry.name
+        for entry in entries
+        if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False)
+    ]

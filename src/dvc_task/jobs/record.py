@@ -1,0 +1,186 @@
+"""A job's record: what was asked for, and what became of it.
+
+One JSON file per job, ``<jobs>/<name>.json`` (0600 in a 0700 folder),
+written when the job is queued and updated, under the folder's lock, by the
+worker that starts it and by ``kill``. The state a user sees is derived from
+the record, the queue and the process record (see :mod:`.queue`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from dvc_task.exceptions import DvcTaskError
+
+QUEUED = "queued"
+STARTING = "starting"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+KILLED = "killed"
+LOST = "lost"
+FAILED_TO_START = "failed to start"
+#: Every state, in the order a job goes through them.
+STATES = (
+    QUEUED,
+    STARTING,
+    RUNNING,
+    SUCCEEDED,
+    FAILED,
+    KILLED,
+    LOST,
+    FAILED_TO_START,
+)
+#: States a job never leaves.
+FINAL_STATES = frozenset({SUCCEEDED, FAILED, KILLED, LOST, FAILED_TO_START})
+#: What a record says before a worker has taken the job, and after.
+NOT_STARTED = "not started"
+STARTED = "started"
+
+#: Exit codes of a command that could not be started, as shells have them.
+NOT_FOUND_EXIT = 127
+NOT_EXECUTABLE_EXIT = 126
+
+
+class JobError(DvcTaskError):
+    """A job operation cannot be done; the message says why and what to do."""
+
+
+class UnknownJobError(JobError, KeyError):
+    """No job of that name exists."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no job named {name!r}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class JobNotFinishedError(JobError):
+    """The job has not finished, and the operation needs it finished."""
+
+    def __init__(self, name: str, state: str) -> None:
+        self.name = name
+        self.state = state
+        super().__init__(
+            f"job {name!r} is {state}: kill it first, or remove it with force=True"
+        )
+
+
+class InvalidJobRecordError(JobError, ValueError):
+    """A job record cannot be read; the job can still be removed."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"cannot read job record '{path}': {reason}")
+
+
+@dataclass
+class JobRecord:
+    """What is recorded about one job."""
+
+    name: str
+    seq: int
+    command: list[str]
+    cwd: str
+    env: dict[str, str]
+    submitted_at: str
+    task_id: str
+    #: ``not started``, ``started`` or one of :data:`FINAL_STATES`.
+    progress: str = NOT_STARTED
+    worker: str | None = None
+    worker_pid: int | None = None
+    worker_create_time: float | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    returncode: int | None = None
+    error: str | None = None
+    #: Signal that ``kill`` sent (or asked the worker to send), if any.
+    kill_signal: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> JobRecord:
+        """Read the record at ``path``.
+
+        Raises:
+            FileNotFoundError: no such record.
+            InvalidJobRecordError: the file is not a valid record.
+        """
+        with open(path, "rb") as fobj:
+            data = fobj.read()
+        try:
+            raw = json.loads(data)
+        except ValueError as exc:
+            raise InvalidJobRecordError(str(path), f"not JSON ({exc})") from None
+        if not isinstance(raw, dict):
+            raise InvalidJobRecordError(str(path), "not a JSON object")
+        known = {f.name for f in fields(cls)}
+        try:
+            record = cls(**{k: v for k, v in raw.items() if k in known})
+        except TypeError as exc:
+            raise InvalidJobRecordError(str(path), str(exc)) from None
+        problem = record._problem()
+        if problem:
+            raise InvalidJobRecordError(str(path), problem)
+        return record
+
+    def _problem(self) -> str | None:
+        if not isinstance(self.name, str) or not isinstance(self.task_id, str):
+            return "no name or task id"
+        if isinstance(self.seq, bool) or not isinstance(self.seq, int):
+            return "'seq' is not an integer"
+        if not isinstance(self.command, list) or not all(
+            isinstance(arg, str) for arg in self.command
+        ):
+            return "'command' is not a list of strings"
+        if not isinstance(self.cwd, str) or not isinstance(self.env, dict):
+            return "'cwd' or 'env' has a bad value"
+        if self.progress not in (NOT_STARTED, STARTED, *FINAL_STATES):
+            return f"unknown progress {self.progress!r}"
+        return None
+
+    def dump(self, path: Path) -> None:
+        """Write the record atomically and durably (0600)."""
+        write_atomic(path, json.dumps(asdict(self)).encode("utf-8"))
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: a new 0600 file, fsynced, renamed over it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(data):x}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold the exclusive lock of ``folder`` (its ``.lock`` file) meanwhile."""
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

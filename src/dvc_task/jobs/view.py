@@ -1,0 +1,241 @@
+"""What a job looks like to its users: one state, derived from what is on disk.
+
+A job's state comes from three places that a job moves through in order: its
+message in the queue (``queued``, or ``starting`` once a live worker has
+claimed it), its record (the worker marks it started, or final), and its
+process record (``running`` until a return code is recorded).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from dvc_task.app import claims
+from dvc_task.app.broker import BrokerFolders, list_messages
+from dvc_task.jobs.record import (
+    FAILED,
+    FINAL_STATES,
+    KILLED,
+    LOST,
+    NOT_STARTED,
+    QUEUED,
+    RUNNING,
+    STARTING,
+    SUCCEEDED,
+    JobRecord,
+)
+from dvc_task.proc.info import LOST_RETURNCODE, ProcessInfo, process_alive
+
+#: A record younger than this whose message is not found yet is being queued.
+YOUNG_RECORD_S = 10.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as the command line, ``status`` and the Python API show it."""
+
+    name: str
+    state: str
+    command: list[str]
+    cwd: str | None
+    submitted_at: str | None
+    started_at: str | None = None
+    finished_at: str | None = None
+    returncode: int | None = None
+    pid: int | None = None
+    worker: str | None = None
+    error: str | None = None
+    output: str | None = None
+    seq: int = 0
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job is in a state it never leaves."""
+        return self.state in FINAL_STATES
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds it ran (so far, while running); None before it started."""
+        if not self.started_at:
+            return None
+        start = parse_time(self.started_at)
+        end = (
+            parse_time(self.finished_at)
+            if self.finished_at
+            else datetime.now(timezone.utc)
+        )
+        return max(0.0, (end - start).total_seconds())
+
+    @property
+    def exit_code(self) -> int:
+        """The exit code a shell would give: 128 + N for a signal N, 1 if lost."""
+        if self.returncode is None or self.state == LOST:
+            return 1
+        if self.returncode < 0:
+            return 128 - self.returncode
+        return self.returncode
+
+    def asdict(self) -> dict[str, Any]:
+        """The job as JSON-ready data (``duration`` included)."""
+        return {
+            "name": self.name,
+            "state": self.state,
+            "returncode": self.returncode,
+            "command": self.command,
+            "cwd": self.cwd,
+            "submitted": self.submitted_at,
+            "started": self.started_at,
+            "finished": self.finished_at,
+            "duration": self.duration,
+            "pid": self.pid,
+            "worker": self.worker,
+            "error": self.error,
+            "output": self.output,
+        }
+
+
+def parse_time(text: str) -> datetime:
+    """A recorded UTC time; a naive one counts as UTC."""
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def utc_now() -> str:
+    """The current time, UTC, ISO 8601."""
+    return datetime.now(timezone.utc).isoformat()
+
+
+def final_state(returncode: int, kill_signal: int | None) -> str:
+    """The state of a job whose command exited with ``returncode``."""
+    if returncode == 0:
+        return SUCCEEDED
+    if returncode < 0 or kill_signal is not None:
+        return KILLED
+    return FAILED
+
+
+def _task_id(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as fobj:
+            payload = json.loads(fobj.read())
+        task_id = payload["headers"]["id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return task_id if isinstance(task_id, str) else None
+
+
+def queue_view(folders: BrokerFolders) -> dict[str, str]:
+    """``task id -> queued | starting`` of every message waiting or claimed.
+
+    The inbox is read before the claims: a message that a worker claims
+    meanwhile moves forward, into a folder read later.
+    """
+    view: dict[str, str] = {}
+    for name in list_messages(folders.inbox):
+        task_id = _task_id(folders.inbox / name)
+        if task_id:
+            view[task_id] = QUEUED
+    for owner in claims.iter_owners(folders):
+        state = STARTING if claims.owner_alive(owner) else QUEUED
+        for name in list_messages(owner):
+            task_id = _task_id(owner / name)
+            if task_id:
+                view[task_id] = state
+    return view
+
+
+def derive(
+    record: JobRecord,
+    view: dict[str, str],
+    info: ProcessInfo | None,
+    output: str | None,
+) -> Job:
+    """The job's state from its record, the queue and its process record.
+
+    ``info`` is the process record (None if there is none), read after the
+    job record; ``view`` is :func:`queue_view`, read before it.
+    """
+    state = record.progress
+    returncode = record.returncode
+    finished_at = record.finished_at
+    pid = info.pid if info is not None else None
+    if record.progress == NOT_STARTED:
+        state = view.get(record.task_id) or _missing(record)
+    elif record.progress not in FINAL_STATES:
+        if info is None:
+            worker_alive = record.worker_pid is not None and process_alive(
+                record.worker_pid, record.worker_create_time
+            )
+            state = STARTING if worker_alive else LOST
+        elif info.returncode is None:
+            state = RUNNING
+        else:
+            returncode = info.returncode
+            finished_at = info.finished_at
+            lost = returncode == LOST_RETURNCODE and not info.runner_alive()
+            state = LOST if lost else final_state(returncode, record.kill_signal)
+    return Job(
+        name=record.name,
+        state=state,
+        command=record.command,
+        cwd=record.cwd,
+        submitted_at=record.submitted_at,
+        started_at=(info.started_at if info is not None else None) or record.started_at,
+        finished_at=finished_at,
+        returncode=returncode,
+        pid=pid,
+        worker=record.worker,
+        error=record.error,
+        output=output,
+        seq=record.seq,
+    )
+
+
+def _missing(record: JobRecord) -> str:
+    # Neither waiting nor claimed, and no worker has marked it started.
+    age = (datetime.now(timezone.utc) - parse_time(record.submitted_at)).total_seconds()
+    return QUEUED if age < YOUNG_RECORD_S else LOST
+
+
+def from_process(name: str, info: ProcessInfo, output: str | None) -> Job:
+    """A process started without a job record (e.g. by an older dvc-task)."""
+    if info.returncode is None:
+        state = RUNNING
+    elif info.returncode == LOST_RETURNCODE:
+        state = LOST
+    else:
+        state = final_state(info.returncode, None)
+    return Job(
+        name=name,
+        state=state,
+        command=info.args or [],
+        cwd=None,
+        submitted_at=info.started_at,
+        started_at=info.started_at,
+        finished_at=info.finished_at,
+        returncode=info.returncode,
+        pid=info.pid,
+        output=output,
+    )
+
+
+def signal_name(sig: int) -> str:
+    """``SIGTERM`` for 15, the number for an unknown signal."""
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return str(sig)
+
+
+def file_age(path: Path) -> float:
+    """Seconds since ``path`` was modified (0 if it is gone)."""
+    try:
+        return max(0.0, datetime.now().timestamp() - os.stat(path).st_mtime)
+    except FileNotFoundError:
+        return 0.0

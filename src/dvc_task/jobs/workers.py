@@ -1,0 +1,263 @@
+"""Workers of a job folder: start them detached, list the live ones, stop them.
+
+A detached worker is a managed process of its own, in ``<folder>/workers/<name>/``
+(its log is ``<name>.out`` there). A worker of any kind holds the OS lock of
+``app/broker/worker-<node>.lock`` while it lives (see :class:`TemporaryWorker`),
+so a worker started by hand in a terminal is seen too.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from celery.utils.nodenames import default_nodename
+
+from dvc_task.app.watch import NEW_FILES, FolderWaiter
+from dvc_task.jobs.record import RUNNING, STARTING, JobError
+from dvc_task.jobs.view import Job, parse_time
+from dvc_task.proc import ManagedProcess, ProcessManager
+from dvc_task.utils import module_command
+
+if TYPE_CHECKING:
+    from dvc_task.jobs.queue import JobQueue
+
+#: Name of the first detached worker; the next ones get ``-2``, ``-3``...
+WORKER_NAME = "dvc-task-worker"
+#: Seconds a detached worker waits for work before it exits.
+IDLE_TIMEOUT_S = 10.0
+#: Longest wait for a new worker's runner to record it.
+SPAWN_WAIT_S = 10.0
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A live worker of a job folder."""
+
+    name: str
+    node: str
+    pid: int | None
+    started_at: str | None
+    running: tuple[str, ...]
+    idle_since: str | None
+
+    def asdict(self) -> dict[str, Any]:
+        """As JSON-ready data."""
+        return {
+            "name": self.name,
+            "node": self.node,
+            "pid": self.pid,
+            "started": self.started_at,
+            "running": list(self.running),
+            "idle_since": self.idle_since,
+        }
+
+
+def short_name(node: str) -> str:
+    """The name a worker was started with, from its Celery node name."""
+    return node[len("celery@") :] if node.startswith("celery@") else node
+
+
+def _locked_workers(queue: JobQueue) -> dict[str, tuple[int | None, str]]:
+    """``node -> (pid, since)`` of every worker that holds its lock now."""
+    broker = queue.app_dir / "broker"
+    try:
+        entries = list(os.scandir(broker))
+    except FileNotFoundError:
+        return {}
+    found: dict[str, tuple[int | None, str]] = {}
+    for entry in entries:
+        if not (entry.name.startswith("worker-") and entry.name.endswith(".lock")):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                continue  # nobody holds it: that worker is gone
+            except BlockingIOError:
+                pass
+            text = os.read(fd, 64).decode("ascii", "replace").strip()
+            since = datetime.fromtimestamp(os.fstat(fd).st_mtime, timezone.utc)
+        finally:
+            os.close(fd)
+        node = entry.name[len("worker-") : -len(".lock")]
+        found[node] = (int(text) if text.isdigit() else None, since.isoformat())
+    return found
+
+
+def _detached_workers(queue: JobQueue) -> dict[str, tuple[int | None, str]]:
+    """``node -> (pid, since)`` of detached workers whose runner still lives."""
+    found: dict[str, tuple[int | None, str]] = {}
+    manager = ProcessManager(queue.workers_dir)
+    for name, info in manager.processes():
+        if info.returncode is None:
+            found[default_nodename(name)] = (info.pid, info.started_at or "")
+    return found
+
+
+def live_workers(
+    queue: JobQueue, jobs: Iterable[Job] | None = None
+) -> list[WorkerInfo]:
+    """The workers alive now, with the jobs each runs (from ``jobs`` if given)."""
+    alive = {**_detached_workers(queue), **_locked_workers(queue)}
+    if not alive:
+        return []
+    running: dict[str, list[str]] = {}
+    last_end: dict[str, str] = {}
+    for job in queue.jobs() if jobs is None else jobs:
+        if job.worker is None:
+            continue
+        if job.state in (STARTING, RUNNING):
+            running.setdefault(job.worker, []).append(job.name)
+        elif job.finished_at and job.finished_at > last_end.get(job.worker, ""):
+            last_end[job.worker] = job.finished_at
+    workers = []
+    for node, (pid, since) in sorted(alive.items()):
+        busy = tuple(running.get(node, ()))
+        idle = None
+        if not busy:
+            ends = [t for t in (since, last_end.get(node)) if t]
+            idle = max(ends, key=parse_time) if ends else None
+        workers.append(
+            WorkerInfo(short_name(node), node, pid, since or None, busy, idle)
+        )
+    return workers
+
+
+def start_workers(
+    queue: JobQueue,
+    count: int = 1,
+    timeout: float = IDLE_TIMEOUT_S,
+    concurrency: int = 1,
+) -> list[str]:
+    """Start ``count`` detached workers; their names.
+
+    Each exits once the queue has been empty for ``timeout`` seconds.
+
+    Raises:
+        DvcTaskError: a worker could not be started.
+    """
+    queue.app  # noqa: B018 - creates the queue's folders first
+    taken = {short_name(node) for node in _detached_workers(queue)}
+    taken |= {short_name(node) for node in _locked_workers(queue)}
+    started: list[str] = []
+    number = 1
+    while len(started) < count:
+        name = WORKER_NAME if number == 1 else f"{WORKER_NAME}-{number}"
+        number += 1
+        if name in taken:
+            continue
+        ManagedProcess.spawn(
+            module_command(
+                "dvc_task",
+                "--dir",
+                str(queue.folder),
+                "worker",
+                "--name",
+                name,
+                "--timeout",
+                repr(float(timeout)),
+                "--concurrency",
+                str(concurrency),
+            ),
+            wdir=queue.workers_dir / name,
+            name=name,
+            cwd=queue.folder,
+        )
+        _wait_recorded(queue.workers_dir / name / f"{name}.json")
+        started.append(name)
+    return started
+
+
+def _wait_recorded(record: Path) -> None:
+    # Until its runner has written the record, the worker is seen nowhere,
+    # and the next caller would start a second one of that name.
+    waiter = FolderWaiter(record.parent, 0.005, events=NEW_FILES)
+    try:
+        deadline = time.monotonic() + SPAWN_WAIT_S
+        while not record.exists() and time.monotonic() < deadline:
+            waiter.wait(0.1)
+    finally:
+        waiter.close()
+
+
+def ensure_worker(queue: JobQueue) -> str | None:
+    """Start a detached worker unless one lives; the name of the one started."""
+    if _detached_workers(queue) or _locked_workers(queue):
+        return None
+    return start_workers(queue, 1)[0]
+
+
+def stop_workers(queue: JobQueue, kill: bool = False) -> list[WorkerInfo]:
+    """Ask every live worker to stop once its running jobs end; those asked.
+
+    With ``kill``, their running jobs are killed (SIGKILL) first.
+    """
+    workers = live_workers(queue)
+    for worker in workers:
+        if kill:
+            for name in worker.running:
+                try:
+                    queue.kill(name, force=True)
+                except JobError:
+                    continue  # it has just ended
+        if worker.pid is not None:
+            try:
+                os.kill(worker.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+    return workers
+
+
+def work(
+    queue: JobQueue,
+    name: str = WORKER_NAME,
+    timeout: float = IDLE_TIMEOUT_S,
+    concurrency: int = 1,
+    loglevel: str = "WARNING",
+) -> bool:
+    """Run worker ``name`` in this process until the queue stays empty.
+
+    Returns False at once if a worker of that name already runs. A job
+    queued just as the worker was leaving is not left behind: the worker
+    looks at the queue again after it has let go of its name.
+    """
+    from celery.signals import worker_shutting_down
+
+    from dvc_task.worker import TemporaryWorker
+
+    if default_nodename(name) in _locked_workers(queue):
+        return False
+    asked_to_stop: list[bool] = []
+
+    def on_shutdown(**_: Any) -> None:
+        asked_to_stop.append(True)
+
+    worker_shutting_down.connect(on_shutdown, weak=False)
+    try:
+        while True:
+            TemporaryWorker(
+                queue.app,
+                timeout=timeout,
+                pool="threads",
+                concurrency=concurrency,
+                prefetch_multiplier=1,
+                without_heartbeat=True,
+                without_mingle=True,
+                without_gossip=True,
+                loglevel=loglevel,
+            ).start(name)
+            if asked_to_stop or not queue.has_queued():
+                return True
+    finally:
+        worker_shutting_down.disconnect(on_shutdown)
