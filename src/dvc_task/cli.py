@@ -132,6 +132,7 @@ def _parse_env(
 @handle_errors
 def run(
     queue: JobQueue,
+    *,
     name: str | None,
     wait: bool,
     cwd: str | None,
@@ -531,6 +532,7 @@ def _log_setup(verbose: bool, quiet: bool) -> str:
 @handle_errors
 def worker(
     queue: JobQueue,
+    *,
     timeout: float,
     concurrency: int,
     name: str,

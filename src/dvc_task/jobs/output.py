@@ -1,7 +1,7 @@
-"""A job's output, as ``cat``, ``tail -n`` and ``tail -f`` would show it.
+r"""A job's output, as ``cat``, ``tail -n`` and ``tail -f`` would show it.
 
 Bytes pass through unchanged: no decoding, no newline translation, so a
-progress bar drawn with ``\\r`` and output in any encoding arrive as written.
+progress bar drawn with ``\r`` and output in any encoding arrive as written.
 """
 
 from __future__ import annotations

@@ -19,17 +19,17 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from shortuuid import uuid
 
-from dvc_task.app.watch import NEW_FILES, FolderWaiter
+from dvc_task.app import FSApp
 from dvc_task.app.broker import (
     BrokerFolders,
     check_private,
     list_messages,
     make_private_folder,
 )
+from dvc_task.app.watch import NEW_FILES, FolderWaiter
 from dvc_task.jobs import output
 from dvc_task.jobs import workers as worker_ops
 from dvc_task.jobs.record import (
@@ -58,9 +58,6 @@ from dvc_task.proc.exceptions import ProcessNotTerminatedError
 from dvc_task.proc.info import check_name
 from dvc_task.proc.tree import descendants, wait_gone
 from dvc_task.utils import StrPath, remove
-
-if TYPE_CHECKING:
-    from dvc_task.app import FSApp
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +103,6 @@ class JobQueue:
     @functools.cached_property
     def app(self) -> FSApp:
         """The Celery app of the queue (its folders are created)."""
-        from dvc_task.app import FSApp
-
         make_private_folder(self.folder)
         return FSApp(
             "dvc-task",
@@ -450,7 +445,8 @@ class JobQueue:
         try:
             job = self.job(name)
         except InvalidJobRecordError:
-            self._delete(name)
+            with self.locked():
+                self._delete(name)
             return
         if not job.finished:
             if not force:
@@ -462,9 +458,11 @@ class JobQueue:
                 pass  # it finished meanwhile
             wait_gone(pids, KILL_WAIT_S)
             self.wait(name, KILL_WAIT_S)
-        self._delete(name)
+        with self.locked():
+            self._delete(name)
 
     def _delete(self, name: str, task_ids: dict[str, Path] | None = None) -> None:
+        # Call it holding the lock: a worker must not write the record back.
         try:
             task_id: str | None = self.load(name).task_id
         except (UnknownJobError, InvalidJobRecordError):
@@ -475,9 +473,8 @@ class JobQueue:
             paths = task_ids if task_ids is not None else self._processed()
             if task_id in paths:
                 remove(paths[task_id])
-        with self.locked():
-            remove(self.kill_request_path(name))
-            remove(self.record_path(name))
+        remove(self.kill_request_path(name))
+        remove(self.record_path(name))
 
     def _processed(self) -> dict[str, Path]:
         processed = self.broker_folders.processed
@@ -506,8 +503,9 @@ class JobQueue:
                 continue
             removed.append(job)
         processed = self._processed()
-        for job in removed:
-            self._delete(job.name, processed)
+        with self.locked():
+            for job in removed:
+                self._delete(job.name, processed)
         kept = set()
         for path in _records(self.jobs_dir):
             try:
@@ -538,6 +536,7 @@ class JobQueue:
         Raises:
             UnknownJobError: no such job.
         """
+        self.job(name)  # an unknown name raises here, not at the first next()
         return output.follow(self, name, tail)
 
     # --- workers -------------------------------------------------------------

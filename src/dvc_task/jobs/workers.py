@@ -11,20 +11,19 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from celery.signals import worker_shutting_down
 from celery.utils.nodenames import default_nodename
 
-from dvc_task.app.watch import NEW_FILES, FolderWaiter
 from dvc_task.jobs.record import RUNNING, STARTING, JobError
 from dvc_task.jobs.view import Job, parse_time
 from dvc_task.proc import ManagedProcess, ProcessManager
 from dvc_task.utils import module_command
+from dvc_task.worker import TemporaryWorker
 
 if TYPE_CHECKING:
     from dvc_task.jobs.queue import JobQueue
@@ -33,8 +32,6 @@ if TYPE_CHECKING:
 WORKER_NAME = "dvc-task-worker"
 #: Seconds a detached worker waits for work before it exits.
 IDLE_TIMEOUT_S = 10.0
-#: Longest wait for a new worker's runner to record it.
-SPAWN_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -174,21 +171,8 @@ def start_workers(
             name=name,
             cwd=queue.folder,
         )
-        _wait_recorded(queue.workers_dir / name / f"{name}.json")
         started.append(name)
     return started
-
-
-def _wait_recorded(record: Path) -> None:
-    # Until its runner has written the record, the worker is seen nowhere,
-    # and the next caller would start a second one of that name.
-    waiter = FolderWaiter(record.parent, 0.005, events=NEW_FILES)
-    try:
-        deadline = time.monotonic() + SPAWN_WAIT_S
-        while not record.exists() and time.monotonic() < deadline:
-            waiter.wait(0.1)
-    finally:
-        waiter.close()
 
 
 def ensure_worker(queue: JobQueue) -> str | None:
@@ -232,10 +216,6 @@ def work(
     queued just as the worker was leaving is not left behind: the worker
     looks at the queue again after it has let go of its name.
     """
-    from celery.signals import worker_shutting_down
-
-    from dvc_task.worker import TemporaryWorker
-
     if default_nodename(name) in _locked_workers(queue):
         return False
     asked_to_stop: list[bool] = []

@@ -194,6 +194,7 @@ class ProcessManager:
         task: str | None = None,
         env: dict[str, str] | None = None,
         immutable: bool = False,
+        *,
         cwd: StrPath | None = None,
     ) -> Signature:
         """A Celery signature that runs ``args`` as process ``name``.

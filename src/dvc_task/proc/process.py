@@ -9,6 +9,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from contextlib import AbstractContextManager
 from functools import cached_property
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import IO, Any
 from shortuuid import uuid
 
 from dvc_task.app.broker import check_private
+from dvc_task.app.watch import NEW_FILES, FolderWaiter
 from dvc_task.exceptions import DvcTaskError
 from dvc_task.proc.exceptions import (
     InvalidProcessInfoError,
@@ -26,6 +28,7 @@ from dvc_task.proc.exceptions import (
 from dvc_task.proc.info import (
     ProcessInfo,
     check_name,
+    process_alive,
     process_create_time,
     utc_now,
     write_json_atomic,
@@ -56,6 +59,8 @@ print(pid)
 
 #: Seconds a command gets to exit after SIGTERM when its runner is stopped.
 _STOP_GRACE_S = 3.0
+#: Longest wait of spawn() for its runner to record the started command.
+_RECORD_WAIT_S = 30.0
 
 
 def _own_group_kwargs() -> dict[str, Any]:
@@ -330,4 +335,22 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
             raise DvcTaskError(
                 f"could not start a runner for '{proc.name}': see {proc.stdout_path}"
             )
-        return int(launcher.stdout)
+        runner_pid = int(launcher.stdout)
+        proc._wait_recorded(runner_pid)
+        return runner_pid
+
+    def _wait_recorded(self, runner_pid: int) -> None:
+        # Once spawn() returns, the process is known by name (get, follow,
+        # kill work at once), unless its runner failed.
+        waiter = FolderWaiter(Path(self.info_path).parent, 0.005, events=NEW_FILES)
+        try:
+            deadline = time.monotonic() + _RECORD_WAIT_S
+            while not os.path.exists(self.info_path):
+                if not process_alive(runner_pid) or time.monotonic() > deadline:
+                    raise DvcTaskError(
+                        f"the runner of '{self.name}' did not start it: see "
+                        f"{self.stdout_path}"
+                    )
+                waiter.wait(0.05)
+        finally:
+            waiter.close()

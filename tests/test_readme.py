@@ -1,0 +1,95 @@
+"""Every code block of the README runs as written (so that it stays true)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import end_all
+
+README = Path(__file__).parent.parent / "README.md"
+BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+#: Blocks that make a virtual environment: `.ci/run` runs them on a fresh
+#: machine (the test one exactly; the other is the first command's install).
+INSTALLS = "python3 -m venv"
+
+
+def blocks(language: str) -> list[str]:
+    """The README's code blocks in ``language``."""
+    return [
+        code for lang, code in BLOCK.findall(README.read_text()) if lang == language
+    ]
+
+
+def test_the_readme_has_the_blocks_this_test_runs() -> None:
+    languages = {lang for lang, _ in BLOCK.findall(README.read_text())}
+    assert languages <= {"sh", "python", "text"}
+    assert len(blocks("python")) >= 3
+    assert "../shared" not in README.read_text()
+
+
+@pytest.mark.parametrize("code", blocks("python"), ids=lambda code: code.split()[1])
+def test_python_block_runs(code: str, tmp_path: Path) -> None:
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+    finally:
+        end_all(tmp_path / ".dvc-task")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "hello" in done.stdout or "epoch" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "code", [c for c in blocks("sh") if INSTALLS not in c], ids=lambda c: c.split()[1]
+)
+def test_shell_block_runs(code: str, tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("DVC_TASK_DIR", None)
+    try:
+        done = subprocess.run(
+            ["sh", "-e", "-c", code],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=180,
+            check=False,
+        )
+    finally:
+        end_all(tmp_path / ".dvc-task")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_quick_start_main_job_runs(tmp_path: Path) -> None:
+    (install,) = [c for c in blocks("sh") if "dvc-task run" in c and INSTALLS in c]
+    command = install.split("&&")[-1].strip().replace(".venv/bin/", "")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("DVC_TASK_DIR", None)
+    try:
+        done = subprocess.run(
+            command,
+            shell=True,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=180,
+            check=False,
+        )
+    finally:
+        end_all(tmp_path / ".dvc-task")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "hello from dvc-task\n"
