@@ -188,6 +188,12 @@ def bench(session: nox.Session) -> None:
     )
     session.run(
         "python",
+        "benchmarks/bench_jobs.py",
+        "--output",
+        str(results / "jobs.md"),
+    )
+    session.run(
+        "python",
         "benchmarks/bench_peers.py",
         "--peer-040",
         str(peer_python),

@@ -173,3 +173,34 @@ def test_a_second_program_sees_the_same_jobs(queue: JobQueue, tmp_path: Path) ->
 
     rows = json.loads(done.stdout)
     assert [(row["name"], row["state"]) for row in rows] == [("shared", "queued")]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"\xff\xfe",
+        b"[]",
+        b'{"name": "c"}',
+        b'{"name": "c", "seq": "1", "command": [], "cwd": "/", "env": {},'
+        b' "submitted_at": "now", "task_id": "t"}',
+        b'{"name": "c", "seq": 1, "command": [1], "cwd": "/", "env": {},'
+        b' "submitted_at": "2026-01-01T00:00:00", "task_id": "t"}',
+        b'{"name": "c", "seq": 1, "command": ["true"], "cwd": "/", "env": {},'
+        b' "submitted_at": "not a time", "task_id": "t", "progress": "started"}',
+        b'{"name": "c", "seq": 1, "command": ["true"], "cwd": "/", "env": {},'
+        b' "submitted_at": "2026-01-01T00:00:00", "task_id": "t",'
+        b' "progress": "started", "worker_pid": "x"}',
+    ],
+)
+def test_a_corrupt_record_is_listed_as_unreadable_and_removable(
+    queue: JobQueue, content: bytes
+) -> None:
+    queue.submit(["true"], name="fine")
+    queue.record_path("c").write_bytes(content)
+
+    states = {job.name: job.state for job in queue.jobs()}
+
+    assert states == {"fine": "queued", "c": "unreadable"}
+    queue.remove("c")
+    assert [job.name for job in queue.jobs()] == ["fine"]

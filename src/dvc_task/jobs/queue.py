@@ -35,6 +35,7 @@ from dvc_task.jobs import workers as worker_ops
 from dvc_task.jobs.record import (
     FINAL_STATES,
     KILLED,
+    LOST,
     NOT_STARTED,
     STARTING,
     InvalidJobRecordError,
@@ -331,6 +332,9 @@ class JobQueue:
         if not self.record_path(name).exists():
             return self._kill_process(name, sig)
         job = self.job(name)
+        if job.state == LOST:
+            # Its worker died; its command may still run, with nobody to wait.
+            return self._kill_process(name, sig)
         if job.finished:
             raise JobError(f"job {name!r} has finished ({job.state})")
         # The request is on disk before the lock is taken: a worker that is

@@ -13,9 +13,9 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from dvc_task.exceptions import DvcTaskError
 
@@ -47,6 +47,28 @@ STARTED = "started"
 #: Exit codes of a command that could not be started, as shells have them.
 NOT_FOUND_EXIT = 127
 NOT_EXECUTABLE_EXIT = 126
+
+
+_OPTIONAL_STR = (str, type(None))
+_OPTIONAL_INT = (int, type(None))
+_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "seq": (int,),
+    "command": (list,),
+    "cwd": (str,),
+    "env": (dict,),
+    "submitted_at": (str,),
+    "task_id": (str,),
+    "progress": (str,),
+    "worker": _OPTIONAL_STR,
+    "worker_pid": _OPTIONAL_INT,
+    "worker_create_time": (float, int, type(None)),
+    "started_at": _OPTIONAL_STR,
+    "finished_at": _OPTIONAL_STR,
+    "returncode": _OPTIONAL_INT,
+    "error": _OPTIONAL_STR,
+    "kill_signal": _OPTIONAL_INT,
+}
 
 
 class JobError(DvcTaskError):
@@ -105,7 +127,6 @@ class JobRecord:
     error: str | None = None
     #: Signal that ``kill`` sent (or asked the worker to send), if any.
     kill_signal: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> JobRecord:
@@ -134,18 +155,22 @@ class JobRecord:
         return record
 
     def _problem(self) -> str | None:
-        if not isinstance(self.name, str) or not isinstance(self.task_id, str):
-            return "no name or task id"
-        if isinstance(self.seq, bool) or not isinstance(self.seq, int):
-            return "'seq' is not an integer"
-        if not isinstance(self.command, list) or not all(
-            isinstance(arg, str) for arg in self.command
-        ):
+        for name, types in _TYPES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, types):
+                return f"field '{name}' has a bad value {value!r:.80}"
+        if not all(isinstance(arg, str) for arg in self.command):
             return "'command' is not a list of strings"
-        if not isinstance(self.cwd, str) or not isinstance(self.env, dict):
-            return "'cwd' or 'env' has a bad value"
+        if not all(isinstance(v, str) for v in (*self.env, *self.env.values())):
+            return "'env' is not a mapping of strings"
         if self.progress not in (NOT_STARTED, STARTED, *FINAL_STATES):
-            return f"unknown progress {self.progress!r}"
+            return f"unknown progress {self.progress!r:.80}"
+        for when in (self.submitted_at, self.started_at, self.finished_at):
+            try:
+                if when is not None:
+                    datetime.fromisoformat(when)
+            except ValueError:
+                return f"{when!r:.80} is not a time"
         return None
 
     def dump(self, path: Path) -> None:

@@ -9,8 +9,6 @@ process record (``running`` until a return code is recorded).
 from __future__ import annotations
 
 import json
-import os
-import signal
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -64,12 +62,15 @@ class Job:
         """Seconds it ran (so far, while running); None before it started."""
         if not self.started_at:
             return None
-        start = parse_time(self.started_at)
-        end = (
-            parse_time(self.finished_at)
-            if self.finished_at
-            else datetime.now(timezone.utc)
-        )
+        try:
+            start = parse_time(self.started_at)
+            end = (
+                parse_time(self.finished_at)
+                if self.finished_at
+                else datetime.now(timezone.utc)
+            )
+        except ValueError:
+            return None  # a process record with a mangled time
         return max(0.0, (end - start).total_seconds())
 
     @property
@@ -87,6 +88,7 @@ class Job:
             "name": self.name,
             "state": self.state,
             "returncode": self.returncode,
+            "exit_code": self.exit_code if self.finished else None,
             "command": self.command,
             "cwd": self.cwd,
             "submitted": self.submitted_at,
@@ -223,19 +225,3 @@ def from_process(name: str, info: ProcessInfo, output: str | None) -> Job:
         pid=info.pid,
         output=output,
     )
-
-
-def signal_name(sig: int) -> str:
-    """``SIGTERM`` for 15, the number for an unknown signal."""
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return str(sig)
-
-
-def file_age(path: Path) -> float:
-    """Seconds since ``path`` was modified (0 if it is gone)."""
-    try:
-        return max(0.0, datetime.now().timestamp() - os.stat(path).st_mtime)
-    except FileNotFoundError:
-        return 0.0
