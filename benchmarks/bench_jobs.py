@@ -30,6 +30,16 @@ def timed(args: list[str], env: dict[str, str]) -> tuple[float, int]:
     return time.monotonic() - started, len(done.stdout)
 
 
+def queue_big(cli: list[str], env: dict[str, str], *options: str) -> None:
+    """``dvc-task run OPTIONS`` of a job that writes 50 MB of short lines."""
+    subprocess.run(
+        [*cli, "run", *options, "--", "sh", "-c", f"yes | head -c {BIG}"],
+        stdout=subprocess.DEVNULL,
+        env=env,
+        check=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--output", type=Path)
@@ -40,22 +50,7 @@ def main() -> None:
     try:
         rows = []
         # Output of a finished job: 50 MB of short lines.
-        subprocess.run(
-            [
-                *cli,
-                "run",
-                "--wait",
-                "--name",
-                "big",
-                "--",
-                "sh",
-                "-c",
-                "yes | head -c 50000000",
-            ],
-            stdout=subprocess.DEVNULL,
-            env=env,
-            check=True,
-        )
+        queue_big(cli, env, "--wait", "--name", "big")
         out = folder / "q" / "procs" / "big" / "big.out"
         cat = median([timed(["cat", str(out)], env)[0] for _ in range(RUNS)])
         logs = median([timed([*cli, "logs", "big"], env)[0] for _ in range(RUNS)])
@@ -75,21 +70,7 @@ def main() -> None:
         live = []
         for i in range(RUNS):
             name = f"live{i}"
-            subprocess.run(
-                [
-                    *cli,
-                    "run",
-                    "--name",
-                    name,
-                    "--",
-                    "sh",
-                    "-c",
-                    "yes | head -c 50000000",
-                ],
-                stdout=subprocess.DEVNULL,
-                env=env,
-                check=True,
-            )
+            queue_big(cli, env, "--name", name)
             seconds, size = timed([*cli, "logs", "-f", name], env)
             assert size == BIG, size
             live.append(seconds)

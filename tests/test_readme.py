@@ -51,16 +51,14 @@ def test_python_block_runs(code: str, tmp_path: Path) -> None:
     assert "hello" in done.stdout or "epoch" in done.stdout
 
 
-@pytest.mark.parametrize(
-    "code", [c for c in blocks("sh") if INSTALLS not in c], ids=lambda c: c.split()[1]
-)
-def test_shell_block_runs(code: str, tmp_path: Path) -> None:
+def run_shell(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` with ``sh -e`` as a user of the installed package would."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("DVC_TASK_DIR", None)
     try:
-        done = subprocess.run(
-            ["sh", "-e", "-c", code],
-            cwd=tmp_path,
+        return subprocess.run(
+            ["sh", "-e", "-c", command],
+            cwd=cwd,
             capture_output=True,
             text=True,
             env=env,
@@ -68,28 +66,22 @@ def test_shell_block_runs(code: str, tmp_path: Path) -> None:
             check=False,
         )
     finally:
-        end_all(tmp_path / ".dvc-task")
+        end_all(cwd / ".dvc-task")
+
+
+@pytest.mark.parametrize(
+    "code", [c for c in blocks("sh") if INSTALLS not in c], ids=lambda c: c.split()[1]
+)
+def test_shell_block_runs(code: str, tmp_path: Path) -> None:
+    done = run_shell(code, tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
 
 
 def test_quick_start_main_job_runs(tmp_path: Path) -> None:
     (install,) = [c for c in blocks("sh") if "dvc-task run" in c and INSTALLS in c]
-    command = install.split("&&")[-1].strip().replace(".venv/bin/", "")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("DVC_TASK_DIR", None)
-    try:
-        done = subprocess.run(
-            command,
-            shell=True,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=180,
-            check=False,
-        )
-    finally:
-        end_all(tmp_path / ".dvc-task")
+    done = run_shell(
+        install.split("&&")[-1].strip().replace(".venv/bin/", ""), tmp_path
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "hello from dvc-task\n"

@@ -509,14 +509,18 @@ def _log_setup(verbose: bool, quiet: bool) -> str:
     return "ERROR" if quiet else "WARNING"
 
 
+def _timeout_option(text: str) -> Callable[[F], F]:
+    return click.option(
+        "--timeout",
+        type=click.FloatRange(min=0),
+        default=IDLE_TIMEOUT_S,
+        show_default=True,
+        help=text,
+    )
+
+
 @cli.command()
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0),
-    default=IDLE_TIMEOUT_S,
-    show_default=True,
-    help="Exit after this many idle seconds.",
-)
+@_timeout_option("Exit after this many idle seconds.")
 @click.option(
     "-j",
     "--concurrency",
@@ -556,13 +560,7 @@ def worker(
 @click.option(
     "-j", "--workers", "count", type=click.IntRange(min=1), default=1, show_default=True
 )
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0),
-    default=IDLE_TIMEOUT_S,
-    show_default=True,
-    help="Each exits after this many idle seconds.",
-)
+@_timeout_option("Each exits after this many idle seconds.")
 @pass_queue
 @handle_errors
 def start(queue: JobQueue, count: int, timeout: float) -> None:

@@ -580,25 +580,17 @@ class JobQueue:
         return worker_ops.work(self, name, timeout, concurrency, loglevel)
 
 
-def _records(folder: Path) -> list[Path]:
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    """The entries of ``folder`` but hidden ones (locks, caches); none if missing."""
     try:
-        entries = list(os.scandir(folder))
+        return [e for e in os.scandir(folder) if not e.name.startswith(".")]
     except FileNotFoundError:
         return []
-    return [
-        Path(entry.path)
-        for entry in entries
-        if entry.name.endswith(".json") and not entry.name.startswith(".")
-    ]
+
+
+def _records(folder: Path) -> list[Path]:
+    return [Path(e.path) for e in _entries(folder) if e.name.endswith(".json")]
 
 
 def _folders(folder: Path) -> list[str]:
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return []
-    return [
-        entry.name
-        for entry in entries
-        if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False)
-    ]
+    return [e.name for e in _entries(folder) if e.is_dir(follow_symlinks=False)]
