@@ -34,8 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kombu.utils.json import dumps
-
 from dvc_task.exceptions import UnsafeFolderError
 from dvc_task.utils import makedirs
 
@@ -248,6 +246,10 @@ def write_message(
             nothing is left behind then.
 
     """
+    # Kombu's encoder (it knows dates, UUIDs...); imported here, not at the
+    # top, so that readers of the queue folder need not load Kombu.
+    from kombu.utils.json import dumps  # noqa: PLC0415
+
     data = dumps(payload).encode("utf-8")
     name = message_name(queue)
     ensure_folder(folders.tmp)

@@ -19,10 +19,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shortuuid import uuid
 
-from dvc_task.app import FSApp
 from dvc_task.app.broker import (
     BrokerFolders,
     check_private,
@@ -59,6 +59,9 @@ from dvc_task.proc.exceptions import ProcessNotTerminatedError
 from dvc_task.proc.info import check_name
 from dvc_task.proc.tree import descendants, wait_gone
 from dvc_task.utils import StrPath, remove
+
+if TYPE_CHECKING:
+    from dvc_task.app.filesystem import FSApp
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +107,9 @@ class JobQueue:
     @functools.cached_property
     def app(self) -> FSApp:
         """The Celery app of the queue (its folders are created)."""
+        # Imported here: `logs` and `status` need no Celery.
+        from dvc_task.app.filesystem import FSApp  # noqa: PLC0415
+
         make_private_folder(self.folder)
         return FSApp(
             "dvc-task",

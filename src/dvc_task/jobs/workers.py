@@ -16,14 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from celery.signals import worker_shutting_down
-from celery.utils.nodenames import default_nodename
-
 from dvc_task.jobs.record import RUNNING, STARTING, JobError
 from dvc_task.jobs.view import Job, parse_time
 from dvc_task.proc import ManagedProcess, ProcessManager
 from dvc_task.utils import module_command
-from dvc_task.worker import TemporaryWorker
 
 if TYPE_CHECKING:
     from dvc_task.jobs.queue import JobQueue
@@ -55,6 +51,11 @@ class WorkerInfo:
             "running": list(self.running),
             "idle_since": self.idle_since,
         }
+
+
+def node_name(name: str) -> str:
+    """The Celery node name of a worker started as ``name`` (as Celery makes it)."""
+    return name if "@" in name else f"celery@{name}"
 
 
 def short_name(node: str) -> str:
@@ -98,7 +99,7 @@ def _detached_workers(queue: JobQueue) -> dict[str, tuple[int | None, str]]:
     manager = ProcessManager(queue.workers_dir)
     for name, info in manager.processes():
         if info.returncode is None:
-            found[default_nodename(name)] = (info.pid, info.started_at or "")
+            found[node_name(name)] = (info.pid, info.started_at or "")
     return found
 
 
@@ -216,7 +217,11 @@ def work(
     queued just as the worker was leaving is not left behind: the worker
     looks at the queue again after it has let go of its name.
     """
-    if default_nodename(name) in _locked_workers(queue):
+    from celery.signals import worker_shutting_down  # noqa: PLC0415
+
+    from dvc_task.worker import TemporaryWorker  # noqa: PLC0415
+
+    if node_name(name) in _locked_workers(queue):
         return False
     asked_to_stop: list[bool] = []
 

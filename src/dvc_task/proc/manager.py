@@ -11,9 +11,8 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from celery import Signature, signature
 from shortuuid import uuid
 
 from dvc_task.app.broker import check_private
@@ -31,6 +30,9 @@ from dvc_task.proc.info import (
 )
 from dvc_task.proc.tree import signal_job, wait_gone
 from dvc_task.utils import StrPath, remove
+
+if TYPE_CHECKING:
+    from celery import Signature
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +212,9 @@ class ProcessManager:
         Raises:
             ValueError: an invalid name.
         """
+        # Celery only for this: listing and following processes stay quick.
+        from celery import signature  # noqa: PLC0415
+
         name = check_name(name) if name is not None else uuid()
         kwargs: dict[str, Any] = {
             "name": name,
