@@ -400,8 +400,8 @@ def logs(queue: JobQueue, follow: bool, tail: int | None, name: str) -> None:
             and not queue.output_path(name).exists()
         ):
             queue.job(name)  # unknown: raises
-        out.write(queue.read_output(name, tail))
         out.flush()
+        queue.copy_output(name, out.fileno(), tail)
     except BrokenPipeError:
         _quiet_stdout()
     except KeyboardInterrupt:

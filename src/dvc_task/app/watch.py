@@ -10,8 +10,8 @@ or when inotify is unavailable (e.g. its per-user limit is reached), it
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
+import functools
 import logging
 import os
 import select
@@ -61,11 +61,14 @@ class FolderWatch:
         return changed
 
 
+@functools.cache
 def _load_libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        # The C library is already loaded into Python: no search for it
+        # (ctypes.util.find_library runs other programs to find it).
+        libc = ctypes.CDLL(None, use_errno=True)
         libc.inotify_init1.argtypes = [ctypes.c_int]
         libc.inotify_add_watch.argtypes = [
             ctypes.c_int,
@@ -77,18 +80,16 @@ def _load_libc() -> ctypes.CDLL | None:
     return libc
 
 
-_LIBC = _load_libc()
-
-
 def _inotify_fd(path: Path, mask: int) -> int | None:
     """An inotify descriptor watching ``path`` for ``mask`` events, or None."""
-    if _LIBC is None:
+    libc = _load_libc()
+    if libc is None:
         return None
-    fd = int(_LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+    fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
     if fd < 0:
         logger.debug("inotify unavailable: %s", os.strerror(ctypes.get_errno()))
         return None
-    if _LIBC.inotify_add_watch(fd, os.fsencode(path), mask) < 0:
+    if libc.inotify_add_watch(fd, os.fsencode(path), mask) < 0:
         logger.debug(
             "cannot watch %s with inotify: %s", path, os.strerror(ctypes.get_errno())
         )

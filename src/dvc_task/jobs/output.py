@@ -6,6 +6,7 @@ progress bar drawn with ``\r`` and output in any encoding arrive as written.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -77,6 +78,32 @@ def read(path: Path, tail: int | None = None) -> bytes:
             return fobj.read()
     except FileNotFoundError:
         return b""
+
+
+def copy(path: Path, out_fd: int, tail: int | None = None) -> None:
+    """Write the file (its last ``tail`` lines if given) to ``out_fd``.
+
+    The kernel copies it (``sendfile``) where it can: a big log costs about
+    what ``cat`` costs. A missing file writes nothing.
+    """
+    try:
+        fobj = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return
+    with fobj:
+        offset = tail_offset(fobj, tail) if tail is not None else 0
+        try:
+            while sent := os.sendfile(out_fd, fobj.fileno(), offset, CHUNK):
+                offset += sent
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                raise
+        fobj.seek(offset)
+        while chunk := fobj.read(CHUNK):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(out_fd, view) :]
 
 
 def follow(queue: JobQueue, name: str, tail: int | None = None) -> Iterator[bytes]:

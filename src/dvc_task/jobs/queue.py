@@ -538,6 +538,10 @@ class JobQueue:
         """Job ``name``'s output so far (its last ``tail`` lines if given)."""
         return output.read(self.output_path(name), tail)
 
+    def copy_output(self, name: str, fd: int, tail: int | None = None) -> None:
+        """Write job ``name``'s output so far to file descriptor ``fd``."""
+        output.copy(self.output_path(name), fd, tail)
+
     def follow_output(self, name: str, tail: int | None = None) -> Iterator[bytes]:
         """Yield job ``name``'s output as it is written, until the job ends.
 
