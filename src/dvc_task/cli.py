@@ -9,6 +9,7 @@ import os
 import re
 import shlex
 import sys
+import warnings
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, Callable, NoReturn, TypeVar
@@ -506,6 +507,8 @@ def _log_setup(verbose: bool, quiet: bool) -> str:
     jobs_log.setLevel(logging.WARNING if quiet else logging.INFO)
     if verbose:
         return "INFO"
+    # Celery's advice against running as root is part of its start-up talk.
+    warnings.filterwarnings("ignore", message=".*superuser privileges")
     return "ERROR" if quiet else "WARNING"
 
 

@@ -541,8 +541,8 @@ def test_worker_prints_one_line_per_job(cli: Cli) -> None:
 
     done = cli("worker", "--timeout", "0.5")
 
-    lines = [line for line in done.stderr.splitlines() if "job" in line]
-    assert len(lines) == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 2, done.stderr
     assert "job good succeeded" in lines[0]
     assert "job bad failed (exit 4" in lines[1]
     assert "celery@" not in done.stderr  # no banner
