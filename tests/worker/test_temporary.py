@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,23 @@ def test_broadcast_inspect_ping_and_shutdown_reach_the_worker(
     release.touch()
     assert worker.wait(timeout=120) == 0
     assert result.get(timeout=30) == "released"
+
+
+def test_worker_stays_while_jobs_keep_arriving(
+    wdir: Path, processes: Processes, tmp_path: Path
+) -> None:
+    app = make_app(str(wdir))
+    done = tmp_path / "done"
+    worker = processes.worker(wdir, timeout=1.0)
+    app.send_task("record", args=[str(done), "0"])
+    wait_for(lambda: lines(done), "the first job")
+
+    # Each job takes milliseconds: most arrive and finish between two looks
+    # of the idle monitor, yet each must restart its idle clock.
+    for i in range(1, 25):
+        time.sleep(0.15)  # the arrival schedule, not a wait for anything
+        assert worker.poll() is None, f"the worker left with job {i} arriving"
+        app.send_task("record", args=[str(done), str(i)])
+
+    assert worker.wait(timeout=120) == 0
+    assert sorted(lines(done), key=int) == [str(i) for i in range(25)]

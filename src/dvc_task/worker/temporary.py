@@ -16,6 +16,7 @@ from typing import Any
 
 from celery import Celery
 from celery._state import _set_task_join_will_block, task_join_will_block
+from celery.signals import task_received
 from celery.utils.nodenames import default_nodename
 from celery.worker import state as worker_state
 
@@ -118,6 +119,7 @@ class TemporaryWorker:
         self.config = config
         self._worker: Any = None
         self._stopped = threading.Event()
+        self._last_delivery = 0.0
 
     def ping(self, name: str, timeout: float = 1.0) -> list[dict[str, Any]] | None:
         """Replies of worker ``name`` to a broadcast ping (None or empty if none)."""
@@ -183,8 +185,15 @@ class TemporaryWorker:
                 return
             self._run(nodename, fsapp_clean)
 
+    def _on_received(self, **_: Any) -> None:
+        self._last_delivery = time.monotonic()
+
     def _run(self, nodename: str, fsapp_clean: bool) -> None:
         self._stopped.clear()
+        self._last_delivery = time.monotonic()
+        # Every delivery restarts the idle clock, also one that arrives and
+        # finishes between two looks of the monitor.
+        task_received.connect(self._on_received, weak=False)
         with _program_state_kept():
             self._worker = self.app.Worker(**self._worker_options(nodename))
             monitor = threading.Thread(
@@ -197,6 +206,7 @@ class TemporaryWorker:
             try:
                 self._worker.start()
             finally:
+                task_received.disconnect(self._on_received)
                 self._stopped.set()
                 monitor.join()
                 self._worker = None
@@ -266,6 +276,7 @@ class TemporaryWorker:
                 continue
             if idle_since is None:
                 idle_since = now
+            idle_since = max(idle_since, self._last_delivery)
             left = idle_since + self.timeout - now
             if left <= 0:
                 logger.info("monitor: queue empty for %ss, shutting down", self.timeout)
