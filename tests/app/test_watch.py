@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -64,3 +65,31 @@ def test_idle_worker_without_inotify_runs_new_jobs(
         lambda: lines(done) == ["first", "second"], "a job queued to the idle worker"
     )
     assert worker.poll() is None
+
+
+def test_waiter_works_with_descriptors_above_1024(tmp_path: Path) -> None:
+    # A long-lived host program may already hold a thousand files open.
+    program = """
+import os, resource, sys, threading
+from pathlib import Path
+from dvc_task.app.watch import FolderWaiter
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+folder = Path(sys.argv[1])
+waiter = FolderWaiter(folder, 0.005)
+assert waiter.uses_inotify
+writer = threading.Timer(0.1, (folder / "new.msg").touch)
+writer.start()
+assert waiter.wait(60)
+print("woken")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "woken\n"

@@ -1,7 +1,7 @@
 """Noticing that a queue folder changed: inotify where there is one, else ``stat``.
 
 The operating-system specific part of the transport lives here. An idle
-worker blocks in :meth:`FolderWaiter.wait`: on Linux that is a ``select`` on
+worker blocks in :meth:`FolderWaiter.wait`: on Linux that is a ``poll`` on
 an inotify descriptor (no wake-ups at all while nothing happens); elsewhere,
 or when inotify is unavailable (e.g. its per-user limit is reached), it
 ``stat``s the folder every few milliseconds and compares mtimes.
@@ -157,7 +157,12 @@ class FolderWaiter:
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds; whether something may have changed."""
         if self._inotify is not None:
-            ready, _, _ = select.select([self._inotify, self._pipe_r], [], [], timeout)
+            # poll, not select: a long-lived program may hand us descriptors
+            # above select's limit of 1024.
+            poller = select.poll()
+            poller.register(self._inotify, select.POLLIN)
+            poller.register(self._pipe_r, select.POLLIN)
+            ready = poller.poll(max(0.0, timeout) * 1000)
             changed = bool(ready) and _drain(self._inotify)
             return _drain(self._pipe_r) or changed
         deadline = time.monotonic() + timeout
