@@ -228,3 +228,32 @@ def test_clean_copes_with_two_files_of_one_message(wdir: Path) -> None:
     app.clean()
 
     assert list(inbox.iterdir()) == []
+
+
+def test_clean_sweeps_only_our_old_temporary_files(wdir: Path, tmp_path: Path) -> None:
+    app = make_app(str(wdir))
+    tmp = app.broker_folders.tmp
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep")
+    torn = tmp / "1_abc.celery.msg.tmp"
+    torn.write_text("{")
+    (tmp / "notes.txt").write_text("not ours")
+    (tmp / "folder.msg.tmp").mkdir()
+    (tmp / "folder.msg.tmp" / "inside").write_text("keep")
+    (tmp / "link.msg.tmp").symlink_to(outside / "precious")
+    (tmp / "dirlink").symlink_to(outside)
+    old = datetime.now().timestamp() - 3600
+    for path in tmp.iterdir():
+        os.utime(path, (old, old), follow_symlinks=False)
+
+    app.clean()
+
+    assert sorted(p.name for p in tmp.iterdir()) == [
+        "dirlink",
+        "folder.msg.tmp",
+        "link.msg.tmp",
+        "notes.txt",
+    ]
+    assert (outside / "precious").read_text() == "keep"
+    assert (tmp / "folder.msg.tmp" / "inside").read_text() == "keep"

@@ -14,6 +14,7 @@ import itertools
 import logging
 import os
 import socket
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,13 +23,13 @@ from pathlib import Path
 from dvc_task.app.broker import (
     FILE_MODE,
     FOLDER_MODE,
+    MSG_SUFFIX,
     BrokerFolders,
     ensure_folder,
     list_messages,
     sort_key,
     unlink_quietly,
 )
-from dvc_task.utils import remove
 
 logger = logging.getLogger(__name__)
 
@@ -223,15 +224,21 @@ def recover_abandoned(folders: BrokerFolders) -> int:
 
 
 def _remove_stale_tmp(tmp: Path) -> None:
+    # Only files we write there (``<message>.msg.tmp``), never anything else
+    # in that folder, and never through a link: a bare ``Connection`` may
+    # point the folder at one of the user's own.
     try:
         entries = list(os.scandir(tmp))
     except FileNotFoundError:
         return
     deadline = time.time() - STALE_TMP_S
     for entry in entries:
+        if not entry.name.endswith(f"{MSG_SUFFIX}.tmp"):
+            continue
         try:
-            if entry.stat(follow_symlinks=False).st_mtime < deadline:
-                remove(entry.path)
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode) and info.st_mtime < deadline:
+                os.unlink(entry.path)
                 logger.info("Removed '%s', left by a process that died", entry.path)
         except FileNotFoundError:
             continue
