@@ -209,3 +209,19 @@ def test_worker_stays_while_jobs_keep_arriving(
 
     assert worker.wait(timeout=120) == 0
     assert sorted(lines(done), key=int) == [str(i) for i in range(25)]
+
+
+def test_monitor_stops_a_worker_of_another_process_once_idle(
+    wdir: Path, processes: Processes, tmp_path: Path
+) -> None:
+    app = make_app(str(wdir))
+    done = tmp_path / "done"
+    app.send_task("record", args=[str(done), "1"])
+    worker = processes.worker(wdir, timeout=600)
+    wait_for(lambda: lines(done), "the job")
+
+    TemporaryWorker(app, timeout=0.5).monitor("w1")
+
+    assert worker.wait(timeout=60) == 0
+    # With the worker gone, monitoring it again returns at once.
+    TemporaryWorker(app, timeout=0.5).monitor("w1")

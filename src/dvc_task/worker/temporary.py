@@ -256,11 +256,18 @@ class TemporaryWorker:
         return self._queued(consumer) > 0
 
     def monitor(self, name: str) -> None:
-        """Watch the worker from inside its process; stop it once idle.
+        """Watch worker ``name`` and stop it once its queue has stayed empty.
 
-        It looks often while work is going on, so that it knows closely when
-        the queue became empty, and seldom while the worker idles.
+        Inside the worker that :meth:`start` runs, it looks often while work
+        is going on, so that it knows closely when the queue became empty,
+        and seldom while the worker idles. For a worker running elsewhere
+        (another process), it asks the worker over broadcast every
+        ``timeout`` seconds, shuts it down once it is idle and its queue
+        empty, and returns then, or as soon as the worker no longer answers.
         """
+        if self._worker is None:
+            self._monitor_remote(default_nodename(name))
+            return
         logger.debug("monitor: watching worker '%s'", name)
         idle_since: float | None = None
         wait = BUSY_POLL_S
@@ -283,6 +290,36 @@ class TemporaryWorker:
                 self._shutdown()
                 return
             wait = min(left, IDLE_POLL_S)
+
+    def _monitor_remote(self, nodename: str) -> None:
+        logger.debug("monitor: watching worker '%s' over broadcast", nodename)
+        while True:
+            inspect = self.app.control.inspect(destination=[nodename], timeout=1.0)
+            if not inspect.ping():
+                logger.info("monitor: worker '%s' is gone", nodename)
+                return
+            busy = any(
+                tasks.get(nodename)
+                for tasks in (inspect.active(), inspect.reserved(), inspect.scheduled())
+                if tasks
+            )
+            if not busy and not self._remote_queued():
+                logger.info("monitor: queue empty, shutting '%s' down", nodename)
+                self.app.control.shutdown(destination=[nodename])
+                return
+            time.sleep(self.timeout)
+
+    def _remote_queued(self) -> bool:
+        if isinstance(self.app, FSApp):
+            return any(True for _ in self.app.iter_queued())
+        with self.app.connection_for_read() as conn:
+            queue = self.app.amqp.queues[self.app.conf.task_default_queue]
+            count: int = (
+                queue.bind(conn.default_channel)
+                .queue_declare(passive=True)
+                .message_count
+            )
+            return count > 0
 
     def _shutdown(self) -> None:
         worker_state.should_stop = 0
