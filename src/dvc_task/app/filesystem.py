@@ -94,6 +94,21 @@ def _expired(headers: dict[str, Any], now: float) -> bool:
     return False
 
 
+def _take(path: Path) -> bool:
+    """Delete message ``path`` unless a worker took it first; whether we did.
+
+    The rename is the check: of a worker's claim and this rename, exactly
+    one succeeds, so a message reported deleted never runs.
+    """
+    trash = path.with_name(f".{path.name}.deleted")
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return False
+    remove(trash)
+    return True
+
+
 class FSApp(Celery):
     """Celery application on a local folder: no broker server needed.
 
@@ -187,14 +202,12 @@ class FSApp(Celery):
         cache: dict[str, Path],
     ) -> None:
         path = cache.pop(delivery_tag, None)
-        if path is None or not path.exists():
-            for msg in messages():
-                if msg.delivery_tag == delivery_tag:
-                    path = cache.pop(delivery_tag)
-                    break
-            else:
-                raise ValueError(f"Message '{delivery_tag}' not found")
-        remove(path)
+        if path is not None and _take(path):
+            return
+        for msg in messages():
+            if msg.delivery_tag == delivery_tag and _take(cache.pop(delivery_tag)):
+                return
+        raise ValueError(f"Message '{delivery_tag}' not found")
 
     def reject(self, delivery_tag: str) -> None:
         """Delete a queued message without a worker (no requeue).
