@@ -1,4 +1,4 @@
-"""Task automation: ``nox -s tests``, ``lint``, ``reliability``, ``dvc``, ``bench``."""
+"""Task automation: ``nox -s`` tests, lint, lowest, reliability, dvc, bench."""
 
 from __future__ import annotations
 
@@ -18,6 +18,23 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", *session.posargs)
 
 
+#: The oldest releases that setup.cfg allows.
+LOWEST = (
+    "celery==5.6.0",
+    "kombu==5.7.0",
+    "shortuuid==1.0.0",
+    "funcy==1.17",
+    "psutil==5.9.0",
+)
+
+
+@nox.session
+def lowest(session: nox.Session) -> None:
+    """The test suite on the oldest dependency releases that setup.cfg allows."""
+    session.install("-e", ".[tests]", *LOWEST)
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
 @nox.session
 def reliability(session: nox.Session) -> None:
     """The crash, fuzz and permission suite at full size; figures to docs/."""
@@ -27,6 +44,10 @@ def reliability(session: nox.Session) -> None:
         "-m",
         "pytest",
         "tests/reliability",
+        # The job tests that have a full size: 10,000 jobs cleaned up, and
+        # `run --wait` behind a 3-minute job.
+        "tests/jobs/test_queue.py::test_cleanup_shrinks_a_folder_of_finished_jobs_to_nothing",
+        "tests/cli/test_cli.py::test_run_wait_waits_behind_a_long_job",
         "--full",
         "-p",
         "no:cacheprovider",
