@@ -20,7 +20,7 @@ def tests(session: nox.Session) -> None:
 
 #: The oldest releases that setup.cfg allows.
 LOWEST = (
-    "celery==5.6.0",
+    "celery==5.7.0",
     "kombu==5.7.0",
     "shortuuid==1.0.0",
     "funcy==1.17",

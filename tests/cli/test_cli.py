@@ -235,14 +235,17 @@ def test_a_job_whose_worker_died_mid_run_is_lost_and_not_run_again(
     marker = tmp_path / "ran"
     cli("run", "--name", "m", "--", "sh", "-c", f"echo run >> {marker}; exec sleep 60")
     cli.wait_state("m", "running")
+    pid = cli.states()["m"]["pid"]
     os.kill(_worker_pid(cli), signal.SIGKILL)
-    os.killpg(cli.states()["m"]["pid"], signal.SIGKILL)
 
     cli.wait_state("m", "lost")
+    # The next worker gets the message back, does not run the job again, and
+    # stops the command that the dead worker left behind.
     cli("worker", "--timeout", "0.5")
 
     assert cli.state("m") == "lost"
     assert marker.read_text() == "run\n"
+    assert _group_gone(pid)
 
 
 def test_run_wait_waits_behind_a_long_job(cli: Cli, full: bool) -> None:

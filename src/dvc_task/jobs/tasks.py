@@ -35,9 +35,13 @@ from dvc_task.jobs.view import derive, final_state, utc_now
 from dvc_task.proc import ManagedProcess
 from dvc_task.proc.exceptions import ProcessNotTerminatedError
 from dvc_task.proc.info import process_create_time
+from dvc_task.proc.tree import signal_job, wait_gone
 from dvc_task.utils import makedirs
 
 logger = logging.getLogger(__name__)
+
+#: How long a worker waits for a dead worker's leftover command to go.
+_STOP_WAIT_S = 10.0
 
 
 @shared_task(bind=True, name=JOB_TASK, acks_late=True, ignore_result=True)
@@ -117,7 +121,15 @@ def _mark_started(queue: JobQueue, name: str, worker: str) -> JobRecord | None:
 
 
 def _record_redelivered(queue: JobQueue, record: JobRecord) -> None:
-    # Its worker died after it started the job: that attempt is over.
+    # Its worker died after it started the job: that attempt is over, and a
+    # command it left running, which nobody waits for, is stopped.
+    info = queue.manager.get(record.name)
+    if info is not None and info.returncode is None and info.command_alive():
+        logger.warning("job %s: stopping the command its dead worker left", record.name)
+        try:
+            wait_gone(signal_job(info.pid, signal.SIGKILL, group=True), _STOP_WAIT_S)
+        except ProcessLookupError:
+            pass
     job = derive(record, {}, queue.manager.get(record.name), None)
     record.progress = job.state if job.finished else LOST
     record.returncode = job.returncode

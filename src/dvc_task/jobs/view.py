@@ -176,7 +176,9 @@ def derive(
             )
             state = STARTING if worker_alive else LOST
         elif info.returncode is None:
-            state = RUNNING
+            # Its worker waits for the command and records how it ended:
+            # without it the job is lost, even if a leftover command runs on.
+            state = RUNNING if info.runner_alive() else LOST
         else:
             returncode = info.returncode
             finished_at = info.finished_at
