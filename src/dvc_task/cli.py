@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import re
-import shlex
 import sys
 import warnings
 from collections.abc import Iterable
@@ -19,39 +18,22 @@ import click
 from dvc_task.app.watch import NEW_FILES, FolderWaiter
 from dvc_task.exceptions import DvcTaskError
 from dvc_task.jobs import (
-    FAILED,
-    FAILED_TO_START,
-    KILLED,
-    LOST,
     QUEUED,
-    RUNNING,
     STARTING,
     STATES,
-    SUCCEEDED,
     UNREADABLE,
     Job,
     JobNotFinishedError,
     JobQueue,
     UnknownJobError,
     WorkerInfo,
+    display,
 )
-from dvc_task.jobs.view import parse_time
 from dvc_task.jobs.workers import IDLE_TIMEOUT_S, WORKER_NAME
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: How often ``run --wait`` makes sure a worker lives while its job waits.
 WORKER_CHECK_S = 1.0
-_COLOURS = {
-    QUEUED: "blue",
-    STARTING: "cyan",
-    RUNNING: "yellow",
-    SUCCEEDED: "green",
-    FAILED: "red",
-    FAILED_TO_START: "red",
-    LOST: "red",
-    KILLED: "magenta",
-    UNREADABLE: "red",
-}
 
 
 def handle_errors(func: F) -> F:
@@ -218,39 +200,6 @@ def _quiet_stdout() -> None:
 
 # --- status ------------------------------------------------------------------
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters escaped (``\\n``, ``\\x1b``...)."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
-
-
-def ago(when: str | None, now: datetime) -> str:
-    """``'3 min ago'`` for a recorded UTC time."""
-    if not when:
-        return ""
-    seconds = (now - parse_time(when)).total_seconds()
-    if seconds < 1:
-        return "just now"
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)} {unit} ago"
-    return f"{int(seconds)} s ago"
-
-
-def duration(seconds: float | None) -> str:
-    """``'0.4s'``, ``'2m05s'``, ``'1h02m'``."""
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
 
 def _state_choice(value: str) -> str:
     state = value.replace("-", " ").replace("_", " ").lower()
@@ -259,18 +208,6 @@ def _state_choice(value: str) -> str:
             f"{value!r} is not a state; use one of: {', '.join(STATES)}"
         )
     return state
-
-
-def _colour(state: str, enabled: bool) -> str:
-    return click.style(state, fg=_COLOURS.get(state)) if enabled else state
-
-
-def _table(rows: list[list[str]], widths_of: list[list[str]] | None = None) -> None:
-    plain = widths_of or rows
-    widths = [max(len(cells[i]) for cells in plain) for i in range(len(rows[0]))]
-    for cells, shown in zip(plain, rows):
-        padded = [s + " " * (w - len(c)) for c, s, w in zip(cells, shown, widths)]
-        click.echo("  ".join(padded).rstrip())
 
 
 @cli.command()
@@ -311,24 +248,20 @@ def status(queue: JobQueue, as_json: bool, states: tuple[str, ...]) -> None:
 
 def _print_jobs(jobs: Iterable[Job], colour: bool) -> None:
     now = datetime.now(timezone.utc)
-    plain = [["NAME", "STATE", "EXIT", "SUBMITTED", "STARTED", "DURATION", "COMMAND"]]
-    styled = [list(plain[0])]
+    plain = [display.JOB_HEADER]
+    styled = [display.JOB_HEADER]
     for job in jobs:
-        cells = [
-            printable(job.name),
-            job.state,
-            "" if job.returncode is None else str(job.returncode),
-            ago(job.submitted_at, now),
-            ago(job.started_at, now),
-            duration(job.duration),
-            printable(shlex.join(job.command)),
-        ]
+        cells = display.job_row(job, now)
         plain.append(cells)
-        styled.append([cells[0], _colour(job.state, colour), *cells[2:]])
+        if colour:
+            state = click.style(job.state, fg=display.COLOURS.get(job.state))
+            cells = [cells[0], state, *cells[2:]]
+        styled.append(cells)
     if len(plain) == 1:
         click.echo("no jobs")
         return
-    _table(styled, plain)
+    for line in display.table(plain, styled):
+        click.echo(line)
 
 
 def _print_workers(workers: list[WorkerInfo], jobs: list[Job]) -> None:
@@ -337,18 +270,10 @@ def _print_workers(workers: list[WorkerInfo], jobs: list[Job]) -> None:
             click.echo("\nno worker is running: 'dvc-task start' starts one")
         return
     now = datetime.now(timezone.utc)
-    rows = [["WORKER", "PID", "RUNNING", "IDLE SINCE"]]
-    for worker in workers:
-        rows.append(
-            [
-                printable(worker.name),
-                str(worker.pid or ""),
-                printable(", ".join(worker.running)) or "-",
-                ago(worker.idle_since, now),
-            ]
-        )
     click.echo()
-    _table(rows)
+    rows = [display.WORKER_HEADER, *(display.worker_row(w, now) for w in workers)]
+    for line in display.table(rows):
+        click.echo(line)
 
 
 @cli.command()
@@ -489,7 +414,7 @@ def cleanup(queue: JobQueue, older_than: float | None) -> None:
         return
     removed = queue.cleanup(older_than)
     for job in removed:
-        click.echo(f"removed {printable(job.name)} ({job.state})")
+        click.echo(f"removed {display.printable(job.name)} ({job.state})")
     if not removed:
         click.echo("nothing to remove")
 
@@ -590,7 +515,7 @@ def stop(queue: JobQueue, kill: bool) -> None:
     """
     stopped = queue.stop_workers(kill) if queue.exists() else []
     for found in stopped:
-        click.echo(f"stopping worker {printable(found.name)}")
+        click.echo(f"stopping worker {display.printable(found.name)}")
     if not stopped:
         click.echo("no worker is running")
 

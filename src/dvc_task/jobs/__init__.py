@@ -12,7 +12,8 @@ The layer that the ``dvc-task`` command line and Python programs share::
 
 from __future__ import annotations
 
-from dvc_task.jobs.queue import UNREADABLE, JobQueue
+from dvc_task.jobs.listing import UNREADABLE
+from dvc_task.jobs.queue import JobQueue
 from dvc_task.jobs.record import (
     FAILED,
     FAILED_TO_START,

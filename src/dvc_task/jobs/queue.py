@@ -13,11 +13,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import signal
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,21 +24,18 @@ from shortuuid import uuid
 from dvc_task.app.broker import (
     BrokerFolders,
     check_private,
-    list_messages,
     make_private_folder,
 )
 from dvc_task.app.watch import NEW_FILES, FolderWaiter
-from dvc_task.jobs import output
+from dvc_task.jobs import control, output
 from dvc_task.jobs import workers as worker_ops
+from dvc_task.jobs.listing import UNREADABLE, folders, records
 from dvc_task.jobs.record import (
     FINAL_STATES,
-    KILLED,
-    LOST,
     NOT_STARTED,
     STARTING,
     InvalidJobRecordError,
     JobError,
-    JobNotFinishedError,
     JobRecord,
     UnknownJobError,
     folder_lock,
@@ -50,15 +45,12 @@ from dvc_task.jobs.view import (
     Job,
     derive,
     from_process,
-    parse_time,
     queue_view,
     utc_now,
 )
 from dvc_task.proc import ProcessManager
-from dvc_task.proc.exceptions import ProcessNotTerminatedError
 from dvc_task.proc.info import check_name
-from dvc_task.proc.tree import descendants, wait_gone
-from dvc_task.utils import StrPath, remove
+from dvc_task.utils import StrPath
 
 if TYPE_CHECKING:
     from dvc_task.app.filesystem import FSApp
@@ -67,12 +59,6 @@ logger = logging.getLogger(__name__)
 
 #: The Celery task that runs a job (see :mod:`dvc_task.jobs.tasks`).
 JOB_TASK = "dvc_task.jobs.run"
-#: Tasks whose processed messages :meth:`JobQueue.cleanup` may delete.
-_OUR_TASKS = frozenset({JOB_TASK, "dvc_task.proc.tasks.run"})
-#: State shown for a job whose record cannot be read.
-UNREADABLE = "unreadable"
-#: How long ``remove(force=True)`` waits for a killed job to finish.
-KILL_WAIT_S = 15.0
 
 _warned: set[str] = set()
 
@@ -258,7 +244,7 @@ class JobQueue:
                 f"job {name!r} exists ({state}): choose another name, or replace "
                 "it (--replace) to remove it and run it again"
             )
-        self._delete(name)
+        control.delete(self, name)
 
     # --- listing -------------------------------------------------------------
 
@@ -268,11 +254,11 @@ class JobQueue:
         view = queue_view(self.broker_folders)
         found: list[Job] = []
         names: set[str] = set()
-        for path in _records(self.jobs_dir):
+        for path in records(self.jobs_dir):
             name = path.name[: -len(".json")]
             names.add(name)
             found.append(self._job_at(name, path, view))
-        for name in _folders(self.procs_dir):
+        for name in folders(self.procs_dir):
             if name not in names:
                 info = self.manager.get(name)
                 if info is not None:
@@ -334,39 +320,7 @@ class JobQueue:
             UnknownJobError: no such job.
             JobError: it has finished, or its record cannot be read.
         """
-        sig = signal.SIGKILL if force else signal.SIGTERM
-        if not self.record_path(name).exists():
-            return self._kill_process(name, sig)
-        job = self.job(name)
-        if job.state == LOST:
-            # Its worker died; its command may still run, with nobody to wait.
-            return self._kill_process(name, sig)
-        if job.finished:
-            raise JobError(f"job {name!r} has finished ({job.state})")
-        # The request is on disk before the lock is taken: a worker that is
-        # about to start the job sees it under the lock and does not start it.
-        write_atomic(self.kill_request_path(name), str(int(sig)).encode("ascii"))
-        with self.locked():
-            record = self.load(name)
-            if record.progress == NOT_STARTED:
-                record.progress = KILLED
-                record.kill_signal = int(sig)
-                record.finished_at = utc_now()
-                record.error = f"killed while {job.state}: it never ran"
-                self.save(record)
-                self._unqueue(record.task_id)
-            if record.progress == KILLED and record.returncode is None:
-                return f"job {name} will not run (killed while {job.state})"
-            if record.progress in FINAL_STATES:
-                raise JobError(f"job {name!r} has finished ({record.progress})")
-            record.kill_signal = int(sig)
-            self.save(record)
-        try:
-            self.manager.send_signal(name, sig, group=True)
-        except ProcessLookupError:
-            # Not started yet: the worker sends the signal once it has.
-            pass
-        return f"sent {signal.Signals(sig).name} to job {name}"
+        return control.kill(self, name, force)
 
     def kill_request_path(self, name: str) -> Path:
         """Where ``kill`` leaves the signal it asked for job ``name``."""
@@ -378,25 +332,6 @@ class JobQueue:
             return int(self.kill_request_path(name).read_text())
         except (FileNotFoundError, ValueError):
             return None
-
-    def _kill_process(self, name: str, sig: int) -> str:
-        # A process without a job record (started by an older dvc-task).
-        try:
-            self.manager.send_signal(name, sig, group=True)
-        except ProcessLookupError:
-            if self.manager.get(name) is None:
-                raise UnknownJobError(name) from None
-            raise JobError(f"job {name!r} has finished") from None
-        return f"sent {signal.Signals(sig).name} to job {name}"
-
-    def _unqueue(self, task_id: str) -> None:
-        inbox = self.broker_folders.inbox
-        for msg in list_messages(inbox):
-            if output.message_task_id(inbox / msg) == task_id:
-                try:
-                    os.unlink(inbox / msg)
-                except FileNotFoundError:
-                    pass  # claimed meanwhile: the worker sees it was killed
 
     def wait(self, name: str, timeout: float | None = None) -> Job:
         """Wait until job ``name`` has finished; the job then.
@@ -442,58 +377,9 @@ class JobQueue:
 
         Raises:
             UnknownJobError: no such job.
-            JobError: it has not finished and ``force`` is false.
+            JobNotFinishedError: it has not finished and ``force`` is false.
         """
-        if not self.record_path(name).exists():
-            if self.manager.get(name) is None:
-                raise UnknownJobError(name)
-            try:
-                self.manager.remove(name, force)
-            except ProcessNotTerminatedError:
-                raise JobNotFinishedError(name, "running") from None
-            return
-        try:
-            job = self.job(name)
-        except InvalidJobRecordError:
-            with self.locked():
-                self._delete(name)
-            return
-        if not job.finished:
-            if not force:
-                raise JobNotFinishedError(name, job.state)
-            pids = [job.pid, *descendants(job.pid)] if job.pid else []
-            try:
-                self.kill(name, force=True)
-            except JobError:
-                pass  # it finished meanwhile
-            wait_gone(pids, KILL_WAIT_S)
-            self.wait(name, KILL_WAIT_S)
-        with self.locked():
-            self._delete(name)
-
-    def _delete(self, name: str, task_ids: dict[str, Path] | None = None) -> None:
-        # Call it holding the lock: a worker must not write the record back.
-        try:
-            task_id: str | None = self.load(name).task_id
-        except (UnknownJobError, InvalidJobRecordError):
-            task_id = None
-        remove(self.procs_dir / name)
-        if task_id is not None:
-            remove(self.app_dir / "result" / f"celery-task-meta-{task_id}")
-            paths = task_ids if task_ids is not None else self._processed()
-            if task_id in paths:
-                remove(paths[task_id])
-        remove(self.kill_request_path(name))
-        remove(self.record_path(name))
-
-    def _processed(self) -> dict[str, Path]:
-        processed = self.broker_folders.processed
-        found: dict[str, Path] = {}
-        for msg in list_messages(processed):
-            task_id = output.message_task_id(processed / msg, _OUR_TASKS)
-            if task_id is not None:
-                found[task_id] = processed / msg
-        return found
+        control.remove(self, name, force)
 
     def cleanup(self, older_than: float | None = None) -> list[Job]:
         """Remove finished jobs (finished over ``older_than`` seconds ago).
@@ -501,36 +387,7 @@ class JobQueue:
         Their processed messages and results go too, and those of jobs removed
         earlier. Returns the jobs removed.
         """
-        now = datetime.now(timezone.utc)
-        removed = []
-        for job in self.jobs():
-            if not job.finished and job.state != UNREADABLE:
-                continue
-            if older_than is not None and (
-                not job.finished_at
-                or (now - parse_time(job.finished_at)).total_seconds() < older_than
-            ):
-                continue
-            removed.append(job)
-        processed = self._processed()
-        with self.locked():
-            for job in removed:
-                self._delete(job.name, processed)
-        kept = set()
-        for path in _records(self.jobs_dir):
-            try:
-                kept.add(JobRecord.load(path).task_id)
-            except (FileNotFoundError, InvalidJobRecordError):
-                continue
-        for task_id, path in processed.items():
-            if task_id not in kept:
-                remove(path)
-        if older_than is None:
-            for name in _folders(self.workers_dir):
-                info = ProcessManager(self.workers_dir).get(name)
-                if info is not None and info.returncode is not None:
-                    remove(self.workers_dir / name)
-        return removed
+        return control.cleanup(self, older_than)
 
     # --- output --------------------------------------------------------------
 
@@ -588,19 +445,3 @@ class JobQueue:
         Returns False at once if a worker called ``name`` already runs.
         """
         return worker_ops.work(self, name, timeout, concurrency, loglevel)
-
-
-def _entries(folder: Path) -> list[os.DirEntry[str]]:
-    """The entries of ``folder`` but hidden ones (locks, caches); none if missing."""
-    try:
-        return [e for e in os.scandir(folder) if not e.name.startswith(".")]
-    except FileNotFoundError:
-        return []
-
-
-def _records(folder: Path) -> list[Path]:
-    return [Path(e.path) for e in _entries(folder) if e.name.endswith(".json")]
-
-
-def _folders(folder: Path) -> list[str]:
-    return [e.name for e in _entries(folder) if e.is_dir(follow_symlinks=False)]

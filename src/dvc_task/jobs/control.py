@@ -1,0 +1,212 @@
+"""Stopping and forgetting jobs: kill, remove, cleanup (see :class:`JobQueue`).
+
+A job is deleted whole, holding the jobs lock so that no worker writes its
+record back: record, kill request, process folder (output), result, and its
+processed message.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dvc_task.app.broker import list_messages
+from dvc_task.jobs import output
+from dvc_task.jobs.listing import UNREADABLE, folders, records
+from dvc_task.jobs.record import (
+    FINAL_STATES,
+    KILLED,
+    LOST,
+    NOT_STARTED,
+    InvalidJobRecordError,
+    JobError,
+    JobNotFinishedError,
+    JobRecord,
+    UnknownJobError,
+    write_atomic,
+)
+from dvc_task.jobs.view import Job, parse_time, utc_now
+from dvc_task.proc import ProcessManager
+from dvc_task.proc.exceptions import ProcessNotTerminatedError
+from dvc_task.proc.tree import descendants, wait_gone
+from dvc_task.utils import remove as remove_path
+
+if TYPE_CHECKING:
+    from dvc_task.jobs.queue import JobQueue
+
+#: Tasks whose processed messages :func:`cleanup` may delete: ours, the job
+#: task (``dvc_task.jobs.run``) and the process task.
+OUR_TASKS = frozenset({"dvc_task.jobs.run", "dvc_task.proc.tasks.run"})
+#: How long ``remove_path(force=True)`` waits for a killed job to finish.
+KILL_WAIT_S = 15.0
+
+
+def kill(queue: JobQueue, name: str, force: bool = False) -> str:
+    """Stop job ``name``: SIGTERM (SIGKILL with ``force``) to its whole job.
+
+    A queued or starting job is taken off the queue and never runs.
+    Returns what was done, in words.
+
+    Raises:
+        UnknownJobError: no such job.
+        JobError: it has finished, or its record cannot be read.
+    """
+    sig = signal.SIGKILL if force else signal.SIGTERM
+    if not queue.record_path(name).exists():
+        return _kill_process(queue, name, sig)
+    job = queue.job(name)
+    if job.state == LOST:
+        # Its worker died; its command may still run, with nobody to wait.
+        return _kill_process(queue, name, sig)
+    if job.finished:
+        raise JobError(f"job {name!r} has finished ({job.state})")
+    # The request is on disk before the lock is taken: a worker that is
+    # about to start the job sees it under the lock and does not start it.
+    write_atomic(queue.kill_request_path(name), str(int(sig)).encode("ascii"))
+    with queue.locked():
+        record = queue.load(name)
+        if record.progress == NOT_STARTED:
+            record.progress = KILLED
+            record.kill_signal = int(sig)
+            record.finished_at = utc_now()
+            record.error = f"killed while {job.state}: it never ran"
+            queue.save(record)
+            _unqueue(queue, record.task_id)
+        if record.progress == KILLED and record.returncode is None:
+            return f"job {name} will not run (killed while {job.state})"
+        if record.progress in FINAL_STATES:
+            raise JobError(f"job {name!r} has finished ({record.progress})")
+        record.kill_signal = int(sig)
+        queue.save(record)
+    try:
+        queue.manager.send_signal(name, sig, group=True)
+    except ProcessLookupError:
+        # Not started yet: the worker sends the signal once it has.
+        pass
+    return f"sent {signal.Signals(sig).name} to job {name}"
+
+
+def _kill_process(queue: JobQueue, name: str, sig: int) -> str:
+    # A process without a job record (started by an older dvc-task).
+    try:
+        queue.manager.send_signal(name, sig, group=True)
+    except ProcessLookupError:
+        if queue.manager.get(name) is None:
+            raise UnknownJobError(name) from None
+        raise JobError(f"job {name!r} has finished") from None
+    return f"sent {signal.Signals(sig).name} to job {name}"
+
+
+def _unqueue(queue: JobQueue, task_id: str) -> None:
+    inbox = queue.broker_folders.inbox
+    for msg in list_messages(inbox):
+        if output.message_task_id(inbox / msg) == task_id:
+            try:
+                os.unlink(inbox / msg)
+            except FileNotFoundError:
+                pass  # claimed meanwhile: the worker sees it was killed
+
+
+def remove(queue: JobQueue, name: str, force: bool = False) -> None:
+    """Forget job ``name``: its record, output, message and result.
+
+    Raises:
+        UnknownJobError: no such job.
+        JobError: it has not finished and ``force`` is false.
+    """
+    if not queue.record_path(name).exists():
+        if queue.manager.get(name) is None:
+            raise UnknownJobError(name)
+        try:
+            queue.manager.remove(name, force)
+        except ProcessNotTerminatedError:
+            raise JobNotFinishedError(name, "running") from None
+        return
+    try:
+        job = queue.job(name)
+    except InvalidJobRecordError:
+        with queue.locked():
+            delete(queue, name)
+        return
+    if not job.finished:
+        if not force:
+            raise JobNotFinishedError(name, job.state)
+        pids = [job.pid, *descendants(job.pid)] if job.pid else []
+        try:
+            kill(queue, name, force=True)
+        except JobError:
+            pass  # it finished meanwhile
+        wait_gone(pids, KILL_WAIT_S)
+        queue.wait(name, KILL_WAIT_S)
+    with queue.locked():
+        delete(queue, name)
+
+
+def delete(queue: JobQueue, name: str, task_ids: dict[str, Path] | None = None) -> None:
+    """Delete everything of job ``name``; call it holding the jobs lock.
+
+    ``task_ids`` maps task ids to processed messages (found if not given).
+    """
+    try:
+        task_id: str | None = queue.load(name).task_id
+    except (UnknownJobError, InvalidJobRecordError):
+        task_id = None
+    remove_path(queue.procs_dir / name)
+    if task_id is not None:
+        remove_path(queue.app_dir / "result" / f"celery-task-meta-{task_id}")
+        paths = task_ids if task_ids is not None else _processed(queue)
+        if task_id in paths:
+            remove_path(paths[task_id])
+    remove_path(queue.kill_request_path(name))
+    remove_path(queue.record_path(name))
+
+
+def _processed(queue: JobQueue) -> dict[str, Path]:
+    processed = queue.broker_folders.processed
+    found: dict[str, Path] = {}
+    for msg in list_messages(processed):
+        task_id = output.message_task_id(processed / msg, OUR_TASKS)
+        if task_id is not None:
+            found[task_id] = processed / msg
+    return found
+
+
+def cleanup(queue: JobQueue, older_than: float | None = None) -> list[Job]:
+    """Remove finished jobs (finished over ``older_than`` seconds ago).
+
+    Their processed messages and results go too, and those of jobs removed
+    earlier. Returns the jobs removed.
+    """
+    now = datetime.now(timezone.utc)
+    removed = []
+    for job in queue.jobs():
+        if not job.finished and job.state != UNREADABLE:
+            continue
+        if older_than is not None and (
+            not job.finished_at
+            or (now - parse_time(job.finished_at)).total_seconds() < older_than
+        ):
+            continue
+        removed.append(job)
+    processed = _processed(queue)
+    with queue.locked():
+        for job in removed:
+            delete(queue, job.name, processed)
+    kept = set()
+    for path in records(queue.jobs_dir):
+        try:
+            kept.add(JobRecord.load(path).task_id)
+        except (FileNotFoundError, InvalidJobRecordError):
+            continue
+    for task_id, path in processed.items():
+        if task_id not in kept:
+            remove_path(path)
+    if older_than is None:
+        for name in folders(queue.workers_dir):
+            info = ProcessManager(queue.workers_dir).get(name)
+            if info is not None and info.returncode is not None:
+                remove_path(queue.workers_dir / name)
+    return removed

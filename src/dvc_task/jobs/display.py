@@ -1,0 +1,106 @@
+"""How jobs and workers look in a terminal: escaped text, times, tables."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterable
+from datetime import datetime
+
+from dvc_task.jobs.listing import UNREADABLE
+from dvc_task.jobs.record import (
+    FAILED,
+    FAILED_TO_START,
+    KILLED,
+    LOST,
+    QUEUED,
+    RUNNING,
+    STARTING,
+    SUCCEEDED,
+)
+from dvc_task.jobs.view import Job, parse_time
+from dvc_task.jobs.workers import WorkerInfo
+
+#: Colour of each state (names as click and Textual know them).
+COLOURS = {
+    QUEUED: "blue",
+    STARTING: "cyan",
+    RUNNING: "yellow",
+    SUCCEEDED: "green",
+    FAILED: "red",
+    FAILED_TO_START: "red",
+    LOST: "red",
+    KILLED: "magenta",
+    UNREADABLE: "red",
+}
+JOB_HEADER = ["NAME", "STATE", "EXIT", "SUBMITTED", "STARTED", "DURATION", "COMMAND"]
+WORKER_HEADER = ["WORKER", "PID", "RUNNING", "IDLE SINCE"]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    r"""``text`` with control characters escaped (``\n``, ``\x1b``...)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
+def ago(when: str | None, now: datetime) -> str:
+    """``'3 min ago'`` for a recorded UTC time."""
+    if not when:
+        return ""
+    seconds = (now - parse_time(when)).total_seconds()
+    if seconds < 1:
+        return "just now"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{int(seconds)} s ago"
+
+
+def duration(seconds: float | None) -> str:
+    """``'0.4s'``, ``'2m05s'``, ``'1h02m'``."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def job_row(job: Job, now: datetime) -> list[str]:
+    """The cells of ``job`` under :data:`JOB_HEADER`."""
+    return [
+        printable(job.name),
+        job.state,
+        "" if job.returncode is None else str(job.returncode),
+        ago(job.submitted_at, now),
+        ago(job.started_at, now),
+        duration(job.duration),
+        printable(shlex.join(job.command)),
+    ]
+
+
+def worker_row(worker: WorkerInfo, now: datetime) -> list[str]:
+    """The cells of ``worker`` under :data:`WORKER_HEADER`."""
+    return [
+        printable(worker.name),
+        str(worker.pid or ""),
+        printable(", ".join(worker.running)) or "-",
+        ago(worker.idle_since, now),
+    ]
+
+
+def table(rows: list[list[str]], shown: Iterable[list[str]] | None = None) -> list[str]:
+    """Lines of ``rows`` in aligned columns.
+
+    ``shown`` are the cells to print instead (e.g. coloured): the same text
+    with invisible additions.
+    """
+    widths = [max(len(cells[i]) for cells in rows) for i in range(len(rows[0]))]
+    lines = []
+    for cells, styled in zip(rows, shown if shown is not None else rows):
+        padded = [s + " " * (w - len(c)) for c, s, w in zip(cells, styled, widths)]
+        lines.append("  ".join(padded).rstrip())
+    return lines
