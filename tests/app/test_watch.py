@@ -93,3 +93,25 @@ print("woken")
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "woken\n"
+
+
+def test_waiter_watches_a_folder_again_after_it_is_made_anew(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    waiter = FolderWaiter(folder, 0.005)
+    try:
+        folder.rmdir()
+        assert waiter.wait(60)  # the folder went away
+        folder.mkdir()
+        wait_for(lambda: waiter.wait(0.05) and waiter.uses_inotify, "a new watch")
+        assert not waiter.wait(0.05)
+
+        writer = threading.Timer(0.1, (folder / "new.msg").touch)
+        writer.start()
+        started = time.monotonic()
+        assert waiter.wait(30)
+        writer.join()
+        # Woken by the new watch, not by the end of the wait.
+        assert time.monotonic() - started < 10
+    finally:
+        waiter.close()

@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import select
+import struct
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,12 @@ _IN_MODIFY = 0x00000002
 _IN_CLOSE_WRITE = 0x00000008
 _IN_MOVED_TO = 0x00000080
 _IN_CREATE = 0x00000100
+_IN_DELETE_SELF = 0x00000400
+_IN_MOVE_SELF = 0x00000800
+_IN_IGNORED = 0x00008000
+#: The watched folder itself went away: its watch is gone with it.
+_GONE = _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_IGNORED
+_EVENT = struct.Struct("iIII")
 #: Events of :class:`FolderWaiter`: a file appeared in the folder.
 NEW_FILES = _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
 #: Events of :class:`FolderWaiter`: a file in the folder appeared or was written.
@@ -98,6 +105,26 @@ def _inotify_fd(path: Path, mask: int) -> int | None:
     return fd
 
 
+def _drain_events(fd: int) -> tuple[bool, bool]:
+    """Read the waiting inotify events: (any event, the folder went away)."""
+    got = gone = False
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return got, gone
+        except InterruptedError:
+            continue
+        if not data:
+            return got, gone
+        got = True
+        offset = 0
+        while offset + _EVENT.size <= len(data):
+            _wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+            gone = gone or bool(mask & _GONE)
+            offset += _EVENT.size + length
+
+
 def _drain(fd: int) -> bool:
     """Read everything waiting on a non-blocking ``fd``; whether there was any."""
     got = False
@@ -132,7 +159,10 @@ class FolderWaiter:
         """
         self.path = path
         self.polling_interval = polling_interval
-        self._inotify = _inotify_fd(path, events) if use_inotify else None
+        self._events = events | _IN_DELETE_SELF | _IN_MOVE_SELF
+        self._inotify = _inotify_fd(path, self._events) if use_inotify else None
+        #: The folder was deleted or moved: watch it again once it is back.
+        self._rewatch = False
         self._watch = FolderWatch(stat_path or path)
         self._watch.changed()  # only changes from now on count
         self._pipe_r, self._pipe_w = os.pipe()
@@ -155,7 +185,13 @@ class FolderWaiter:
             pass  # full or closed: a wake-up is pending or nobody waits
 
     def wait(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds; whether something may have changed."""
+        """Wait up to ``timeout`` seconds; whether something may have changed.
+
+        A watched folder that is deleted and made again is watched again:
+        until it is back, waits poll it with ``stat``.
+        """
+        if self._rewatch and self._watch_again():
+            return True
         if self._inotify is not None:
             # poll, not select: a long-lived program may hand us descriptors
             # above select's limit of 1024.
@@ -163,7 +199,11 @@ class FolderWaiter:
             poller.register(self._inotify, select.POLLIN)
             poller.register(self._pipe_r, select.POLLIN)
             ready = poller.poll(max(0.0, timeout) * 1000)
-            changed = bool(ready) and _drain(self._inotify)
+            changed, gone = _drain_events(self._inotify) if ready else (False, False)
+            if gone:
+                os.close(self._inotify)
+                self._inotify = None
+                self._rewatch = True
             return _drain(self._pipe_r) or changed
         deadline = time.monotonic() + timeout
         while True:
@@ -173,6 +213,14 @@ class FolderWaiter:
             if left <= 0:
                 return False
             time.sleep(min(self.polling_interval, left))
+
+    def _watch_again(self) -> bool:
+        fd = _inotify_fd(self.path, self._events)
+        if fd is None:
+            return False
+        self._inotify = fd
+        self._rewatch = False
+        return True  # the new folder may already hold files
 
     def close(self) -> None:
         """Release the descriptors."""
