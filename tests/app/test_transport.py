@@ -17,6 +17,7 @@ import pytest
 from kombu import Connection
 
 from dvc_task.app import FSApp
+from dvc_task.app.watch import FolderWaiter
 
 from conftest import HELPERS, Processes, lines, wait_for
 
@@ -342,3 +343,31 @@ def test_publishing_without_the_queue_folders_says_how_to_create_them(
         app.send_task("record", args=["x", "1"])
 
     assert "nothing was queued" in str(excinfo.value)
+
+
+def test_young_empty_file_does_not_make_an_idle_worker_churn(
+    wdir: Path, processes: Processes, tmp_path: Path
+) -> None:
+    app = make_app(str(wdir))
+    inbox = wdir / "broker" / "in"
+    done = tmp_path / "done"
+    write_040_message(inbox, "record", [str(done), "late"])
+    (message,) = inbox.iterdir()
+    content = message.read_bytes()
+    message.write_bytes(b"")  # a 0.40 producer has created it, not written it
+    worker = processes.worker(wdir, timeout=30)
+    waiter = FolderWaiter(inbox, 0.005)
+    try:
+        wakes = 0
+        deadline = time.monotonic() + 1.5
+        while (left := deadline - time.monotonic()) > 0:
+            wakes += waiter.wait(left)
+    finally:
+        waiter.close()
+
+    # Claiming it and putting it back would move it hundreds of times.
+    assert wakes <= 2
+    message.write_bytes(content)
+    wait_for(lambda: lines(done), "the message once written")
+    assert worker.poll() is None
+    assert not list(app.iter_queued())

@@ -179,6 +179,8 @@ class Channel(filesystem.Channel):
         return True
 
     def _take(self, queue: str, name: str) -> dict[str, Any] | None:
+        if self._being_written(name):
+            return None
         reservation = self._own_reservation()
         path = reservation.claim(name)
         if path is None:
@@ -197,6 +199,19 @@ class Channel(filesystem.Channel):
         else:
             self._claimed[tag] = path
         return payload
+
+    def _being_written(self, name: str) -> bool:
+        """Whether ``in/<name>`` is a young empty file: a 0.40 producer's.
+
+        It is left where it is (claiming it and putting it back would change
+        the folder and wake every idle worker, hundreds of times a second);
+        it is looked at again once the folder changes, or at the safety poll.
+        """
+        try:
+            info = os.stat(self.folders.inbox / name)
+        except FileNotFoundError:
+            return False
+        return info.st_size == 0 and time.time() - info.st_mtime < reader.EMPTY_GRACE_S
 
     def _own_reservation(self) -> claims.Reservation:
         if self._reservation is None or not self._reservation.alive:
