@@ -371,3 +371,27 @@ def test_young_empty_file_does_not_make_an_idle_worker_churn(
     wait_for(lambda: lines(done), "the message once written")
     assert worker.poll() is None
     assert not list(app.iter_queued())
+
+
+def test_a_message_delivered_again_after_a_crash_says_so(
+    wdir: Path, processes: Processes, tmp_path: Path
+) -> None:
+    app = make_app(str(wdir))
+    started, release, done = (
+        tmp_path / "started",
+        tmp_path / "release",
+        tmp_path / "done",
+    )
+    app.send_task("block", args=[str(started), str(release), str(tmp_path / "x"), "a"])
+    app.send_task("redelivered", args=[str(done), "claimed"])
+    worker = processes.worker(wdir, prefetch_multiplier=4)
+    wait_for(lambda: lines(started) == ["a"], "job a to start")
+    wait_for(lambda: not list(app.iter_queued()), "the second job to be claimed")
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    app.send_task("redelivered", args=[str(done), "fresh"])
+    release.touch()
+
+    processes.worker(wdir, name="w2").wait(timeout=120)
+
+    assert sorted(lines(done)) == ["claimed:True", "fresh:False"]

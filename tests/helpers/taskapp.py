@@ -50,6 +50,12 @@ def make_app(wdir: str, acks_late: bool = False, folder_watch: str = "auto") -> 
         append_line(path, f"end:{item}")
         return item
 
+    @app.task(name="redelivered", bind=True)
+    def redelivered(self: Any, path: str, item: str) -> str:
+        flag = self.request.delivery_info.get("redelivered")
+        append_line(path, f"{item}:{bool(flag)}")
+        return item
+
     @app.task(name="tick")
     def tick(path: str, release: str) -> str:
         # Proves time passes while it runs, without the test sleeping.

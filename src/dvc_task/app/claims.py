@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import itertools
+import json
 import logging
 import os
 import socket
@@ -29,6 +30,7 @@ from dvc_task.app.broker import (
     list_messages,
     sort_key,
     unlink_quietly,
+    write_private_file,
 )
 
 logger = logging.getLogger(__name__)
@@ -129,12 +131,40 @@ def settle(folders: BrokerFolders, path: Path, keep: bool) -> None:
         logger.debug("settled message %s was gone already", path)
 
 
-def unclaim(folders: BrokerFolders, path: Path) -> None:
-    """Put a claimed message back into the queue, under its original name."""
+def unclaim(folders: BrokerFolders, path: Path, redelivered: bool = True) -> None:
+    """Put a claimed message back into the queue, under its original name.
+
+    With ``redelivered`` (it was handed to a consumer) the message says so
+    when it is delivered again, as Kombu's ``redelivered`` flag.
+    """
+    if redelivered:
+        _mark_redelivered(path)
     try:
         os.rename(path, folders.inbox / path.name)
     except FileNotFoundError:
         logger.debug("restored message %s was gone already", path)
+
+
+def _mark_redelivered(path: Path) -> None:
+    # Rewritten beside itself, in the claim's own folder, and renamed over
+    # itself: a crash leaves the old or the new file, claimed, never both.
+    try:
+        payload = json.loads(path.read_bytes())
+        info = payload["properties"]["delivery_info"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # gone, or not ours to fix: it is delivered (or quarantined) as is
+    if not isinstance(info, dict) or info.get("redelivered") is True:
+        return
+    info["redelivered"] = True
+    payload["redelivered"] = True
+    tmp = path.with_name(f".{path.name}.redelivered")
+    try:
+        unlink_quietly(tmp)
+        write_private_file(tmp, json.dumps(payload).encode("utf-8"))
+        os.replace(tmp, path)
+    except OSError:
+        unlink_quietly(tmp)
+        logger.debug("could not mark %s redelivered", path, exc_info=True)
 
 
 def owner_alive(owner: Path) -> bool:

@@ -191,7 +191,7 @@ class Channel(filesystem.Channel):
         if payload is None:
             if path.exists():
                 # Still being written by a 0.40 producer: try again later.
-                claims.unclaim(self.folders, path)
+                claims.unclaim(self.folders, path, redelivered=False)
             return None
         tag = payload["properties"]["delivery_tag"]
         if queue in self._no_ack_queues:
@@ -264,11 +264,16 @@ class Channel(filesystem.Channel):
             claims.unclaim(self.folders, path)
 
     def _restore(self, message: Any) -> None:
-        """Return a claimed message to ``in/`` by renaming it (never a copy)."""
+        """Return a claimed message to ``in/`` by renaming it, never a copy.
+
+        A message that is no longer claimed here was settled meanwhile (an
+        ack racing the restore) and must not come back: Kombu's own restore
+        would publish a second copy of it.
+        """
         if message.delivery_tag in self._claimed:
             self._restore_claimed(message.delivery_tag)
         else:
-            super()._restore(message)
+            logger.debug("not restoring %s: settled already", message.delivery_tag)
 
     def close(self) -> None:
         """Close, then drop the claim lock (left claims return to the queue)."""
