@@ -17,7 +17,7 @@ from dvc_task.app.filesystem import _get_fs_config
 from dvc_task.exceptions import DvcTaskError, UnsafeFolderError
 from dvc_task.proc import ProcessManager
 
-from conftest import HELPERS, Processes
+from conftest import HELPERS, Processes, lines, wait_for
 
 sys.path.insert(0, str(HELPERS))
 from taskapp import make_app
@@ -257,3 +257,28 @@ def test_clean_sweeps_only_our_old_temporary_files(wdir: Path, tmp_path: Path) -
     ]
     assert (outside / "precious").read_text() == "keep"
     assert (tmp / "folder.msg.tmp" / "inside").read_text() == "keep"
+
+
+def test_listing_taken_then_waiting_never_misses_a_message_that_moved(
+    wdir: Path, processes: Processes, tmp_path: Path
+) -> None:
+    # DVC lists the taken messages, then the waiting ones; a worker that
+    # takes a message between the two listings must not make it vanish.
+    app = make_app(str(wdir))
+    started, release, done = tmp_path / "s", tmp_path / "r", tmp_path / "d"
+    app.send_task("block", args=[str(started), str(release), str(done), "moved"])
+    assert list(app.iter_processed()) == []
+    processes.worker(wdir, acks_late=True)  # as DVC: taken until it is done
+    try:
+        wait_for(lambda: lines(started) == ["moved"], "the worker to take it")
+
+        assert items(app.iter_queued()) == ["moved"]
+        # A listing of waiting messages on its own has only those that wait.
+        assert items(make_app(str(wdir)).iter_queued()) == []
+        # A message a worker runs cannot be rejected as waiting.
+        (msg,) = make_app(str(wdir)).iter_processed()
+        with pytest.raises(ValueError, match="not found"):
+            app.reject(msg.delivery_tag)
+    finally:
+        release.touch()
+    wait_for(lambda: lines(done) == ["moved"], "the job to finish")

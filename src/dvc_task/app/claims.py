@@ -187,7 +187,9 @@ def iter_owners(folders: BrokerFolders) -> Iterator[Path]:
             yield Path(entry.path)
 
 
-def message_paths(folders: BrokerFolders, queued: bool) -> list[Path]:
+def message_paths(
+    folders: BrokerFolders, queued: bool, claimed_since: float | None = None
+) -> list[Path]:
     """Message files waiting (``queued``) or taken, in delivery order.
 
     Waiting: in ``in/``, or claimed by a dead consumer (they will return to
@@ -195,17 +197,32 @@ def message_paths(folders: BrokerFolders, queued: bool) -> list[Path]:
     Claims are listed first: a claim that moves on to the other folder while
     the listing runs (settled, or returned to the queue) is still found
     there. A claim may be gone by the time it is read: see
-    :func:`settled_path`.
+    :func:`settled_path`. With ``claimed_since`` (a ``time.time()``), a
+    waiting listing also has the live claims made since then.
     """
     base = _destination(folders, queued)
     claimed: dict[str, Path] = {}
     for owner in iter_owners(folders):
-        if owner_alive(owner) != queued:
-            claimed.update((name, owner / name) for name in list_messages(owner))
+        alive = owner_alive(owner)
+        for name in list_messages(owner):
+            if alive != queued or (
+                queued
+                and claimed_since is not None
+                and _claimed_after(owner / name, claimed_since)
+            ):
+                claimed[name] = owner / name
     paths = {name: base / name for name in list_messages(base)}
     for name, path in claimed.items():
         paths.setdefault(name, path)
     return sorted(paths.values(), key=lambda path: sort_key(path.name))
+
+
+def _claimed_after(path: Path, since: float) -> bool:
+    # A rename sets the file's ctime: the moment it was claimed.
+    try:
+        return os.stat(path).st_ctime >= since
+    except FileNotFoundError:
+        return False
 
 
 def settled_path(folders: BrokerFolders, path: Path, queued: bool) -> Path | None:

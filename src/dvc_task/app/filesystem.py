@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +18,13 @@ from dvc_task.app import broker, claims, reader, transport
 from dvc_task.utils import StrPath, remove, unc_path
 
 logger = logging.getLogger(__name__)
+
+#: How long after an iter_processed() listing iter_queued() still adds the
+#: messages taken since (see :meth:`FSApp.iter_queued`).
+RECENT_LISTING_S = 5.0
+#: File times come from a coarse kernel clock: a claim may look this much
+#: older than it is.
+CLOCK_SLACK_S = 0.02
 
 
 def _content_type(serializer: str) -> str:
@@ -151,6 +159,8 @@ class FSApp(Celery):
         logger.debug("Initialized dvcfs:// app in '%s'", self.wdir)
         self._queued_paths: dict[str, Path] = {}
         self._processed_paths: dict[str, Path] = {}
+        #: When iter_processed() last began listing: (wall clock, monotonic).
+        self._taken_listed: tuple[float, float] | None = None
 
     def __reduce_keys__(self) -> dict[str, Any]:
         keys: dict[str, Any] = super().__reduce_keys__()
@@ -166,8 +176,15 @@ class FSApp(Celery):
         """``(path, message)`` of every readable message, waiting or taken."""
         folders = self.broker_folders
         accept = frozenset(self.conf.broker_transport_options["accept_content_types"])
+        since = None
+        if queued and self._taken_listed is not None:
+            wall, mono = self._taken_listed
+            if time.monotonic() - mono < RECENT_LISTING_S:
+                since = wall - CLOCK_SLACK_S
+        elif not queued:
+            self._taken_listed = (time.time(), time.monotonic())
         with self.connection_for_read() as conn, conn.channel() as channel:
-            for listed in claims.message_paths(folders, queued):
+            for listed in claims.message_paths(folders, queued, since):
                 path, payload = listed, reader.load_message(folders, listed, accept)
                 moved = payload is None and claims.settled_path(folders, listed, queued)
                 if moved:
@@ -184,7 +201,13 @@ class FSApp(Celery):
                 yield msg
 
     def iter_queued(self, queue: str | None = None) -> Iterator[Message]:
-        """Messages waiting in ``queue`` (default queue if None), oldest first."""
+        """Messages waiting in ``queue`` (default queue if None), oldest first.
+
+        Right after :meth:`iter_processed`, messages that a worker took since
+        that listing began are listed here too: a caller that lists the taken
+        messages, then the waiting ones (DVC does), never misses a message
+        that moved from one to the other between its two listings.
+        """
         yield from self._iter_messages(
             True, self._queued_paths, queue or self.conf.task_default_queue
         )
@@ -200,14 +223,23 @@ class FSApp(Celery):
         delivery_tag: str,
         messages: Callable[[], Iterable[Message]],
         cache: dict[str, Path],
+        deletable: Callable[[Path], bool] = lambda _path: True,
     ) -> None:
         path = cache.pop(delivery_tag, None)
-        if path is not None and _take(path):
+        if path is not None and deletable(path) and _take(path):
             return
         for msg in messages():
-            if msg.delivery_tag == delivery_tag and _take(cache.pop(delivery_tag)):
+            if msg.delivery_tag != delivery_tag:
+                continue
+            path = cache.pop(delivery_tag)
+            if deletable(path) and _take(path):
                 return
         raise ValueError(f"Message '{delivery_tag}' not found")
+
+    def _waiting(self, path: Path) -> bool:
+        """Whether ``path`` waits: in ``in/``, or claimed by a dead worker."""
+        inbox = self.broker_folders.inbox
+        return path.parent == inbox or not claims.owner_alive(path.parent)
 
     def reject(self, delivery_tag: str) -> None:
         """Delete a queued message without a worker (no requeue).
@@ -216,7 +248,9 @@ class FSApp(Celery):
             ValueError: no queued message has that delivery tag.
 
         """
-        self._delete_msg(delivery_tag, self.iter_queued, self._queued_paths)
+        self._delete_msg(
+            delivery_tag, self.iter_queued, self._queued_paths, self._waiting
+        )
 
     def purge(self, delivery_tag: str) -> None:
         """Delete a processed message.
