@@ -94,9 +94,6 @@ def dvc(session: nox.Session) -> None:
             "no:cacheprovider",
             "-q",
             "-rfER",
-            # test_celery_logs[False] fails now and then on ours (see
-            # docs/compatibility.md); reruns are listed in the summary.
-            "--reruns=2",
         )
     if bench:
         peer = _peer_env(
