@@ -222,6 +222,6 @@ def bench(session: nox.Session) -> None:
         "--chart",
         str(results / "peers.png"),
     )
-    names = ("peers.md", "transport.md", "proc.md", "worker.md")
+    names = ("peers.md", "transport.md", "proc.md", "worker.md", "jobs.md")
     parts = [(results / name).read_text() for name in names]
     (results / "latest.md").write_text("\n".join(parts))

@@ -19,7 +19,6 @@ from dvc_task.app.watch import NEW_FILES, FolderWaiter
 from dvc_task.exceptions import DvcTaskError
 from dvc_task.jobs import (
     QUEUED,
-    STARTING,
     STATES,
     UNREADABLE,
     Job,
@@ -173,7 +172,7 @@ def _stream(queue: JobQueue, name: str, start: bool) -> int:
 def _wait_started(queue: JobQueue, name: str, start: bool) -> None:
     waiter = FolderWaiter(queue.jobs_dir, 0.01, events=NEW_FILES)
     try:
-        while queue.job(name).state in (QUEUED, STARTING):
+        while not queue.left_queue(name):
             if start:
                 queue.ensure_worker()
             elif not queue.workers():

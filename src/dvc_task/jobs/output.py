@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from dvc_task.app.watch import CHANGED_FILES, NEW_FILES, FolderWaiter
-from dvc_task.jobs.record import QUEUED, STARTING
 
 if TYPE_CHECKING:
     from dvc_task.jobs.queue import JobQueue
@@ -108,13 +107,11 @@ def copy(path: Path, out_fd: int, tail: int | None = None) -> None:
 
 def follow(queue: JobQueue, name: str, tail: int | None = None) -> Iterator[bytes]:
     """Yield job ``name``'s output as written until it ends (see JobQueue)."""
-    job = queue.job(name)
-    if job.state in (QUEUED, STARTING):
+    if not queue.left_queue(name):
         waiter = FolderWaiter(queue.jobs_dir, POLL_S, events=NEW_FILES)
         try:
-            while job.state in (QUEUED, STARTING):
+            while not queue.left_queue(name):
                 waiter.wait(0.5)
-                job = queue.job(name)
         finally:
             waiter.close()
     path = queue.output_path(name)

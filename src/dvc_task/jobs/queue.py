@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ from dvc_task.jobs.listing import UNREADABLE, folders, records
 from dvc_task.jobs.record import (
     FINAL_STATES,
     NOT_STARTED,
+    QUEUED,
     STARTING,
     InvalidJobRecordError,
     JobError,
@@ -42,9 +44,11 @@ from dvc_task.jobs.record import (
     write_atomic,
 )
 from dvc_task.jobs.view import (
+    YOUNG_RECORD_S,
     Job,
     derive,
     from_process,
+    parse_time,
     queue_view,
     utc_now,
 )
@@ -209,7 +213,10 @@ class JobQueue:
         except BaseException:
             self.record_path(name).unlink()
             raise
-        return self.job(name)
+        # Queued, as of now: no need to read every waiting message to say so.
+        return derive(
+            record, {record.task_id: QUEUED}, None, str(self.output_path(name))
+        )
 
     def _next_seq(self) -> int:
         path = self.jobs_dir / ".seq"
@@ -345,20 +352,19 @@ class JobQueue:
         # The worker's last word on a job is a new record in the jobs folder.
         waiter = FolderWaiter(self.jobs_dir, output.POLL_S, events=NEW_FILES)
         try:
-            while True:
-                job = self.job(name)
-                if job.finished:
-                    return job
+            while not self.ended(name):
                 if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {name!r} is still {job.state}")
+                    raise TimeoutError(f"job {name!r} is still {self.job(name).state}")
                 waiter.wait(0.2)
         finally:
             waiter.close()
+        return self.job(name)
 
     def ended(self, name: str) -> bool:
-        """Whether job ``name`` has finished (or is gone), without a queue look-up.
+        """Whether job ``name`` has finished (or is gone); cheaper than :meth:`job`.
 
-        For a job known to have started: cheaper than :meth:`job`.
+        It reads the queue (every waiting message) only for a job that has
+        not started and whose record is old enough to be lost.
         """
         try:
             record = self.load(name)
@@ -369,8 +375,23 @@ class JobQueue:
         if record.progress in FINAL_STATES:
             return True
         if record.progress == NOT_STARTED:
-            return False
+            return self.left_queue(name) and self.job(name).finished
         return derive(record, {}, self.manager.get(name), None).finished
+
+    def left_queue(self, name: str) -> bool:
+        """Whether job ``name`` is past waiting: started, ended, lost or gone.
+
+        Cheap for a job that waits: its record, and only once it is old
+        enough to be lost, the queue.
+        """
+        try:
+            record = self.load(name)
+        except (UnknownJobError, InvalidJobRecordError):
+            return True
+        if record.progress != NOT_STARTED:
+            return True
+        age = datetime.now(timezone.utc) - parse_time(record.submitted_at)
+        return age.total_seconds() >= YOUNG_RECORD_S and self.job(name).finished
 
     def remove(self, name: str, force: bool = False) -> None:
         """Forget job ``name``: its record, output, message and result.
