@@ -25,6 +25,8 @@ CHUNK = 1 << 20
 CHECK_S = 0.05
 #: How often a wait looks at files where inotify is not available.
 POLL_S = 0.01
+#: How often a job that has just started is looked at until it has output.
+START_POLL_S = 0.01
 
 
 def message_task_id(path: Path, tasks: Collection[str] | None = None) -> str | None:
@@ -107,18 +109,10 @@ def copy(path: Path, out_fd: int, tail: int | None = None) -> None:
 
 def follow(queue: JobQueue, name: str, tail: int | None = None) -> Iterator[bytes]:
     """Yield job ``name``'s output as written until it ends (see JobQueue)."""
-    if not queue.left_queue(name):
-        waiter = FolderWaiter(queue.jobs_dir, POLL_S, events=NEW_FILES)
-        try:
-            while not queue.left_queue(name):
-                waiter.wait(0.5)
-        finally:
-            waiter.close()
     path = queue.output_path(name)
-    try:
-        fobj = open(path, "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        return  # it never ran (killed while queued)
+    fobj = _open_once_started(queue, name, path)
+    if fobj is None:
+        return  # it never ran (e.g. killed while queued)
     waiter = FolderWaiter(path.parent, POLL_S, events=CHANGED_FILES, stat_path=path)
     try:
         if tail is not None:
@@ -127,6 +121,24 @@ def follow(queue: JobQueue, name: str, tail: int | None = None) -> Iterator[byte
     finally:
         waiter.close()
         fobj.close()
+
+
+def _open_once_started(queue: JobQueue, name: str, path: Path) -> IO[bytes] | None:
+    """The output file once the job has one; None if it ended without."""
+    waiter = FolderWaiter(queue.jobs_dir, POLL_S, events=NEW_FILES)
+    try:
+        while not queue.left_queue(name):
+            waiter.wait(0.5)
+        # A worker marks the job started a moment before its output exists.
+        while True:
+            try:
+                return open(path, "rb")
+            except FileNotFoundError:
+                if queue.ended(name):
+                    return None
+            waiter.wait(START_POLL_S)
+    finally:
+        waiter.close()
 
 
 def _follow_file(
