@@ -377,3 +377,32 @@ def test_listing_cache_never_hides_a_change(manager: ProcessManager) -> None:
     Path(manager.wdir, "..index", "index.json").write_bytes(b"\x00garbage")
     assert dict(manager.processes())["job"].returncode == 7
     assert list(manager) == ["job"]
+
+
+def test_run_signature_runs_the_command_in_cwd(
+    manager: ProcessManager, tmp_path: Path
+) -> None:
+    here = tmp_path / "here"
+    here.mkdir()
+    app = make_app(str(tmp_path / "q"))
+    app.loader.import_default_modules()  # registers dvc_task.proc.tasks.run
+    signature = manager.run_signature(["pwd"], name="where", cwd=here)
+
+    assert signature.kwargs["cwd"] == str(here)
+    info = signature()  # as DVC runs it: synchronously, inside its own task
+
+    assert info["returncode"] == 0
+    assert Path(info["stdout"]).read_text() == f"{here}\n"
+
+
+def test_spawned_process_runs_in_cwd_and_is_known_at_once(
+    manager: ProcessManager, tmp_path: Path
+) -> None:
+    here = tmp_path / "spawned-here"
+    here.mkdir()
+    ManagedProcess.spawn(
+        ["pwd"], wdir=os.path.join(manager.wdir, "sp"), name="sp", cwd=here
+    )
+
+    # Known by name as soon as spawn() returns: follow() works at once.
+    assert "".join(manager.follow("sp")) == f"{here}\n"
