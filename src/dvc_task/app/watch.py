@@ -10,7 +10,6 @@ or when inotify is unavailable (e.g. its per-user limit is reached), it
 from __future__ import annotations
 
 import ctypes
-import errno
 import functools
 import logging
 import os
@@ -105,40 +104,37 @@ def _inotify_fd(path: Path, mask: int) -> int | None:
     return fd
 
 
-def _drain_events(fd: int) -> tuple[bool, bool]:
-    """Read the waiting inotify events: (any event, the folder went away)."""
-    got = gone = False
+def _read_all(fd: int) -> bytes:
+    """Everything waiting on a non-blocking ``fd`` (empty if nothing is)."""
+    chunks = []
     while True:
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
-            return got, gone
+            break
         except InterruptedError:
             continue
         if not data:
-            return got, gone
-        got = True
-        offset = 0
-        while offset + _EVENT.size <= len(data):
-            _wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
-            gone = gone or bool(mask & _GONE)
-            offset += _EVENT.size + length
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def _drain_events(fd: int) -> tuple[bool, bool]:
+    """Read the waiting inotify events: (any event, the folder went away)."""
+    data = _read_all(fd)
+    gone = False
+    offset = 0
+    while offset + _EVENT.size <= len(data):
+        _wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+        gone = gone or bool(mask & _GONE)
+        offset += _EVENT.size + length
+    return bool(data), gone
 
 
 def _drain(fd: int) -> bool:
     """Read everything waiting on a non-blocking ``fd``; whether there was any."""
-    got = False
-    while True:
-        try:
-            if not os.read(fd, 65536):
-                return got
-        except BlockingIOError:
-            return got
-        except OSError as exc:
-            if exc.errno == errno.EINTR:
-                continue
-            raise
-        got = True
+    return bool(_read_all(fd))
 
 
 class FolderWaiter:
