@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dvc_task.app.broker import list_messages
-from dvc_task.jobs import output
 from dvc_task.jobs.listing import UNREADABLE, folders, records
 from dvc_task.jobs.record import (
     FINAL_STATES,
@@ -28,7 +27,7 @@ from dvc_task.jobs.record import (
     UnknownJobError,
     write_atomic,
 )
-from dvc_task.jobs.view import Job, parse_time, utc_now
+from dvc_task.jobs.view import Job, message_task_id, parse_time
 from dvc_task.proc import ProcessManager
 from dvc_task.proc.exceptions import ProcessNotTerminatedError
 from dvc_task.proc.tree import descendants, wait_gone
@@ -40,7 +39,7 @@ if TYPE_CHECKING:
 #: Tasks whose processed messages :func:`cleanup` may delete: ours, the job
 #: task (``dvc_task.jobs.run``) and the process task.
 OUR_TASKS = frozenset({"dvc_task.jobs.run", "dvc_task.proc.tasks.run"})
-#: How long ``remove_path(force=True)`` waits for a killed job to finish.
+#: How long ``remove(force=True)`` waits for a killed job to finish.
 KILL_WAIT_S = 15.0
 
 
@@ -69,10 +68,8 @@ def kill(queue: JobQueue, name: str, force: bool = False) -> str:
     with queue.locked():
         record = queue.load(name)
         if record.progress == NOT_STARTED:
-            record.progress = KILLED
             record.kill_signal = int(sig)
-            record.finished_at = utc_now()
-            record.error = f"killed while {job.state}: it never ran"
+            record.finish(KILLED, error=f"killed while {job.state}: it never ran")
             queue.save(record)
             _unqueue(queue, record.task_id)
         if record.progress == KILLED and record.returncode is None:
@@ -103,7 +100,7 @@ def _kill_process(queue: JobQueue, name: str, sig: int) -> str:
 def _unqueue(queue: JobQueue, task_id: str) -> None:
     inbox = queue.broker_folders.inbox
     for msg in list_messages(inbox):
-        if output.message_task_id(inbox / msg) == task_id:
+        if message_task_id(inbox / msg) == task_id:
             try:
                 os.unlink(inbox / msg)
             except FileNotFoundError:
@@ -168,7 +165,7 @@ def _processed(queue: JobQueue) -> dict[str, Path]:
     processed = queue.broker_folders.processed
     found: dict[str, Path] = {}
     for msg in list_messages(processed):
-        task_id = output.message_task_id(processed / msg, OUR_TASKS)
+        task_id = message_task_id(processed / msg, OUR_TASKS)
         if task_id is not None:
             found[task_id] = processed / msg
     return found
@@ -205,8 +202,9 @@ def cleanup(queue: JobQueue, older_than: float | None = None) -> list[Job]:
         if task_id not in kept:
             remove_path(path)
     if older_than is None:
+        workers = ProcessManager(queue.workers_dir)
         for name in folders(queue.workers_dir):
-            info = ProcessManager(queue.workers_dir).get(name)
+            info = workers.get(name)
             if info is not None and info.returncode is not None:
                 remove_path(queue.workers_dir / name)
     return removed

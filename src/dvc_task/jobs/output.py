@@ -7,10 +7,9 @@ progress bar drawn with ``\r`` and output in any encoding arrive as written.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -27,22 +26,6 @@ CHECK_S = 0.05
 POLL_S = 0.01
 #: How often a job that has just started is looked at until it has output.
 START_POLL_S = 0.01
-
-
-def message_task_id(path: Path, tasks: Collection[str] | None = None) -> str | None:
-    """The Celery task id in message file ``path`` (None if unreadable).
-
-    With ``tasks``, None also for a message of a task not among them.
-    """
-    try:
-        with open(path, "rb") as fobj:
-            headers = json.loads(fobj.read())["headers"]
-        task_id = headers["id"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if tasks is not None and headers.get("task") not in tasks:
-        return None
-    return task_id if isinstance(task_id, str) else None
 
 
 def tail_offset(fobj: IO[bytes], lines: int) -> int:

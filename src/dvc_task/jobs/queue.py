@@ -16,7 +16,6 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,16 +43,14 @@ from dvc_task.jobs.record import (
     write_atomic,
 )
 from dvc_task.jobs.view import (
-    YOUNG_RECORD_S,
     Job,
+    being_queued,
     derive,
     from_process,
-    parse_time,
     queue_view,
-    utc_now,
 )
 from dvc_task.proc import ProcessManager
-from dvc_task.proc.info import check_name
+from dvc_task.proc.info import check_name, utc_now
 from dvc_task.utils import StrPath
 
 if TYPE_CHECKING:
@@ -227,14 +224,17 @@ class JobQueue:
         write_atomic(path, str(seq).encode("ascii"))
         return seq
 
+    def _in_use(self, name: str) -> bool:
+        return self.record_path(name).exists() or (self.procs_dir / name).exists()
+
     def _free_name(self, seq: int) -> str:
         name = str(seq)
-        while self.record_path(name).exists() or (self.procs_dir / name).exists():
+        while self._in_use(name):
             name = f"{seq}-{uuid()[:6]}"
         return name
 
     def _take_name(self, name: str, replace: bool) -> None:
-        if not self.record_path(name).exists() and not (self.procs_dir / name).exists():
+        if not self._in_use(name):
             return
         try:
             job = self.job(name)
@@ -281,10 +281,14 @@ class JobQueue:
         except InvalidJobRecordError as exc:
             _warn_once(path, f"{exc}; remove the job with 'rm'")
             return Job(name, UNREADABLE, [], None, None, error=str(exc), seq=1 << 62)
+        return self._from_record(record, view)
+
+    def _from_record(self, record: JobRecord, view: dict[str, str]) -> Job:
+        # Only a job that has started has a process record worth reading.
         info = None
         if record.progress not in (NOT_STARTED, *FINAL_STATES):
-            info = self.manager.get(name)
-        return derive(record, view, info, str(self.output_path(name)))
+            info = self.manager.get(record.name)
+        return derive(record, view, info, str(self.output_path(record.name)))
 
     def job(self, name: str) -> Job:
         """Job ``name`` as it is now.
@@ -295,16 +299,13 @@ class JobQueue:
             ValueError: an invalid name.
         """
         path = self.record_path(name)
-        view = queue_view(self.broker_folders)
         if path.exists():
+            view = queue_view(self.broker_folders)
             try:
                 record = JobRecord.load(path)
             except FileNotFoundError:
                 raise UnknownJobError(name) from None
-            info = None
-            if record.progress not in (NOT_STARTED, *FINAL_STATES):
-                info = self.manager.get(name)
-            return derive(record, view, info, str(self.output_path(name)))
+            return self._from_record(record, view)
         info = self.manager.get(name)
         if info is None:
             raise UnknownJobError(name)
@@ -375,8 +376,8 @@ class JobQueue:
         if record.progress in FINAL_STATES:
             return True
         if record.progress == NOT_STARTED:
-            return self.left_queue(name) and self.job(name).finished
-        return derive(record, {}, self.manager.get(name), None).finished
+            return self._lost_before_start(record)
+        return self._from_record(record, {}).finished
 
     def left_queue(self, name: str) -> bool:
         """Whether job ``name`` is past waiting: started, ended, lost or gone.
@@ -388,10 +389,12 @@ class JobQueue:
             record = self.load(name)
         except (UnknownJobError, InvalidJobRecordError):
             return True
-        if record.progress != NOT_STARTED:
-            return True
-        age = datetime.now(timezone.utc) - parse_time(record.submitted_at)
-        return age.total_seconds() >= YOUNG_RECORD_S and self.job(name).finished
+        return record.progress != NOT_STARTED or self._lost_before_start(record)
+
+    def _lost_before_start(self, record: JobRecord) -> bool:
+        # Its message is read (with every other waiting one) only once the
+        # record is old enough for the message to be missing for good.
+        return not being_queued(record) and self.job(record.name).finished
 
     def remove(self, name: str, force: bool = False) -> None:
         """Forget job ``name``: its record, output, message and result.
@@ -428,7 +431,12 @@ class JobQueue:
         Raises:
             UnknownJobError: no such job.
         """
-        self.job(name)  # an unknown name raises here, not at the first next()
+        # An unknown name raises here, not at the first next().
+        try:
+            self.load(name)
+        except UnknownJobError:
+            if self.manager.get(name) is None:
+                raise
         return output.follow(self, name, tail)
 
     # --- workers -------------------------------------------------------------

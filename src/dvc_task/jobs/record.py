@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
 
+from dvc_task.app.broker import unlink_quietly, write_private_file
 from dvc_task.exceptions import DvcTaskError
+from dvc_task.proc.info import utc_now
 
 QUEUED = "queued"
 STARTING = "starting"
@@ -173,6 +175,20 @@ class JobRecord:
                 return f"{when!r:.80} is not a time"
         return None
 
+    def finish(
+        self,
+        progress: str,
+        returncode: int | None = None,
+        error: str | None = None,
+        finished_at: str | None = None,
+    ) -> None:
+        """Record how the job ended (at ``finished_at``, default now)."""
+        self.progress = progress
+        self.returncode = returncode
+        if error is not None:
+            self.error = error
+        self.finished_at = finished_at or utc_now()
+
     def dump(self, path: Path) -> None:
         """Write the record atomically and durably (0600)."""
         write_atomic(path, json.dumps(asdict(self)).encode("utf-8"))
@@ -181,22 +197,11 @@ class JobRecord:
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``: a new 0600 file, fsynced, renamed over it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(data):x}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    write_private_file(tmp, data)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
         os.replace(tmp, path)
     except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        unlink_quietly(tmp)
         raise
 
 

@@ -31,10 +31,10 @@ from dvc_task.jobs.record import (
     JobRecord,
     UnknownJobError,
 )
-from dvc_task.jobs.view import derive, final_state, utc_now
+from dvc_task.jobs.view import derive, final_state
 from dvc_task.proc import ManagedProcess
 from dvc_task.proc.exceptions import ProcessNotTerminatedError
-from dvc_task.proc.info import process_create_time
+from dvc_task.proc.info import process_create_time, utc_now
 from dvc_task.proc.tree import signal_job, wait_gone
 from dvc_task.utils import makedirs
 
@@ -81,9 +81,7 @@ def run(self: Task, name: str, folder: str) -> None:
         except (UnknownJobError, InvalidJobRecordError) as exc:
             logger.warning("job %s: its record is gone: %s", name, exc)
             return
-        record.progress = final_state(returncode, record.kill_signal)
-        record.returncode = returncode
-        record.finished_at = utc_now()
+        record.finish(final_state(returncode, record.kill_signal), returncode)
         queue.save(record)
     _log_end(name, record.progress, returncode, time.monotonic() - begun)
 
@@ -104,10 +102,8 @@ def _mark_started(queue: JobQueue, name: str, worker: str) -> JobRecord | None:
             return None
         kill_signal = queue.kill_requested(name)
         if kill_signal is not None:
-            record.progress = KILLED
             record.kill_signal = kill_signal
-            record.finished_at = utc_now()
-            record.error = "killed while starting: it never ran"
+            record.finish(KILLED, error="killed while starting: it never ran")
             queue.save(record)
             _log_end(name, KILLED, None, None)
             return None
@@ -131,11 +127,15 @@ def _record_redelivered(queue: JobQueue, record: JobRecord) -> None:
         except ProcessLookupError:
             pass
     job = derive(record, {}, queue.manager.get(record.name), None)
-    record.progress = job.state if job.finished else LOST
-    record.returncode = job.returncode
-    record.finished_at = job.finished_at or utc_now()
-    if record.progress == LOST:
-        record.error = "its worker died while it ran; it was not run again"
+    if job.finished and job.state != LOST:
+        record.finish(job.state, job.returncode, finished_at=job.finished_at)
+    else:
+        record.finish(
+            LOST,
+            job.returncode,
+            "its worker died while it ran; it was not run again",
+            job.finished_at,
+        )
     queue.save(record)
     _log_end(record.name, record.progress, record.returncode, None)
 
@@ -164,10 +164,7 @@ def _record_failed_start(
         os.close(fd)
     with queue.locked():
         record = queue.load(name)
-        record.progress = FAILED_TO_START
-        record.returncode = returncode
-        record.error = message
-        record.finished_at = utc_now()
+        record.finish(FAILED_TO_START, returncode, message)
         queue.save(record)
     _log_end(name, FAILED_TO_START, returncode, None)
 

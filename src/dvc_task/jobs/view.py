@@ -9,6 +9,7 @@ process record (``running`` until a return code is recorded).
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -108,11 +109,6 @@ def parse_time(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
-def utc_now() -> str:
-    """The current time, UTC, ISO 8601."""
-    return datetime.now(timezone.utc).isoformat()
-
-
 def final_state(returncode: int, kill_signal: int | None) -> str:
     """The state of a job whose command exited with ``returncode``."""
     if returncode == 0:
@@ -122,12 +118,18 @@ def final_state(returncode: int, kill_signal: int | None) -> str:
     return FAILED
 
 
-def _task_id(path: Path) -> str | None:
+def message_task_id(path: Path, tasks: Collection[str] | None = None) -> str | None:
+    """The Celery task id in message file ``path`` (None if unreadable).
+
+    With ``tasks``, None also for a message of a task not among them.
+    """
     try:
         with open(path, "rb") as fobj:
-            payload = json.loads(fobj.read())
-        task_id = payload["headers"]["id"]
+            headers = json.loads(fobj.read())["headers"]
+        task_id = headers["id"]
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if tasks is not None and headers.get("task") not in tasks:
         return None
     return task_id if isinstance(task_id, str) else None
 
@@ -140,13 +142,13 @@ def queue_view(folders: BrokerFolders) -> dict[str, str]:
     """
     view: dict[str, str] = {}
     for name in list_messages(folders.inbox):
-        task_id = _task_id(folders.inbox / name)
+        task_id = message_task_id(folders.inbox / name)
         if task_id:
             view[task_id] = QUEUED
     for owner in claims.iter_owners(folders):
         state = STARTING if claims.owner_alive(owner) else QUEUED
         for name in list_messages(owner):
-            task_id = _task_id(owner / name)
+            task_id = message_task_id(owner / name)
             if task_id:
                 view[task_id] = state
     return view
@@ -201,10 +203,15 @@ def derive(
     )
 
 
+def being_queued(record: JobRecord) -> bool:
+    """Whether ``record`` is so young that its message may not be sent yet."""
+    age = datetime.now(timezone.utc) - parse_time(record.submitted_at)
+    return age.total_seconds() < YOUNG_RECORD_S
+
+
 def _missing(record: JobRecord) -> str:
     # Neither waiting nor claimed, and no worker has marked it started.
-    age = (datetime.now(timezone.utc) - parse_time(record.submitted_at)).total_seconds()
-    return QUEUED if age < YOUNG_RECORD_S else LOST
+    return QUEUED if being_queued(record) else LOST
 
 
 def from_process(name: str, info: ProcessInfo, output: str | None) -> Job:

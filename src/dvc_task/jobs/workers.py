@@ -103,11 +103,16 @@ def _detached_workers(queue: JobQueue) -> dict[str, tuple[int | None, str]]:
     return found
 
 
+def _alive(queue: JobQueue) -> dict[str, tuple[int | None, str]]:
+    """``node -> (pid, since)`` of every live worker, detached or not."""
+    return {**_detached_workers(queue), **_locked_workers(queue)}
+
+
 def live_workers(
     queue: JobQueue, jobs: Iterable[Job] | None = None
 ) -> list[WorkerInfo]:
     """The workers alive now, with the jobs each runs (from ``jobs`` if given)."""
-    alive = {**_detached_workers(queue), **_locked_workers(queue)}
+    alive = _alive(queue)
     if not alive:
         return []
     running: dict[str, list[str]] = {}
@@ -146,8 +151,7 @@ def start_workers(
         DvcTaskError: a worker could not be started.
     """
     queue.app  # noqa: B018 - creates the queue's folders first
-    taken = {short_name(node) for node in _detached_workers(queue)}
-    taken |= {short_name(node) for node in _locked_workers(queue)}
+    taken = {short_name(node) for node in _alive(queue)}
     started: list[str] = []
     number = 1
     while len(started) < count:
@@ -178,7 +182,7 @@ def start_workers(
 
 def ensure_worker(queue: JobQueue) -> str | None:
     """Start a detached worker unless one lives; the name of the one started."""
-    if _detached_workers(queue) or _locked_workers(queue):
+    if _alive(queue):
         return None
     return start_workers(queue, 1)[0]
 
