@@ -198,11 +198,11 @@ def bench(session: nox.Session) -> None:
     )
     session.run(
         "python",
-        "benchmarks/bench_worker.py",
+        "benchmarks/bench_perjob.py",
         "--peer-040",
         str(peer_python),
         "--output",
-        str(results / "worker.md"),
+        str(results / "perjob.md"),
     )
     session.run(
         "python",
@@ -222,6 +222,6 @@ def bench(session: nox.Session) -> None:
         "--chart",
         str(results / "peers.png"),
     )
-    names = ("peers.md", "transport.md", "proc.md", "worker.md", "jobs.md")
+    names = ("peers.md", "perjob.md", "transport.md", "proc.md", "jobs.md")
     parts = [(results / name).read_text() for name in names]
     (results / "latest.md").write_text("\n".join(parts))

@@ -4,7 +4,7 @@ Peers: dvc-task 0.40.2 and huey (``SqliteHuey`` + its consumer), each from its
 own virtual environment (made by ``nox -s bench``), and the floor: a plain
 loop of ``subprocess.run``. Every workload runs ``--runs`` times; the median
 is reported. Exit lag, follow() and processes() (which huey has no
-counterpart for) come from ``bench_worker.py`` and ``bench_proc.py``.
+counterpart for) come from ``bench_perjob.py`` and ``bench_proc.py``.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Any
 
+from kombu import Queue
+
 from dvc_task.app import FSApp
 from dvc_task.worker import TemporaryWorker
 
@@ -78,6 +80,9 @@ def main(argv: list[str]) -> int:
         acks_late=options.pop("acks_late", False),
         folder_watch=options.pop("folder_watch", "auto"),
     )
+    queues = options.pop("queues", None)
+    if queues:
+        app.conf.task_queues = [Queue(queue) for queue in queues]
     timeout = options.pop("timeout", 2)
     options.setdefault("pool", "threads")
     options.setdefault("concurrency", 1)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from conftest import HELPERS, Processes, lines, wait_for
@@ -225,3 +226,66 @@ def test_monitor_stops_a_worker_of_another_process_once_idle(
     assert worker.wait(timeout=60) == 0
     # With the worker gone, monitoring it again returns at once.
     TemporaryWorker(app, timeout=0.5).monitor("w1")
+
+
+@pytest.mark.parametrize("pool", ["threads", "prefork", "solo"])
+def test_worker_exits_soon_after_its_timeout_in_every_pool(
+    wdir: Path, processes: Processes, tmp_path: Path, pool: str
+) -> None:
+    app = make_app(str(wdir))
+    done = tmp_path / "done"
+    app.send_task("record", args=[str(done), "1"])
+    worker = processes.worker(wdir, timeout=1.0, pool=pool, loglevel="WARNING")
+    wait_for(lambda: lines(done), "the job")
+
+    assert worker.wait(timeout=60) == 0
+    exited = time.time()
+
+    # The exit lag of the old way out was a second or more beyond the
+    # timeout (fixed sleeps in the pool and in a watching thread).
+    assert exited - done.stat().st_mtime < 1.0 + 0.5
+
+
+def test_idle_worker_with_two_queues_and_a_full_window_stays_quiet(
+    wdir: Path, processes: Processes, tmp_path: Path
+) -> None:
+    app = make_app(str(wdir))
+    started, release, done = tmp_path / "started", tmp_path / "release", tmp_path / "d"
+    app.send_task("block", args=[str(started), str(release), str(done), "0"])
+    app.send_task("record", args=[str(done), "1"], queue="other")
+    worker = processes.worker(
+        wdir,
+        timeout=60,
+        pool="prefork",
+        queues=["celery", "other"],
+        prefetch_multiplier=1,
+    )
+    wait_for(lambda: lines(started), "the blocking job")
+    parent = psutil.Process(worker.pid)
+    before = sum(parent.cpu_times()[:2])
+    start = time.monotonic()
+
+    time.sleep(3)  # the span measured, not a wait for anything
+
+    used = (sum(parent.cpu_times()[:2]) - before) / (time.monotonic() - start)
+    assert used < 0.05, f"an idle worker used {used:.0%} of a core"
+    release.touch()
+    wait_for(lambda: len(lines(done)) == 2, "both jobs")
+
+
+def test_worker_runs_celerys_event_loop_on_the_folder_queue(
+    wdir: Path, processes: Processes, tmp_path: Path
+) -> None:
+    app = make_app(str(wdir))
+    with app.connection_for_read() as conn:
+        assert conn.transport.implements.asynchronous
+    done = tmp_path / "done"
+    app.send_task("record", args=[str(done), "1"])
+    log = tmp_path / "worker.log"
+
+    worker = processes.worker(wdir, timeout=0.3, loglevel="DEBUG", log=log)
+
+    assert worker.wait(timeout=60) == 0
+    assert lines(done) == ["1"]
+    # Celery registers the event loop's parts only when it runs one.
+    assert "Hub.register" in log.read_text()

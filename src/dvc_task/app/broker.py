@@ -1,7 +1,7 @@
 """The on-disk queue: its folders, message names, and how a message is written.
 
-How a message is read (or quarantined) is in :mod:`.reader`; how it is
-claimed, acked and recovered, in :mod:`.claims`.
+How a message is checked is in :mod:`.reader`; how it is written, claimed,
+acked, recovered and listed, in :mod:`.folderqueue`.
 
 Layout under the broker folder (the first three as dvc-task 0.40 had them)::
 
@@ -35,13 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from dvc_task.exceptions import UnsafeFolderError
+from dvc_task.files import check_name
 from dvc_task.utils import makedirs
 
 logger = logging.getLogger(__name__)
 
 MSG_SUFFIX = ".msg"
 FOLDER_MODE = 0o700
-FILE_MODE = 0o600
 
 
 @dataclass(frozen=True)
@@ -188,23 +188,14 @@ def _next_stamp() -> int:
         return _last_stamp
 
 
-def check_queue_name(queue: str) -> None:
-    """Refuse a queue name that cannot be a part of a file name.
+def message_name(queue: str) -> str:
+    """File name for a new message on ``queue``.
 
     Raises:
-        ValueError: for an empty name or one with a path separator or NUL.
+        ValueError: a queue name that cannot be a part of a file name.
 
     """
-    if not queue or any(c in queue for c in ("/", "\\", "\0")) or queue in (".", ".."):
-        raise ValueError(
-            f"invalid queue name {queue!r}: it must be a non-empty name "
-            "without '/', '\\' or NUL characters"
-        )
-
-
-def message_name(queue: str) -> str:
-    """File name for a new message on ``queue``."""
-    check_queue_name(queue)
+    check_name(queue, what="queue")
     return f"{_next_stamp()}_{uuid.uuid4()}.{queue}{MSG_SUFFIX}"
 
 
@@ -230,64 +221,3 @@ def list_messages(folder: Path) -> list[str]:
         return []
     names.sort(key=sort_key)
     return names
-
-
-# --- writing ---------------------------------------------------------------
-
-
-def write_message(
-    folders: BrokerFolders, queue: str, payload: Mapping[str, Any], fsync: bool = True
-) -> Path:
-    """Publish ``payload`` on ``queue`` atomically; return the message's path.
-
-    Raises:
-        ValueError: for a bad queue name.
-        OSError: if the message cannot be written (e.g. the disk is full);
-            nothing is left behind then.
-
-    """
-    # Kombu's encoder (it knows dates, UUIDs...); imported here, not at the
-    # top, so that readers of the queue folder need not load Kombu.
-    from kombu.utils.json import dumps  # noqa: PLC0415
-
-    data = dumps(payload).encode("utf-8")
-    name = message_name(queue)
-    ensure_folder(folders.tmp)
-    tmp = folders.tmp / f"{name}.tmp"
-    write_private_file(tmp, data, fsync=fsync)
-    target = folders.inbox / name
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        unlink_quietly(tmp)
-        raise
-    return target
-
-
-def write_private_file(path: Path, data: bytes, fsync: bool = True) -> None:
-    """Write a new 0600 file; remove it again if writing fails.
-
-    Raises:
-        OSError: the file exists already or could not be written.
-
-    """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if fsync:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        unlink_quietly(path)
-        raise
-    os.close(fd)
-
-
-def unlink_quietly(path: Path) -> None:
-    """Delete ``path``; a missing file is fine."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -14,7 +14,8 @@ from celery import Celery
 from kombu.message import Message
 from kombu.serialization import registry
 
-from dvc_task.app import broker, claims, reader, transport
+from dvc_task.app import broker, transport
+from dvc_task.app.folderqueue import FolderQueue
 from dvc_task.utils import StrPath, remove, unc_path
 
 logger = logging.getLogger(__name__)
@@ -102,21 +103,6 @@ def _expired(headers: dict[str, Any], now: float) -> bool:
     return False
 
 
-def _take(path: Path) -> bool:
-    """Delete message ``path`` unless a worker took it first; whether we did.
-
-    The rename is the check: of a worker's claim and this rename, exactly
-    one succeeds, so a message reported deleted never runs.
-    """
-    trash = path.with_name(f".{path.name}.deleted")
-    try:
-        os.rename(path, trash)
-    except FileNotFoundError:
-        return False
-    remove(trash)
-    return True
-
-
 class FSApp(Celery):
     """Celery application on a local folder: no broker server needed.
 
@@ -172,10 +158,17 @@ class FSApp(Celery):
         """The folders of this app's queue."""
         return broker.BrokerFolders.from_options(self.conf.broker_transport_options)
 
+    @property
+    def folder_queue(self) -> FolderQueue:
+        """The app's on-disk queue, for reading and deleting without a worker."""
+        options = self.conf.broker_transport_options
+        return FolderQueue(
+            self.broker_folders, frozenset(options["accept_content_types"])
+        )
+
     def _iter_entries(self, queued: bool) -> Iterator[tuple[Path, Message]]:
         """``(path, message)`` of every readable message, waiting or taken."""
-        folders = self.broker_folders
-        accept = frozenset(self.conf.broker_transport_options["accept_content_types"])
+        queue = self.folder_queue
         since = None
         if queued and self._taken_listed is not None:
             wall, mono = self._taken_listed
@@ -184,11 +177,11 @@ class FSApp(Celery):
         elif not queued:
             self._taken_listed = (time.time(), time.monotonic())
         with self.connection_for_read() as conn, conn.channel() as channel:
-            for listed in claims.message_paths(folders, queued, since):
-                path, payload = listed, reader.load_message(folders, listed, accept)
-                moved = payload is None and claims.settled_path(folders, listed, queued)
+            for listed in queue.paths(queued, since):
+                path, payload = listed, queue.load(listed)
+                moved = payload is None and queue.moved(listed, queued)
                 if moved:
-                    path, payload = moved, reader.load_message(folders, moved, accept)
+                    path, payload = moved, queue.load(moved)
                 if payload is not None:
                     yield path, channel.Message(payload, channel=channel)
 
@@ -218,28 +211,24 @@ class FSApp(Celery):
             False, self._processed_paths, queue or self.conf.task_default_queue
         )
 
-    @staticmethod
     def _delete_msg(
+        self,
         delivery_tag: str,
         messages: Callable[[], Iterable[Message]],
         cache: dict[str, Path],
         deletable: Callable[[Path], bool] = lambda _path: True,
     ) -> None:
+        delete = self.folder_queue.delete
         path = cache.pop(delivery_tag, None)
-        if path is not None and deletable(path) and _take(path):
+        if path is not None and deletable(path) and delete(path):
             return
         for msg in messages():
             if msg.delivery_tag != delivery_tag:
                 continue
             path = cache.pop(delivery_tag)
-            if deletable(path) and _take(path):
+            if deletable(path) and delete(path):
                 return
         raise ValueError(f"Message '{delivery_tag}' not found")
-
-    def _waiting(self, path: Path) -> bool:
-        """Whether ``path`` waits: in ``in/``, or claimed by a dead worker."""
-        inbox = self.broker_folders.inbox
-        return path.parent == inbox or not claims.owner_alive(path.parent)
 
     def reject(self, delivery_tag: str) -> None:
         """Delete a queued message without a worker (no requeue).
@@ -249,7 +238,10 @@ class FSApp(Celery):
 
         """
         self._delete_msg(
-            delivery_tag, self.iter_queued, self._queued_paths, self._waiting
+            delivery_tag,
+            self.iter_queued,
+            self._queued_paths,
+            self.folder_queue.is_waiting,
         )
 
     def purge(self, delivery_tag: str) -> None:
@@ -285,6 +277,6 @@ class FSApp(Celery):
         Returns claims of dead workers to the queue, deletes expired messages
         of queues other than the default one, and stale broadcast replies.
         """
-        claims.recover_abandoned(self.broker_folders)
+        self.folder_queue.recover()
         self._gc(exclude=[self.conf.task_default_queue])
         self._clean_pidbox(f"reply.{self.conf.task_default_queue}.pidbox")

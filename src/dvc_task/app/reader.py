@@ -1,4 +1,7 @@
-"""Reading a message file: check it, or set it aside in ``quarantine/``."""
+"""Reading a message file and checking that it is a message we can deliver.
+
+What happens to a bad one (``quarantine/``) is :mod:`.folderqueue`'s.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +9,8 @@ import base64
 import binascii
 import fcntl
 import json
-import logging
-import os
-import time
-import uuid
 from pathlib import Path
 from typing import Any
-
-from kombu.utils.json import loads
-
-from dvc_task.app.broker import BrokerFolders, ensure_folder
-
-logger = logging.getLogger(__name__)
 
 #: A message file found empty is left alone this long: a dvc-task 0.40
 #: producer creates the file first and writes it afterwards.
@@ -58,6 +51,10 @@ def parse_message(
     """
     if not data.strip():
         raise BadMessageError("the file is empty")
+    # Kombu's decoder (dates, UUIDs...), imported here so that listing the
+    # queue from the command line need not load Kombu.
+    from kombu.utils.json import loads  # noqa: PLC0415
+
     try:
         payload = loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -113,59 +110,3 @@ def _decode_body(body: Any, encoding: Any) -> bytes:
         return base64.b64decode(body or "", validate=True)
     except (binascii.Error, ValueError):
         raise BadMessageError("'body' is not valid base64") from None
-
-
-def quarantine(
-    folders: BrokerFolders, path: Path, reason: str, origin: Path | None = None
-) -> Path | None:
-    """Move a bad message file aside and log why; None if it was gone already.
-
-    ``origin`` is where the file was found, if it was claimed from there.
-    """
-    ensure_folder(folders.quarantine)
-    target = folders.quarantine / path.name
-    if target.exists():
-        target = folders.quarantine / f"{path.name}.{uuid.uuid4().hex[:8]}"
-    try:
-        os.rename(path, target)
-    except FileNotFoundError:
-        return None
-    logger.warning(
-        "Quarantined message file '%s' as '%s': %s", origin or path, target, reason
-    )
-    return target
-
-
-def load_message(
-    folders: BrokerFolders,
-    path: Path,
-    accept: frozenset[str] = DEFAULT_ACCEPT,
-    origin: Path | None = None,
-) -> dict[str, Any] | None:
-    """Read and check one message file; quarantine it if it is bad.
-
-    Returns None, without raising, when the file is gone, still being written
-    by a 0.40 producer, or was quarantined. ``origin`` is where the file was
-    found, if it was claimed from there.
-    """
-    try:
-        data = read_message(path)
-    except (FileNotFoundError, BlockingIOError):
-        return None
-    except OSError as exc:
-        quarantine(folders, path, f"unreadable ({exc})", origin)
-        return None
-    try:
-        return parse_message(data, accept)
-    except BadMessageError as exc:
-        if not data and _age(path) < EMPTY_GRACE_S:
-            return None
-        quarantine(folders, path, str(exc), origin)
-        return None
-
-
-def _age(path: Path) -> float:
-    try:
-        return time.time() - os.stat(path).st_mtime
-    except FileNotFoundError:
-        return 0.0

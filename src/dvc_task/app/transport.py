@@ -1,21 +1,35 @@
 """A crash-safe, low-latency Kombu transport on a local folder.
 
 Registered with Kombu as ``dvcfs://``. It subclasses Kombu's ``filesystem``
-transport and keeps its folder names and file format, so queues written by
-dvc-task 0.40 (or Kombu's stock transport) are read unchanged. It overrides
-the documented seams (``_put``, ``_get``, ``_size``, ``_purge``) plus the
-acknowledgement path, because the stock transport:
+transport, keeps its folder names and file format (queues written by
+dvc-task 0.40 or Kombu's stock transport are read unchanged), and is a thin
+adapter over :class:`~dvc_task.app.folderqueue.FolderQueue`, which holds the
+whole on-disk protocol: atomic publish, claims that survive a crash, acks
+that move files, recovery of dead consumers' claims.
 
-- writes message files in place, so a reader can see half a file; we write a
-  temporary file and rename it into ``in/`` (see :mod:`.broker`);
-- moves a message to ``processed/`` when it is *fetched*, so a worker killed
-  before running it loses the job; we claim it into a folder owned by the
-  worker and only move it to ``processed/`` on ack, and a dead worker's
-  claims return to ``in/``;
-- re-lists and sorts the whole folder for every message and sleeps a second
-  between polls; we keep the sorted listing in memory, re-list only when the
-  folder's mtime says it changed, and while idle block on inotify (or,
-  without it, ``stat`` the folder every few milliseconds; see :mod:`.watch`).
+It is an asynchronous transport, as Kombu's Redis transport is: a Celery
+worker registers it with its event loop (:meth:`Transport.register_with_event_loop`),
+so the worker runs Celery's non-blocking loop (and prefork's non-blocking
+pool). The folder watch (inotify on Linux, see :mod:`.watch`) is one of the
+loop's readers; a loop timer recovers dead consumers' claims and re-lists
+the folder once a second whatever the watch says; an ack frees a prefetch
+slot by waking the loop through the watch's wake-up pipe, never by a thread
+of ours. Outside an event loop, :meth:`Transport.drain_events` blocks
+on the same watch.
+
+The sorted listing of ``in/`` is kept in memory and shared by the
+transport's channels; it is read again only when the watch saw a file
+arrive, after a requeue of ours, or at the once-a-second safety look.
+
+Private Kombu names this module relies on, and why:
+
+- ``virtual.Channel._get``, ``_put``, ``_size``, ``_purge``, ``_restore``:
+  the documented seams of a virtual transport;
+- ``filesystem.Channel._exchange_file`` (kombu >= 5.7): the fanout exchange
+  table's path, made private (0600) after Kombu writes it;
+- ``virtual.Channel._tag_to_queue``: which queue a cancelled consumer read;
+- ``virtual.Transport.cycle`` and ``_deliver``: how a virtual transport
+  hands a message to its consumer (what ``drain_events`` itself calls).
 """
 
 from __future__ import annotations
@@ -24,28 +38,30 @@ import logging
 import os
 import socket
 import time
-from collections import defaultdict, deque
+from collections import deque
 from pathlib import Path
 from queue import Empty
 from typing import Any, Callable
 
 from kombu.exceptions import ChannelError
 from kombu.transport import TRANSPORT_ALIASES, filesystem, virtual
+from kombu.utils.scheduling import FairCycle
 
-from dvc_task.app import broker, claims, reader
-from dvc_task.app.watch import FolderWaiter, FolderWatch
+from dvc_task.app import broker, reader
+from dvc_task.app.folderqueue import FolderQueue
+from dvc_task.app.watch import FolderWaiter
 from dvc_task.exceptions import DvcTaskError
+from dvc_task.files import FILE_MODE
 
 logger = logging.getLogger(__name__)
 
 ALIAS = "dvcfs"
-#: Poll the queues at least this often even if the folder did not change
+#: Look at the queue at least this often even if the watch saw nothing
 #: (this also returns dead consumers' claims to the queue).
 SAFETY_POLL_S = 1.0
-#: Shortest gap between two listings; the real gap grows with listing cost.
-MIN_RELIST_GAP_S = 0.002
-#: Listings may take at most 1/this of the time while the folder churns.
-RELIST_COST_FACTOR = 20
+#: Messages delivered in one turn of an event loop before it looks at its
+#: other work (timers, results of the pool) again.
+DELIVERIES_PER_TURN = 64
 
 
 class QueueWriteError(DvcTaskError, OSError):
@@ -53,54 +69,59 @@ class QueueWriteError(DvcTaskError, OSError):
 
 
 class QoS(virtual.QoS):
-    """Acks move the claimed file to ``processed/``; restores move it back."""
+    """Unacked messages are claimed files: an ack or reject moves the file on."""
+
+    def __init__(self, channel: Channel, prefetch_count: int = 0) -> None:
+        super().__init__(channel, prefetch_count)
+        #: Delivery tag -> the claimed file, for every unsettled message.
+        self.claimed: dict[str, Path] = {}
+
+    @property
+    def unacked(self) -> int:
+        """How many messages this channel delivered and has not settled yet."""
+        return len(self.claimed)
 
     def ack(self, delivery_tag: str) -> None:
         """Finish with a message: it moves from ``reserved/`` to ``processed/``."""
-        self.channel._settle(delivery_tag)
+        path = self.claimed.pop(delivery_tag, None)
+        if path is not None:
+            self.channel.queue.ack(path, keep=self.channel.store_processed)
         super().ack(delivery_tag)
-        self._room_freed()
+        self.channel.connection.room_freed()
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        """Requeue a message under its own name, or finish with it."""
-        if requeue:
-            self.channel._restore_claimed(delivery_tag)
-        else:
-            self.channel._settle(delivery_tag)
+        """Requeue a message under its own name, or finish it as rejected."""
+        path = self.claimed.pop(delivery_tag, None)
+        if path is not None:
+            self.channel.queue.reject(path, requeue=requeue)
         super().reject(delivery_tag, requeue=False)
-        self._room_freed()
-
-    def _room_freed(self) -> None:
-        # A prefetch slot is free again: an idle drain should look for work
-        # now rather than at its next safety poll.
-        poke = getattr(self.channel.connection, "poke", None)
-        if poke is not None:
-            poke()
+        if requeue:
+            self.channel.connection.folder_changed()
+        self.channel.connection.room_freed()
 
 
 class Channel(filesystem.Channel):
-    """Filesystem channel with atomic publish, claims and cheap polling."""
+    """Filesystem channel: a Kombu face on a :class:`FolderQueue`."""
 
     QoS = QoS
+    connection: Transport
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         options = self.transport_options
-        self.folders = broker.BrokerFolders.from_options(options)
-        self.accept = frozenset(
-            options.get("accept_content_types", reader.DEFAULT_ACCEPT)
+        self.queue = FolderQueue(
+            broker.BrokerFolders.from_options(options),
+            accept=frozenset(
+                options.get("accept_content_types", reader.DEFAULT_ACCEPT)
+            ),
+            fsync=bool(options.get("fsync", True)),
         )
-        self.fsync = bool(options.get("fsync", True))
-        self._buffers: dict[str, deque[str]] = {}
-        self._watch = FolderWatch(self.folders.inbox)
-        self._listed_at = float("-inf")
-        self._next_relist = 0.0
-        #: When a listing held back by the rate limit may run (None: none is).
-        self.relist_due: float | None = None
-        self._next_recovery = 0.0
-        self._reservation: claims.Reservation | None = None
-        self._claimed: dict[str, Path] = {}
         self._no_ack_queues: set[str] = set()
+
+    @property
+    def _claims(self) -> dict[str, Path]:
+        qos: QoS = self.qos
+        return qos.claimed
 
     # --- publishing --------------------------------------------------------
 
@@ -109,7 +130,7 @@ class Channel(filesystem.Channel):
     ) -> None:
         """Write the message to ``tmp/`` and rename it into ``in/``."""
         try:
-            broker.write_message(self.folders, queue, payload, fsync=self.fsync)
+            self.queue.put(queue, payload)
         except ValueError as exc:
             raise ChannelError(str(exc)) from exc
         except OSError as exc:
@@ -120,7 +141,7 @@ class Channel(filesystem.Channel):
             )
             raise QueueWriteError(
                 exc.errno,
-                f"cannot queue a message in '{self.folders.inbox}': "
+                f"cannot queue a message in '{self.queue.folders.inbox}': "
                 f"{exc.strerror or exc}; nothing was queued{hint}",
             ) from exc
 
@@ -131,7 +152,7 @@ class Channel(filesystem.Channel):
         super()._queue_bind(exchange, routing_key, pattern, queue)
         table = self._exchange_file(exchange)
         if os.stat(table).st_mode & 0o077:
-            os.chmod(table, broker.FILE_MODE)
+            os.chmod(table, FILE_MODE)
 
     # --- consuming ---------------------------------------------------------
 
@@ -142,87 +163,15 @@ class Channel(filesystem.Channel):
             Empty: no message is waiting.
 
         """
-        self._maybe_recover()
         while True:
-            name = self._next_name(queue)
-            payload = self._take(queue, name)
-            if payload is not None:
-                return payload
-
-    def _next_name(self, queue: str) -> str:
-        buffer = self._buffers.get(queue)
-        if not buffer and self._relist():
-            buffer = self._buffers.get(queue)
-        if not buffer:
-            raise Empty()
-        return buffer.popleft()
-
-    def _relist(self) -> bool:
-        """Refresh the in-memory listing of ``in/`` if it may have changed."""
-        now = time.monotonic()
-        if now < self._next_relist:
-            self.relist_due = self._next_relist
-            return False
-        self.relist_due = None
-        if not self._watch.changed() and now - self._listed_at < SAFETY_POLL_S:
-            return False
-        buffers: dict[str, deque[str]] = defaultdict(deque)
-        for name in broker.list_messages(self.folders.inbox):
-            queue = broker.queue_of(name)
-            if queue is not None:
-                buffers[queue].append(name)
-        done = time.monotonic()
-        self._buffers = buffers
-        self._listed_at = done
-        gap = max(MIN_RELIST_GAP_S, (done - now) * RELIST_COST_FACTOR)
-        self._next_relist = done + gap
-        return True
-
-    def _take(self, queue: str, name: str) -> dict[str, Any] | None:
-        if self._being_written(name):
-            return None
-        reservation = self._own_reservation()
-        path = reservation.claim(name)
-        if path is None:
-            return None
-        payload = reader.load_message(
-            self.folders, path, self.accept, origin=self.folders.inbox / name
-        )
-        if payload is None:
-            if path.exists():
-                # Still being written by a 0.40 producer: try again later.
-                claims.unclaim(self.folders, path, redelivered=False)
-            return None
-        tag = payload["properties"]["delivery_tag"]
-        if queue in self._no_ack_queues:
-            claims.settle(self.folders, path, keep=False)
-        else:
-            self._claimed[tag] = path
-        return payload
-
-    def _being_written(self, name: str) -> bool:
-        """Whether ``in/<name>`` is a young empty file: a 0.40 producer's.
-
-        It is left where it is (claiming it and putting it back would change
-        the folder and wake every idle worker, hundreds of times a second);
-        it is looked at again once the folder changes, or at the safety poll.
-        """
-        try:
-            info = os.stat(self.folders.inbox / name)
-        except FileNotFoundError:
-            return False
-        return info.st_size == 0 and time.time() - info.st_mtime < reader.EMPTY_GRACE_S
-
-    def _own_reservation(self) -> claims.Reservation:
-        if self._reservation is None or not self._reservation.alive:
-            self._reservation = claims.Reservation(self.folders)
-        return self._reservation
-
-    def _maybe_recover(self) -> None:
-        now = time.monotonic()
-        if now >= self._next_recovery:
-            self._next_recovery = now + SAFETY_POLL_S
-            claims.recover_abandoned(self.folders)
+            claim = self.queue.claim(self.connection.next_name(queue))
+            if claim is None:
+                continue
+            if queue in self._no_ack_queues:
+                self.queue.ack(claim.path, keep=False)
+            else:
+                self._claims[claim.tag] = claim.path
+            return claim.payload
 
     def basic_consume(
         self,
@@ -246,22 +195,10 @@ class Channel(filesystem.Channel):
         """Fetch one message synchronously (deleted at once with ``no_ack``)."""
         message = super().basic_get(queue, no_ack=no_ack, **kwargs)
         if message is not None and no_ack:
-            self._settle(message.delivery_tag, keep=False)
+            path = self._claims.pop(message.delivery_tag, None)
+            if path is not None:
+                self.queue.ack(path, keep=False)
         return message
-
-    # --- settling ----------------------------------------------------------
-
-    def _settle(self, delivery_tag: str, keep: bool | None = None) -> None:
-        path = self._claimed.pop(delivery_tag, None)
-        if path is not None:
-            if keep is None:
-                keep = self.store_processed
-            claims.settle(self.folders, path, keep=keep)
-
-    def _restore_claimed(self, delivery_tag: str) -> None:
-        path = self._claimed.pop(delivery_tag, None)
-        if path is not None:
-            claims.unclaim(self.folders, path)
 
     def _restore(self, message: Any) -> None:
         """Return a claimed message to ``in/`` by renaming it, never a copy.
@@ -270,40 +207,28 @@ class Channel(filesystem.Channel):
         ack racing the restore) and must not come back: Kombu's own restore
         would publish a second copy of it.
         """
-        if message.delivery_tag in self._claimed:
-            self._restore_claimed(message.delivery_tag)
-        else:
+        path = self._claims.pop(message.delivery_tag, None)
+        if path is None:
             logger.debug("not restoring %s: settled already", message.delivery_tag)
+            return
+        self.queue.reject(path, requeue=True)
+        self.connection.folder_changed()
 
     def close(self) -> None:
-        """Close, then drop the claim lock (left claims return to the queue)."""
+        """Close, then drop the claim lock (claims left return to the queue)."""
         super().close()
-        if self._reservation is not None:
-            self._reservation.release()
-            self._reservation = None
+        self.queue.release()
 
     # --- inspection --------------------------------------------------------
 
     def _size(self, queue: str) -> int:
         """Return how many messages are waiting in ``queue``."""
-        return sum(
-            1
-            for name in broker.list_messages(self.folders.inbox)
-            if broker.queue_of(name) == queue
-        )
+        return self.queue.size(queue)
 
     def _purge(self, queue: str) -> int:
         """Delete the waiting messages of ``queue``; return how many."""
-        count = 0
-        for name in broker.list_messages(self.folders.inbox):
-            if broker.queue_of(name) != queue:
-                continue
-            try:
-                os.unlink(self.folders.inbox / name)
-            except FileNotFoundError:
-                continue
-            count += 1
-        self._buffers.pop(queue, None)
+        count = self.queue.purge(queue)
+        self.connection.forget(queue)
         return count
 
 
@@ -312,7 +237,9 @@ class Transport(filesystem.Transport):
 
     Channel = Channel
     global_state = virtual.BrokerState()
-    #: Seconds between two ``stat`` calls on the folder of an idle queue.
+    implements = filesystem.Transport.implements.extend(asynchronous=True)
+    #: Seconds between two ``stat`` calls on the folder when it cannot be
+    #: watched with inotify.
     polling_interval = 0.005
     driver_type = "filesystem"
     driver_name = ALIAS
@@ -320,27 +247,89 @@ class Transport(filesystem.Transport):
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
         options = client.transport_options
-        self._inbox = broker.BrokerFolders.from_options(options).inbox
+        self._folder = FolderQueue(broker.BrokerFolders.from_options(options))
         # "stat" forces the portable polling watch (e.g. on network file
         # systems, where inotify misses other hosts' changes).
         self._use_inotify = options.get("folder_watch", "auto") != "stat"
         self._waiter: FolderWaiter | None = None
-        self._interrupted = False
+        self._names: dict[str, deque[str]] = {}
+        self._stale = True
+        self._listed_at = float("-inf")
+        self._recovered_at = float("-inf")
+        self._hub: Any = None
+        self._watched_fd: int | None = None
+        self._poll_timer: Any = None
+        self._safety_timer: Any = None
+        #: In an event loop: look for messages at the loop's next turn.
+        self._due = False
 
     @property
     def default_connection_params(self) -> dict[str, Any]:
         """No host or port: the broker is a folder."""
         return {"port": self.default_port, "hostname": ""}
 
-    def wake(self) -> None:
-        """Make a blocked :meth:`drain_events` return now (as a timeout)."""
-        self._interrupted = True
-        self.poke()
+    # --- the shared listing -------------------------------------------------
 
-    def poke(self) -> None:
-        """Make a blocked :meth:`drain_events` look for messages now."""
+    def next_name(self, queue: str) -> str:
+        """The next message name of ``queue`` to try to claim.
+
+        Raises:
+            Empty: none is known to be waiting.
+
+        """
+        names = self._names.get(queue)
+        if not names and self._relist():
+            names = self._names.get(queue)
+        if not names:
+            raise Empty()
+        return names.popleft()
+
+    def _relist(self) -> bool:
+        now = time.monotonic()
+        if now - self._recovered_at >= SAFETY_POLL_S:
+            self._recovered_at = now
+            self._folder.recover()
+            self._stale = True
+        if not self._stale and now - self._listed_at < SAFETY_POLL_S:
+            return False
+        self._stale = False
+        self._listed_at = now
+        self._names = self._folder.waiting()
+        return True
+
+    def forget(self, queue: str) -> None:
+        """Drop the known names of ``queue`` (it was purged)."""
+        self._names.pop(queue, None)
+
+    def folder_changed(self) -> None:
+        """A message went back into ``in/``: list the folder again."""
+        self._stale = True
+
+    def room_freed(self) -> None:
+        """A prefetch slot is free again (an ack): look for messages now.
+
+        Safe from any thread: it wakes the event loop or :meth:`drain_events`
+        through the watch's wake-up pipe.
+        """
+        self._due = True
         if self._waiter is not None:
             self._waiter.poke()
+
+    def _watch(self) -> FolderWaiter:
+        # Made before the first look at the folder, so that no change
+        # between a look and the first wait is missed.
+        if self._waiter is None:
+            self._waiter = FolderWaiter(
+                self._folder.folders.inbox, self.polling_interval, self._use_inotify
+            )
+        return self._waiter
+
+    def _cycle(self) -> FairCycle:
+        if self.cycle is None:
+            raise ChannelError("the connection is closed")
+        return self.cycle
+
+    # --- without an event loop ---------------------------------------------
 
     def drain_events(  # type: ignore[override]  # Kombu's base takes **kwargs only
         self, connection: Any, timeout: float | None = None
@@ -348,43 +337,110 @@ class Transport(filesystem.Transport):
         """Deliver one message; raise ``socket.timeout`` if none came in time.
 
         While idle it blocks until the queue folder gets a new file (see
-        :mod:`.watch`), an ack frees room for prefetching, or the safety poll
-        is due. Returns early, as a timeout, when :meth:`wake` is called.
+        :mod:`.watch`), an ack frees room for prefetching, or the safety
+        look is due.
         """
+        waiter = self._watch()
         start = time.monotonic()
         while True:
             try:
-                self.cycle.get(self._deliver, timeout=timeout)  # type: ignore[union-attr]
+                self._cycle().get(self._deliver, timeout=timeout)
                 return
             except Empty:
                 pass
-            self._idle_until_change(start, timeout)
+            now = time.monotonic()
+            deadline = self._listed_at + SAFETY_POLL_S
+            if timeout is not None:
+                if now - start >= timeout:
+                    raise socket.timeout()
+                deadline = min(deadline, start + timeout)
+            if waiter.wait(max(0.0, deadline - now)):
+                self._stale = True
 
-    def _idle_until_change(self, start: float, timeout: float | None) -> None:
-        if self._waiter is None:
-            self._waiter = FolderWaiter(
-                self._inbox, self.polling_interval, self._use_inotify
+    # --- in an event loop --------------------------------------------------
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        """Deliver from ``loop`` (a Kombu hub): watch, safety timer, deliveries."""
+        self._unregister()
+        self._hub = loop
+        loop.add_reader(self._watch().poke_fileno(), self._on_poked)
+        self._follow_watch()
+        self._safety_timer = loop.call_repeatedly(SAFETY_POLL_S, self._on_safety_poll)
+        loop.on_tick.add(self._on_tick)
+        self._due = True
+
+    def _follow_watch(self) -> None:
+        # The inotify descriptor is a reader of the loop; without one (no
+        # inotify, or the folder was deleted and is not back yet) a timer
+        # looks every polling_interval instead.
+        fd = self._watch().fileno()
+        if fd == self._watched_fd and (fd is not None or self._poll_timer):
+            return
+        self._stop_watching()
+        if fd is not None:
+            self._hub.add_reader(fd, self._on_readable)
+        else:
+            self._poll_timer = self._hub.call_repeatedly(
+                self.polling_interval, self._on_readable
             )
-        deadline = time.monotonic() + SAFETY_POLL_S
-        for channel in self.channels:
-            due = getattr(channel, "relist_due", None)
-            if due is not None:
-                deadline = min(deadline, due)
-        if timeout is not None:
-            deadline = min(deadline, start + timeout)
-        while not self._interrupted:
-            left = deadline - time.monotonic()
-            if left <= 0 or self._waiter.wait(left):
-                break
-        if self._interrupted or (
-            timeout is not None and time.monotonic() - start >= timeout
-        ):
-            self._interrupted = False
-            raise socket.timeout()
+        self._watched_fd = fd
+
+    def _stop_watching(self) -> None:
+        if self._watched_fd is not None:
+            self._hub.remove_reader(self._watched_fd)
+            self._watched_fd = None
+        if self._poll_timer is not None:
+            self._poll_timer.cancel()
+            self._poll_timer = None
+
+    def _on_readable(self, *_: Any) -> None:
+        if self._watch().check():
+            self._stale = self._due = True
+        if self._watch().fileno() != self._watched_fd:
+            self._follow_watch()
+
+    def _on_poked(self, *_: Any) -> None:
+        self._watch().unpoke()
+        self._due = True
+
+    def _on_safety_poll(self) -> None:
+        self._stale = self._due = True
+        self._follow_watch()
+
+    def _on_tick(self) -> None:
+        if not self._due:
+            return
+        self._due = False
+        delivered = 0
+        try:
+            while delivered < DELIVERIES_PER_TURN:
+                self._cycle().get(self._deliver)
+                delivered += 1
+            self._due = True  # more may wait: the next turn goes on
+        except Empty:
+            pass
+        if delivered:
+            # What the consumer did with the messages (an ack, say) may wait
+            # in the loop's ready callbacks, which run at its next turn: make
+            # that turn come now, not after the loop's poll timeout.
+            self._watch().poke()
+
+    def _unregister(self) -> None:
+        if self._hub is None:
+            return
+        self._stop_watching()
+        if self._waiter is not None:
+            self._hub.remove_reader(self._waiter.poke_fileno())
+        if self._safety_timer is not None:
+            self._safety_timer.cancel()
+            self._safety_timer = None
+        self._hub.on_tick.discard(self._on_tick)
+        self._hub = None
 
     def close_connection(self, connection: Any) -> None:
         """Close the channels and stop watching the folder."""
         super().close_connection(connection)
+        self._unregister()
         if self._waiter is not None:
             self._waiter.close()
             self._waiter = None

@@ -171,6 +171,27 @@ class FolderWaiter:
         """Whether waits are inotify-driven (True) or ``stat`` polls (False)."""
         return self._inotify is not None
 
+    def fileno(self) -> int | None:
+        """The descriptor that becomes readable on a change (None: see :meth:`check`).
+
+        For an event loop: on readable, call :meth:`check`. Without inotify
+        (or while a deleted folder is not back yet) there is none: call
+        :meth:`check` every ``polling_interval`` instead.
+        """
+        return self._inotify
+
+    def poke_fileno(self) -> int:
+        """The descriptor that becomes readable on :meth:`poke`; see :meth:`unpoke`."""
+        return self._pipe_r
+
+    def unpoke(self) -> bool:
+        """Take back the pending pokes; whether there were any."""
+        return _drain(self._pipe_r)
+
+    def check(self) -> bool:
+        """Whether the folder may have changed since the last look; never waits."""
+        return self.wait(0)
+
     def poke(self) -> None:
         """End the current or next :meth:`wait` now (safe from any thread)."""
         if self._closed:

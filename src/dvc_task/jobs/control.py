@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dvc_task.app.broker import list_messages
+from dvc_task.files import write_atomic
 from dvc_task.jobs.listing import UNREADABLE, folders, records
 from dvc_task.jobs.record import (
     FINAL_STATES,
@@ -25,7 +26,6 @@ from dvc_task.jobs.record import (
     JobNotFinishedError,
     JobRecord,
     UnknownJobError,
-    write_atomic,
 )
 from dvc_task.jobs.view import Job, message_task_id, parse_time
 from dvc_task.proc import ProcessManager

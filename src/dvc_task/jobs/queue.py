@@ -15,7 +15,6 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +26,7 @@ from dvc_task.app.broker import (
     make_private_folder,
 )
 from dvc_task.app.watch import NEW_FILES, FolderWaiter
+from dvc_task.files import FileLock, check_name, write_atomic
 from dvc_task.jobs import control, output
 from dvc_task.jobs import workers as worker_ops
 from dvc_task.jobs.listing import UNREADABLE, folders, records
@@ -40,7 +40,6 @@ from dvc_task.jobs.record import (
     JobRecord,
     UnknownJobError,
     folder_lock,
-    write_atomic,
 )
 from dvc_task.jobs.view import (
     Job,
@@ -50,7 +49,7 @@ from dvc_task.jobs.view import (
     queue_view,
 )
 from dvc_task.proc import ProcessManager
-from dvc_task.proc.info import check_name, utc_now
+from dvc_task.proc.info import utc_now
 from dvc_task.utils import StrPath
 
 if TYPE_CHECKING:
@@ -143,7 +142,7 @@ class JobQueue:
         """Write ``record`` (call it holding :meth:`locked`)."""
         record.dump(self.record_path(record.name))
 
-    def locked(self) -> AbstractContextManager[None]:
+    def locked(self) -> FileLock:
         """The lock that every change of a job record is made under."""
         self._make_jobs_dir()
         return folder_lock(self.jobs_dir)

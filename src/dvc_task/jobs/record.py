@@ -8,17 +8,13 @@ the record, the queue and the process record (see :mod:`.queue`).
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
 
-from dvc_task.app.broker import unlink_quietly, write_private_file
 from dvc_task.exceptions import DvcTaskError
+from dvc_task.files import FileLock, write_atomic
 from dvc_task.proc.info import utc_now
 
 QUEUED = "queued"
@@ -194,23 +190,6 @@ class JobRecord:
         write_atomic(path, json.dumps(asdict(self)).encode("utf-8"))
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: a new 0600 file, fsynced, renamed over it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(data):x}.tmp")
-    write_private_file(tmp, data)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        unlink_quietly(tmp)
-        raise
-
-
-@contextmanager
-def folder_lock(folder: Path) -> Iterator[None]:
-    """Hold the exclusive lock of ``folder`` (its ``.lock`` file) meanwhile."""
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+def folder_lock(folder: Path) -> FileLock:
+    """Exclusive lock of ``folder`` (its ``.lock`` file), to use in ``with``."""
+    return FileLock(folder / ".lock")

@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dvc_task.app import claims
 from dvc_task.app.broker import BrokerFolders, list_messages
+from dvc_task.app.folderqueue import FolderQueue
 from dvc_task.jobs.record import (
     FAILED,
     FINAL_STATES,
@@ -145,8 +145,8 @@ def queue_view(folders: BrokerFolders) -> dict[str, str]:
         task_id = message_task_id(folders.inbox / name)
         if task_id:
             view[task_id] = QUEUED
-    for owner in claims.iter_owners(folders):
-        state = STARTING if claims.owner_alive(owner) else QUEUED
+    for owner, alive in FolderQueue(folders).claims():
+        state = STARTING if alive else QUEUED
         for name in list_messages(owner):
             task_id = message_task_id(owner / name)
             if task_id:

@@ -8,14 +8,15 @@ so a worker started by hand in a terminal is seen too.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dvc_task.files import lock_is_held
 from dvc_task.jobs.record import RUNNING, STARTING, JobError
 from dvc_task.jobs.view import Job, parse_time
 from dvc_task.proc import ManagedProcess, ProcessManager
@@ -74,20 +75,14 @@ def _locked_workers(queue: JobQueue) -> dict[str, tuple[int | None, str]]:
     for entry in entries:
         if not (entry.name.startswith("worker-") and entry.name.endswith(".lock")):
             continue
+        if not lock_is_held(entry.path):
+            continue  # nobody holds it: that worker is gone
         try:
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            text = Path(entry.path).read_text("ascii", "replace").strip()
+            mtime = entry.stat(follow_symlinks=False).st_mtime
         except OSError:
             continue
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                continue  # nobody holds it: that worker is gone
-            except BlockingIOError:
-                pass
-            text = os.read(fd, 64).decode("ascii", "replace").strip()
-            since = datetime.fromtimestamp(os.fstat(fd).st_mtime, timezone.utc)
-        finally:
-            os.close(fd)
+        since = datetime.fromtimestamp(mtime, timezone.utc)
         node = entry.name[len("worker-") : -len(".lock")]
         found[node] = (int(text) if text.isdigit() else None, since.isoformat())
     return found

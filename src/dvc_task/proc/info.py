@@ -1,22 +1,25 @@
 """What is recorded about a managed process, and whether it still runs.
 
 ``<name>.json`` keeps exactly the fields of dvc-task 0.40, so 0.40 can still
-read it; what we record besides (start time of the pid, start and finish
-times, command line) goes to ``<name>.meta.json`` beside it.
+read it; what we record besides (start time of the pid, start time, command
+line, runner) goes to ``<name>.meta.json`` beside it, written once when the
+process starts. The finish time is when ``<name>.json`` got its return code:
+its modification time, unless ``finished_at`` was recorded explicitly.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from dvc_task.files import write_atomic
 from dvc_task.proc.exceptions import InvalidProcessInfoError
 from dvc_task.utils import StrPath
 
@@ -28,36 +31,6 @@ _CREATE_TIME_TOLERANCE_S = 0.05
 #: No system hands out pids this large (Linux stops at 2**22).
 _PID_LIMIT = 2**31
 _CORE_FIELDS = ("pid", "stdin", "stdout", "stderr", "returncode")
-#: Longest name in UTF-8 bytes: ``<name>.meta.json`` must still fit in the
-#: 255 bytes a file name may have.
-MAX_NAME_BYTES = 200
-_BAD_NAME = re.compile(r"[/\\\x00-\x1f\x7f]|\.\.")
-
-
-def is_valid_name(name: str) -> bool:
-    """Whether ``name`` can name a process folder (no path tricks)."""
-    return (
-        isinstance(name, str)
-        and name not in ("", ".")
-        and not _BAD_NAME.search(name)
-        and len(name.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES
-    )
-
-
-def check_name(name: str, what: str = "process") -> str:
-    """Return ``name`` if it is safe as a file name, else raise ``ValueError``.
-
-    ``what`` names the thing in the error message (a process, a job).
-    """
-    if not is_valid_name(name):
-        shown = (
-            repr(name) if len(name) <= 60 else f"{name[:40]!r}... ({len(name)} long)"
-        )
-        raise ValueError(
-            f"invalid {what} name {shown}: use a non-empty name of at most "
-            f"{MAX_NAME_BYTES} bytes without '/', '\\', '..' or control characters"
-        )
-    return name
 
 
 def utc_now() -> str:
@@ -66,20 +39,8 @@ def utc_now() -> str:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file (0600)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    payload = json.dumps(data).encode("utf-8")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fobj:
-            fobj.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Write ``data`` as JSON to ``path`` atomically (0600, no fsync)."""
+    write_atomic(path, json.dumps(data).encode("utf-8"), fsync=False)
 
 
 def _meta_path(path: str) -> str:
@@ -88,13 +49,30 @@ def _meta_path(path: str) -> str:
     return f"{path}.meta.json"
 
 
-def _read_json(path: str) -> Any:
+def _finish_time(mtime: float, started_at: Any) -> str:
+    """When a process finished: the time its record got the return code.
+
+    File times come from a coarse kernel clock, which may read a little
+    earlier than the start time taken just before: never before the start.
+    """
+    finished = datetime.fromtimestamp(mtime, timezone.utc)
+    if isinstance(started_at, str):
+        try:
+            finished = max(finished, datetime.fromisoformat(started_at))
+        except (ValueError, TypeError):
+            pass
+    return finished.isoformat()
+
+
+def _read_json(path: str) -> tuple[Any, float]:
+    """The JSON in ``path`` and the file's modification time."""
     with open(path, "rb") as fobj:
         data = fobj.read()
+        mtime = os.fstat(fobj.fileno()).st_mtime
     if not data.strip():
         raise InvalidProcessInfoError(str(path), "the file is empty")
     try:
-        return json.loads(data)
+        return json.loads(data), mtime
     except ValueError as exc:
         raise InvalidProcessInfoError(str(path), f"not JSON ({exc})") from None
 
@@ -169,34 +147,47 @@ class ProcessInfo:
             InvalidProcessInfoError: the file is empty, not JSON or malformed.
         """
         path = os.fspath(filename)
-        data = _read_json(path)
+        data, mtime = _read_json(path)
         if not isinstance(data, dict):
             raise InvalidProcessInfoError(path, "not a JSON object")
         try:
-            meta = _read_json(_meta_path(path))
+            meta, _ = _read_json(_meta_path(path))
         except (FileNotFoundError, InvalidProcessInfoError):
             meta = None
         if isinstance(meta, dict) and meta.get("pid") == data.get("pid"):
             data = {**meta, **data}
+            if data.get("finished_at") is None and data.get("returncode") is not None:
+                data["finished_at"] = _finish_time(mtime, data.get("started_at"))
         try:
             return cls.from_dict(data)
         except ValueError as exc:
             raise InvalidProcessInfoError(path, str(exc)) from None
 
     def asdict(self) -> dict[str, Any]:
-        """All fields as a dict."""
-        return asdict(self)
+        """All fields as a dict (``args`` copied)."""
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}
+        if self.args is not None:
+            data["args"] = list(self.args)
+        return data
 
     def dump(self, filename: StrPath) -> None:
         """Write atomically: 0.40's fields to ``filename``, the rest beside it."""
-        path = Path(filename)
         data = self.asdict()
         extra = {k: v for k, v in data.items() if k not in _CORE_FIELDS}
         if any(v is not None for v in extra.values()):
             # Written first: the main file's returncode is what counts.
-            meta = Path(_meta_path(os.fspath(path)))
+            meta = Path(_meta_path(os.fspath(filename)))
             write_json_atomic(meta, {"pid": self.pid, **extra})
-        write_json_atomic(path, {k: data[k] for k in _CORE_FIELDS})
+        self.dump_core(filename)
+
+    def dump_core(self, filename: StrPath) -> None:
+        """Write atomically only 0.40's fields to ``filename``.
+
+        How a finished process is recorded: its ``.meta.json`` stays as it
+        was written at the start, and the finish time is this file's.
+        """
+        data = self.asdict()
+        write_json_atomic(Path(filename), {k: data[k] for k in _CORE_FIELDS})
 
     def is_alive(self) -> bool:
         """Whether the process still runs, or its runner is yet to record it.
@@ -236,7 +227,21 @@ def process_alive(pid: int, create_time: float | None = None) -> bool:
 
 def process_create_time(pid: int) -> float | None:
     """Start time of ``pid`` as psutil reports it, or None if it is gone."""
+    if pid == os.getpid():
+        return _own_create_time(pid)
     try:
         return float(psutil.Process(pid).create_time())
     except psutil.Error:
         return None
+
+
+@functools.lru_cache(maxsize=4)
+def _own_create_time(pid: int) -> float | None:
+    # Keyed by pid: a forked child (a pool process) asks with its own.
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:  # pragma: no cover - this process exists
+        return None
+
+
+_FIELD_NAMES = tuple(field.name for field in fields(ProcessInfo))

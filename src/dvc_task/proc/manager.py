@@ -17,6 +17,7 @@ from shortuuid import uuid
 
 from dvc_task.app.broker import check_private
 from dvc_task.app.watch import CHANGED_FILES, FolderWaiter
+from dvc_task.files import check_name
 from dvc_task.proc.exceptions import (
     InvalidProcessInfoError,
     ProcessNotTerminatedError,
@@ -25,7 +26,6 @@ from dvc_task.proc.index import RecordIndex, file_key
 from dvc_task.proc.info import (
     LOST_RETURNCODE,
     ProcessInfo,
-    check_name,
     utc_now,
 )
 from dvc_task.proc.tree import signal_job, wait_gone

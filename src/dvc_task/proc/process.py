@@ -20,6 +20,7 @@ from shortuuid import uuid
 from dvc_task.app.broker import check_private
 from dvc_task.app.watch import NEW_FILES, FolderWaiter
 from dvc_task.exceptions import DvcTaskError
+from dvc_task.files import check_name
 from dvc_task.proc.exceptions import (
     InvalidProcessInfoError,
     ProcessNotTerminatedError,
@@ -27,11 +28,9 @@ from dvc_task.proc.exceptions import (
 )
 from dvc_task.proc.info import (
     ProcessInfo,
-    check_name,
     process_alive,
     process_create_time,
     utc_now,
-    write_json_atomic,
 )
 from dvc_task.proc.tree import signal_job, wait_gone
 from dvc_task.utils import makedirs, module_command
@@ -69,6 +68,16 @@ def _own_group_kwargs() -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         return {"process_group": 0}
     return {"preexec_fn": os.setpgrp}  # pragma: no cover - Python < 3.11
+
+
+def _write_pidfile(path: str, pid: int) -> None:
+    # Written in place, as 0.40 did: readers go by <name>.json, whose pid is
+    # written before this file is.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, str(pid).encode("ascii"))
+    finally:
+        os.close(fd)
 
 
 class ManagedProcess(AbstractContextManager["ManagedProcess"]):
@@ -213,7 +222,7 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
             self._runner_create_time = process_create_time(self._runner_pid)
             self._started_at = utc_now()
             self._dump()
-            write_json_atomic(Path(self.pidfile_path), self._proc.pid)
+            _write_pidfile(self.pidfile_path, self._proc.pid)
         except BaseException:
             if self._proc is not None:
                 self._proc.kill()
@@ -289,7 +298,7 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
         self._finished_at = utc_now()
         self._close_output()
         try:
-            self._dump()
+            self.info.dump_core(self.info_path)
         except FileNotFoundError:
             # The process folder was removed (e.g. remove(force=True)).
             logger.debug("'%s' was removed before it finished", self.name)

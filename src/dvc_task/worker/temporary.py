@@ -1,35 +1,52 @@
-"""A Celery worker that runs until its queue has been empty for a while."""
+"""A Celery worker that runs until its queue has been empty for a while.
+
+The idle decision is made inside the worker's own event loop: a timer of the
+worker (Celery's ``WorkController.timer``, which its event loop runs) looks
+at what the worker holds, and once nothing has been received or run for
+``timeout`` seconds, it stops the worker the way Celery's own warm shutdown
+does (``WorkerShutdown`` raised in the loop). No thread of ours watches it.
+
+Private Celery names used, and why:
+
+- ``celery._state._set_task_join_will_block`` and ``task_join_will_block``:
+  a worker marks the process as one where ``result.get()`` would block a
+  task; there is no public way to undo that once it has stopped.
+- ``celery.worker.state.should_stop`` and ``should_terminate``: reset after
+  the worker stopped, because a Ctrl-C or SIGTERM to it leaves them set for
+  the whole process, and a second worker would stop at once.
+"""
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 from celery import Celery
 from celery._state import _set_task_join_will_block, task_join_will_block
+from celery.exceptions import WorkerTerminate
 from celery.signals import task_received
 from celery.utils.nodenames import default_nodename
 from celery.worker import state as worker_state
 
-from dvc_task.app import broker, claims
 from dvc_task.app.filesystem import FSApp
+from dvc_task.files import FileLock, check_name
 
 logger = logging.getLogger(__name__)
 
-#: How often the monitor looks at a busy worker, and at an idle one (seconds).
-BUSY_POLL_S = 0.02
-IDLE_POLL_S = 0.1
+#: How often the worker looks whether it became idle while it has work.
+BUSY_CHECK_S = 0.05
+#: Longest wait for killed idle pool processes to be gone.
+POOL_EXIT_WAIT_S = 0.2
 _FLAGS = ("without_heartbeat", "without_mingle", "without_gossip")
-_NAME_FORBIDDEN = ("/", "\\", "\0")
 #: Signals whose handlers a Celery worker replaces.
 _WORKER_SIGNALS = tuple(
     getattr(signal, name)
@@ -38,41 +55,14 @@ _WORKER_SIGNALS = tuple(
 )
 
 
-def _check_name(name: str) -> None:
-    if not name or name in (".", "..") or any(c in name for c in _NAME_FORBIDDEN):
-        raise ValueError(
-            f"invalid worker name {name!r}: use a non-empty name without "
-            "'/', '\\' or NUL characters"
-        )
-
-
-@contextmanager
-def _worker_lock(path: Path) -> Iterator[bool]:
-    """Hold an OS lock on ``path``; yields False if another process holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield True
-    finally:
-        os.close(fd)
-
-
 @contextmanager
 def _program_state_kept() -> Iterator[None]:
     """Give the program back as it was once the worker has stopped.
 
     A Celery worker replaces ``sys.stdout``/``sys.stderr`` with logging
     proxies, configures the root logger, installs signal handlers, marks the
-    process as one where ``result.get()`` would block a task, and leaves its
-    stop flag set (so a second worker would stop at once). Private Celery
-    names used: ``celery._state._set_task_join_will_block`` and
-    ``task_join_will_block`` (no public way to undo the marking).
+    process as one where ``result.get()`` would block a task, and may leave
+    its stop flags set.
     """
     streams = (sys.stdout, sys.stderr)
     root = logging.getLogger()
@@ -94,6 +84,27 @@ def _program_state_kept() -> Iterator[None]:
         _set_task_join_will_block(join_blocks)
         worker_state.should_stop = None
         worker_state.should_terminate = None
+
+
+def _end_idle_pool(pids: Iterable[int]) -> None:
+    """Kill this process's idle pool processes and wait until they are dead.
+
+    Dead, not reaped: the pool reaps them. Celery's cold shutdown then finds
+    their result pipes closed instead of waiting on them.
+    """
+    children = {child.pid: child for child in psutil.Process().children()}
+    doomed = [children[pid] for pid in pids if pid in children]
+    for child in doomed:
+        child.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + POOL_EXIT_WAIT_S
+    for child in doomed:
+        while time.monotonic() < deadline:
+            try:
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.001)
 
 
 class TemporaryWorker:
@@ -120,6 +131,8 @@ class TemporaryWorker:
         self._worker: Any = None
         self._stopped = threading.Event()
         self._last_delivery = 0.0
+        self._idle_since: float | None = None
+        self._watch: Any = None
 
     def ping(self, name: str, timeout: float = 1.0) -> list[dict[str, Any]] | None:
         """Replies of worker ``name`` to a broadcast ping (None or empty if none)."""
@@ -170,7 +183,7 @@ class TemporaryWorker:
             ValueError: for a name that cannot be a file name.
 
         """
-        _check_name(name)
+        check_name(name, what="worker")
         nodename = default_nodename(name)
         lock_path = self._lock_path(nodename)
         if lock_path is None:
@@ -179,41 +192,82 @@ class TemporaryWorker:
                 return
             self._run(nodename, fsapp_clean)
             return
-        with _worker_lock(lock_path) as locked:
-            if not locked:
-                logger.info("worker '%s' is already running", nodename)
-                return
+        lock = FileLock(lock_path)
+        if not lock.acquire():
+            logger.info("worker '%s' is already running", nodename)
+            return
+        try:
+            lock.write(f"{os.getpid()}\n")
             self._run(nodename, fsapp_clean)
+        finally:
+            lock.release()
 
     def _on_received(self, **_: Any) -> None:
         self._last_delivery = time.monotonic()
 
     def _run(self, nodename: str, fsapp_clean: bool) -> None:
         self._stopped.clear()
+        self._idle_since = None
         self._last_delivery = time.monotonic()
         # Every delivery restarts the idle clock, also one that arrives and
-        # finishes between two looks of the monitor.
+        # finishes between two looks.
         task_received.connect(self._on_received, weak=False)
-        with _program_state_kept():
-            self._worker = self.app.Worker(**self._worker_options(nodename))
-            monitor = threading.Thread(
-                target=self.monitor,
-                args=(nodename,),
-                daemon=True,
-                name="dvc-task-monitor",
-            )
-            monitor.start()
-            try:
+        try:
+            with _program_state_kept():
+                self._worker = self.app.Worker(**self._worker_options(nodename))
+                self._watch = self._worker.timer.call_after(
+                    BUSY_CHECK_S, self._check_idle
+                )
                 self._worker.start()
-            finally:
-                task_received.disconnect(self._on_received)
-                self._stopped.set()
-                monitor.join()
-                self._worker = None
+        finally:
+            task_received.disconnect(self._on_received)
+            if self._watch is not None:
+                self._watch.cancel()
+                self._watch = None
+            self._worker = None
+            self._stopped.set()
         if fsapp_clean and isinstance(self.app, FSApp):
             logger.info("cleaning up FSApp broker")
             self.app.clean()
         logger.info("worker '%s' done", nodename)
+
+    def _check_idle(self) -> None:
+        """The worker's timer: stop it once it has been idle for ``timeout``."""
+        worker = self._worker
+        if worker is None:
+            return
+        try:
+            busy = self._busy()
+        except Exception:
+            logger.exception("could not inspect the queue; looking again")
+            busy = True
+        now = time.monotonic()
+        if busy:
+            self._idle_since = None
+            delay = BUSY_CHECK_S
+        else:
+            if self._idle_since is None:
+                self._idle_since = now
+            idle_since = max(self._idle_since, self._last_delivery)
+            delay = idle_since + self.timeout - now
+            if delay <= 0:
+                logger.info("queue empty for %ss, shutting down", self.timeout)
+                self._stop_worker(worker)
+                return
+        self._watch = worker.timer.call_after(delay, self._check_idle)
+
+    def _stop_worker(self, worker: Any) -> None:
+        if worker.hub is not None:
+            # We are in the worker's event loop, and it holds no work: stop
+            # it as a cold shutdown (a second Ctrl-C) does. Its pool
+            # processes (prefork) are idle: they are ended at once, since
+            # billiard's own way out waits fixed seconds for each.
+            _end_idle_pool(worker.pool.info.get("processes", ()))
+            raise WorkerTerminate(0)
+        # Without an event loop the timer runs in a thread of Celery's: the
+        # worker's blocking loop looks at the stop flag after each message
+        # or poll (reset once it stopped, see _program_state_kept).
+        worker_state.should_stop = 0
 
     def _consumer(self) -> Any:
         worker = self._worker
@@ -223,14 +277,11 @@ class TemporaryWorker:
         task_consumer = getattr(consumer, "task_consumer", None)
         if task_consumer is None:
             return 1  # not consuming yet: count as busy
+        names = {queue.name for queue in task_consumer.queues}
         if isinstance(self.app, FSApp):
-            # Read the folder directly: cheap enough to ask many times a second.
-            names = {queue.name for queue in task_consumer.queues}
-            return sum(
-                1
-                for path in claims.message_paths(self.app.broker_folders, queued=True)
-                if broker.queue_of(path.name) in names
-            )
+            # Read the folder directly: no connection needed.
+            waiting = self.app.folder_queue.waiting()
+            return sum(len(waiting.get(name, ())) for name in names)
         total = 0
         with self.app.connection_for_read() as conn:
             channel = conn.default_channel
@@ -243,53 +294,33 @@ class TemporaryWorker:
         if (
             worker_state.active_requests
             or worker_state.reserved_requests
-            or getattr(worker_state, "scheduled_requests", None)
+            or worker_state.scheduled_requests
         ):
             return True
         consumer = self._consumer()
         if consumer is None:
             return True
         channel = getattr(getattr(consumer, "task_consumer", None), "channel", None)
-        qos = getattr(channel, "_qos", None)
-        if qos is not None and set(qos._delivered) - qos._dirty:
+        # dvcfs:// counts the messages it delivered and that are not settled
+        # yet (an ETA task waiting in the worker, say).
+        if getattr(getattr(channel, "qos", None), "unacked", 0):
             return True
         return self._queued(consumer) > 0
 
     def monitor(self, name: str) -> None:
-        """Watch worker ``name`` and stop it once its queue has stayed empty.
+        """Stop worker ``name`` once its queue has stayed empty for ``timeout``.
 
-        Inside the worker that :meth:`start` runs, it looks often while work
-        is going on, so that it knows closely when the queue became empty,
-        and seldom while the worker idles. For a worker running elsewhere
-        (another process), it asks the worker over broadcast every
-        ``timeout`` seconds, shuts it down once it is idle and its queue
-        empty, and returns then, or as soon as the worker no longer answers.
+        For the worker that :meth:`start` runs in this process, the worker
+        decides that itself: this returns once it has stopped. For a worker
+        running elsewhere (another process), it asks the worker over
+        broadcast every ``timeout`` seconds, shuts it down once it is idle
+        and its queue empty, and returns then, or as soon as the worker no
+        longer answers.
         """
-        if self._worker is None:
-            self._monitor_remote(default_nodename(name))
+        if self._worker is not None:
+            self._stopped.wait()
             return
-        logger.debug("monitor: watching worker '%s'", name)
-        idle_since: float | None = None
-        wait = BUSY_POLL_S
-        while not self._stopped.wait(wait):
-            try:
-                busy = self._busy()
-            except Exception:
-                logger.exception("monitor: could not inspect the queue")
-                busy = True
-            now = time.monotonic()
-            if busy:
-                idle_since, wait = None, BUSY_POLL_S
-                continue
-            if idle_since is None:
-                idle_since = now
-            idle_since = max(idle_since, self._last_delivery)
-            left = idle_since + self.timeout - now
-            if left <= 0:
-                logger.info("monitor: queue empty for %ss, shutting down", self.timeout)
-                self._shutdown()
-                return
-            wait = min(left, IDLE_POLL_S)
+        self._monitor_remote(default_nodename(name))
 
     def _monitor_remote(self, nodename: str) -> None:
         logger.debug("monitor: watching worker '%s' over broadcast", nodename)
@@ -307,7 +338,7 @@ class TemporaryWorker:
                 logger.info("monitor: queue empty, shutting '%s' down", nodename)
                 self.app.control.shutdown(destination=[nodename])
                 return
-            time.sleep(self.timeout)
+            self._stopped.wait(self.timeout)
 
     def _remote_queued(self) -> bool:
         if isinstance(self.app, FSApp):
@@ -320,16 +351,3 @@ class TemporaryWorker:
                 .message_count
             )
             return count > 0
-
-    def _shutdown(self) -> None:
-        worker_state.should_stop = 0
-        consumer = self._consumer()
-        connection = getattr(consumer, "connection", None)
-        wake = getattr(getattr(connection, "transport", None), "wake", None)
-        if not callable(wake):
-            return
-        # Celery's blocking loop drains once more after it saw the stop flag,
-        # so keep waking the transport until the worker has returned.
-        wake()
-        while not self._stopped.wait(BUSY_POLL_S):
-            wake()
