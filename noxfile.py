@@ -182,6 +182,11 @@ def bench(session: nox.Session) -> None:
     peer_python = _peer_env(session, tmp / "dvc-task-0.40.2", "dvc-task==0.40.2")
     huey_python = _peer_env(session, tmp / "huey", "huey")
     results = Path("benchmarks", "results")
+    # Queues and process folders on the project's disk, where a user's are
+    # (DVC's sit in the repository), not in the system's /tmp.
+    work = tmp / "work"
+    work.mkdir(exist_ok=True)
+    session.env["TMPDIR"] = str(work.resolve())
     session.run(
         "python",
         "benchmarks/bench_transport.py",

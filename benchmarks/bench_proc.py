@@ -29,6 +29,47 @@ def drive(python: str, *args: str) -> dict[str, object]:
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def floor_run(count: int) -> float:
+    """Seconds per ``subprocess.run(["true"])``, the same way as ``run``."""
+    warm = count // 10
+    start = 0.0
+    for i in range(count):
+        if i == warm:
+            start = time.perf_counter()
+        subprocess.run(["true"], check=True)
+    return (time.perf_counter() - start) / (count - warm)
+
+
+def managed_run_rows(peers: dict[str, str], work: Path, runs: int) -> list[list[str]]:
+    """Rows: a managed run of `true`, and what it adds over the bare run."""
+    count = 500
+    costs: dict[str, list[float]] = {label: [] for label in peers}
+    floors = []
+    for i in range(runs):
+        floors.append(floor_run(count))
+        # Alternate who goes first (the file system slows as files pile up).
+        for label, python in list(peers.items())[:: 1 if i % 2 == 0 else -1]:
+            result = drive(python, "run", str(work / f"run-{label}-{i}"), str(count))
+            costs[label].append(float(result["seconds"]))  # type: ignore[arg-type]
+    base = median(floors)
+    old, new = median(costs["0.40.2"]), median(costs["ours"])
+    return [
+        [
+            f"`with ManagedProcess(['true'])`, {count} runs (ms; bare "
+            f"subprocess.run {base * 1000:.2f})",
+            f"{old * 1000:.2f}",
+            f"{new * 1000:.2f}",
+            f"{old / new:.2f}x",
+        ],
+        [
+            "  what it adds over the bare run (ms)",
+            f"{(old - base) * 1000:.2f}",
+            f"{(new - base) * 1000:.2f}",
+            f"{(new - base) / (old - base):.2f}x the cost of 0.40.2's",
+        ],
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--peer-040", required=True, help="python of dvc-task 0.40.2")
@@ -41,6 +82,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        rows += managed_run_rows(peers, work, args.runs)
         follow = {}
         for label, python in peers.items():
             delays = drive(

@@ -4,6 +4,7 @@ Usage:
   python proc_driver.py make WDIR N          N finished process folders
   python proc_driver.py processes WDIR RUNS  seconds per processes() listing
   python proc_driver.py follow WDIR LINES    follow latencies of LINES lines
+  python proc_driver.py run WDIR N           seconds per managed run of `true`
 All results are printed as JSON.
 """
 
@@ -75,5 +76,24 @@ def follow(wdir: str, lines: str) -> None:
     print(json.dumps({"delays": delays}))
 
 
+def run(wdir: str, count: str) -> None:
+    """Seconds per ``with ManagedProcess(["true"], ...)``, as a task runs it.
+
+    Every process gets its own new folder, as under ``ProcessManager``; the
+    first tenth is left out (warm-up).
+    """
+    total = int(count)
+    warm = total // 10
+    start = 0.0
+    for i in range(total):
+        if i == warm:
+            start = time.perf_counter()
+        name = f"run-{i:05d}"
+        with ManagedProcess(["true"], wdir=os.path.join(wdir, name), name=name):
+            pass
+    print(json.dumps({"seconds": (time.perf_counter() - start) / (total - warm)}))
+
+
 if __name__ == "__main__":
-    {"make": make, "processes": processes, "follow": follow}[sys.argv[1]](*sys.argv[2:])
+    commands = {"make": make, "processes": processes, "follow": follow, "run": run}
+    commands[sys.argv[1]](*sys.argv[2:])

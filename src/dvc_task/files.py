@@ -84,8 +84,12 @@ def write_atomic(path: StrPath, data: bytes, fsync: bool = True) -> None:
     """
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{id(data):x}.tmp")
-    unlink_quietly(tmp)
-    write_private_file(tmp, data, fsync=fsync)
+    try:
+        write_private_file(tmp, data, fsync=fsync)
+    except FileExistsError:
+        # Left by a crash of an earlier process that had this pid.
+        unlink_quietly(tmp)
+        write_private_file(tmp, data, fsync=fsync)
     try:
         os.replace(tmp, target)
     except BaseException:

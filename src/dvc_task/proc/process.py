@@ -182,10 +182,23 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
             runner_create_time=self._runner_create_time,
         )
 
-    def _make_wdir(self) -> None:
-        if self.wdir:
+    def _make_wdir(self) -> bool:
+        """Create the folder (0700) or check the existing one; whether it is new.
+
+        A folder this call made is private by construction: it needs no
+        check, and holds no record of an earlier run.
+        """
+        if not self.wdir:
+            return False
+        try:
+            os.mkdir(self.wdir, 0o700)
+            return True
+        except FileNotFoundError:
             makedirs(self.wdir, exist_ok=True, mode=0o700)
-            check_private(Path(self.wdir))
+        except FileExistsError:
+            pass
+        check_private(Path(self.wdir))
+        return False
 
     def _dump(self) -> None:
         self.info.dump(self.info_path)
@@ -201,8 +214,8 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
             OSError: the program cannot be started (nothing is recorded then).
             ProcessNotTerminatedError: a live runner still runs that name.
         """
-        self._make_wdir()
-        self._stop_orphan()
+        if not self._make_wdir():
+            self._stop_orphan()
         logger.debug("Appending output of '%s' to '%s'", self.name, self.stdout_path)
         fd = os.open(self.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._out = os.fdopen(fd, "ab")
