@@ -11,6 +11,7 @@ import errno
 import fcntl
 import os
 import re
+import stat
 from pathlib import Path
 from types import TracebackType
 
@@ -50,6 +51,44 @@ def check_name(name: str, what: str = "process") -> str:
     return name
 
 
+class NotARegularFileError(OSError):
+    """A path under our folders is a link, a FIFO, a folder...: not opened."""
+
+
+def open_regular(path: StrPath, flags: int = os.O_RDONLY, mode: int = FILE_MODE) -> int:
+    """Open a regular file of ours; its descriptor.
+
+    Never follows a link (``O_NOFOLLOW``), never blocks on a FIFO or device
+    (``O_NONBLOCK``, which a regular file ignores), and refuses whatever is
+    not a regular file once open. Every open of a path under a queue, job or
+    process folder goes through here.
+
+    Raises:
+        FileNotFoundError: no such file (and ``O_CREAT`` not given).
+        NotARegularFileError: a link, FIFO, folder, socket or device.
+        OSError: as ``os.open``.
+
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise NotARegularFileError(
+                exc.errno, f"not a regular file: {os.fspath(path)}"
+            ) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotARegularFileError(errno.EINVAL, f"not a regular file: {path}")
+    return fd
+
+
+def read_regular(path: StrPath) -> bytes:
+    """The content of a regular file of ours (see :func:`open_regular`)."""
+    with os.fdopen(open_regular(path), "rb") as fobj:
+        return fobj.read()
+
+
 def write_private_file(path: StrPath, data: bytes, fsync: bool = True) -> None:
     """Write a new 0600 file; remove it again if writing fails.
 
@@ -57,7 +96,7 @@ def write_private_file(path: StrPath, data: bytes, fsync: bool = True) -> None:
         OSError: the file exists already or could not be written.
 
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
     try:
         view = memoryview(data)
         while view:
@@ -135,7 +174,7 @@ class FileLock:
         """
         if self.held:
             return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
+        fd = open_regular(self.path, os.O_RDWR | os.O_CREAT)
         flags = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         try:
             fcntl.flock(fd, flags if blocking else flags | fcntl.LOCK_NB)
@@ -184,11 +223,11 @@ def lock_is_held(path: StrPath) -> bool | None:
     Only looks: never creates the file, never follows a link, never waits.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = open_regular(path)
     except FileNotFoundError:
         return None
     except OSError:
-        return False  # not a lock file of ours (a link, a folder...)
+        return False  # not a lock file of ours (a link, a FIFO, a folder...)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -19,9 +19,12 @@ def _make_writable_and_retry(
     func: Callable[[str], Any], path: str, _exc: object
 ) -> None:
     # Read-only entries (e.g. git objects) cannot be unlinked on every
-    # platform; grant write permission and try once more.
+    # platform; grant write permission and try once more. A link is never
+    # chmod-ed: that would change the file it points to.
     try:
-        os.chmod(path, os.lstat(path).st_mode | stat.S_IWRITE)
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISLNK(mode):
+            os.chmod(path, mode | stat.S_IWRITE)
     except FileNotFoundError:
         return
     except PermissionError:

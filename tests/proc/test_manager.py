@@ -61,7 +61,7 @@ def test_killed_runner_leaves_a_finished_failed_record(manager: ProcessManager) 
     assert info.runner_pid is not None
 
     os.kill(info.runner_pid, signal.SIGKILL)
-    wait_for(lambda: gone([info.runner_pid or 0]), "the runner to die")
+    wait_for(lambda: gone([info.runner_pid]), "the runner to die")
     assert manager["job"].returncode is None  # the command itself still runs
     os.kill(info.pid, signal.SIGKILL)
 
@@ -80,7 +80,8 @@ def test_killed_runner_leaves_a_finished_failed_record(manager: ProcessManager) 
 def test_reused_pid_is_not_mistaken_for_the_job(
     manager: ProcessManager, processes: Processes
 ) -> None:
-    runner = spawn(manager, "done", ["true"]).runner_pid or 0
+    runner = spawn(manager, "done", ["true"]).runner_pid
+    assert runner is not None
     wait_for(lambda: manager["done"].returncode == 0, "the job to finish")
     wait_for(lambda: gone([runner]), "the runner to exit")
     stranger = processes.start("sleep", "60")
@@ -245,7 +246,8 @@ def test_follow_of_a_finished_process_reads_everything(manager: ProcessManager) 
 def test_follow_ends_when_the_runner_died(manager: ProcessManager) -> None:
     info = spawn(manager, "job", ["sh", "-c", "echo started; sleep 60"])
     wait_for(lambda: lines(Path(info.stdout or "")) == ["started"], "output")
-    os.kill(info.runner_pid or 0, signal.SIGKILL)
+    assert info.runner_pid is not None  # never signal pid 0: the test's own group
+    os.kill(info.runner_pid, signal.SIGKILL)
     os.kill(info.pid, signal.SIGKILL)
 
     assert list(manager.follow("job", sleep_interval=0.1)) == ["started\n"]

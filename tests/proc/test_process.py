@@ -146,7 +146,8 @@ def test_run_again_after_a_dead_runner_stops_the_orphaned_command(
     tmp_path: Path,
 ) -> None:
     old = _spawned(tmp_path, "job", ["sleep", "60"])
-    os.kill(old.runner_pid or 0, 9)
+    assert old.runner_pid is not None  # never signal pid 0: the test's own group
+    os.kill(old.runner_pid, 9)
     wait_for(lambda: not old.runner_alive(), "the runner to die")
     assert old.command_alive()
 

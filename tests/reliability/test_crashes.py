@@ -154,8 +154,9 @@ def test_killed_runners_leave_readable_failed_records(
         wait_for(lambda info=info: lines(Path(info.stdout)), "output")
         victims = [info.runner_pid, info.pid]
         rng.shuffle(victims)
+        assert None not in victims  # never signal pid 0: the test's own group
         for pid in victims:
-            os.kill(pid or 0, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
 
         finished = wait_finished(manager, name, "the job to be reported finished")
         assert finished.returncode != 0

@@ -250,10 +250,14 @@ class FolderQueue:
         # putting it back would change the folder and wake every idle worker,
         # hundreds of times a second: it is looked at again later.
         try:
-            info = os.stat(self.folders.inbox / name)
+            info = os.lstat(self.folders.inbox / name)
         except FileNotFoundError:
             return False
-        return info.st_size == 0 and time.time() - info.st_mtime < EMPTY_GRACE_S
+        return (
+            stat.S_ISREG(info.st_mode)
+            and info.st_size == 0
+            and time.time() - info.st_mtime < EMPTY_GRACE_S
+        )
 
     def _own_reservation(self) -> Reservation:
         if self._reservation is None or not self._reservation.alive:

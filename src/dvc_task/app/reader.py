@@ -9,8 +9,11 @@ import base64
 import binascii
 import fcntl
 import json
+import os
 from pathlib import Path
 from typing import Any
+
+from dvc_task.files import open_regular
 
 #: A message file found empty is left alone this long: a dvc-task 0.40
 #: producer creates the file first and writes it afterwards.
@@ -30,7 +33,7 @@ def read_message(path: Path) -> bytes:
         BlockingIOError: a dvc-task 0.40 producer is still writing it.
 
     """
-    with open(path, "rb") as fobj:
+    with os.fdopen(open_regular(path), "rb") as fobj:
         # 0.40 producers write in place under an exclusive lock; ours rename
         # complete files, so the lock is only ever held by an old producer.
         fcntl.flock(fobj.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from dvc_task.app.watch import CHANGED_FILES, NEW_FILES, FolderWaiter
+from dvc_task.files import open_regular
 
 if TYPE_CHECKING:
     from dvc_task.jobs.queue import JobQueue
@@ -56,7 +57,7 @@ def tail_offset(fobj: IO[bytes], lines: int) -> int:
 def read(path: Path, tail: int | None = None) -> bytes:
     """The whole file (its last ``tail`` lines if given); empty if missing."""
     try:
-        with open(path, "rb") as fobj:
+        with os.fdopen(open_regular(path), "rb") as fobj:
             if tail is not None:
                 fobj.seek(tail_offset(fobj, tail))
             return fobj.read()
@@ -115,7 +116,7 @@ def _open_once_started(queue: JobQueue, name: str, path: Path) -> IO[bytes] | No
         # A worker marks the job started a moment before its output exists.
         while True:
             try:
-                return open(path, "rb")
+                return os.fdopen(open_regular(path), "rb")
             except FileNotFoundError:
                 if queue.ended(name):
                     return None

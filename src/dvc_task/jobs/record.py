@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from dvc_task.exceptions import DvcTaskError
-from dvc_task.files import FileLock, write_atomic
+from dvc_task.files import FileLock, NotARegularFileError, read_regular, write_atomic
 from dvc_task.proc.info import utc_now
 
 QUEUED = "queued"
@@ -134,8 +134,10 @@ class JobRecord:
             FileNotFoundError: no such record.
             InvalidJobRecordError: the file is not a valid record.
         """
-        with open(path, "rb") as fobj:
-            data = fobj.read()
+        try:
+            data = read_regular(path)
+        except NotARegularFileError as exc:
+            raise InvalidJobRecordError(str(path), str(exc)) from None
         try:
             raw = json.loads(data)
         except ValueError as exc:

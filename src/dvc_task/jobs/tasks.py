@@ -17,6 +17,7 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from dvc_task.files import open_regular
 from dvc_task.jobs.queue import JOB_TASK, JobQueue
 from dvc_task.jobs.record import (
     FAILED_TO_START,
@@ -155,9 +156,7 @@ def _record_failed_start(
     )
     message = f"dvc-task: cannot run {proc.args[0]!r}: {exc}"
     makedirs(queue.procs_dir / name, exist_ok=True, mode=0o700)
-    fd = os.open(
-        proc.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600
-    )
+    fd = open_regular(proc.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         os.write(fd, f"{message}\n".encode(errors="backslashreplace"))
     finally:

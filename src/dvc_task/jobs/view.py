@@ -17,6 +17,7 @@ from typing import Any
 
 from dvc_task.app.broker import BrokerFolders, list_messages
 from dvc_task.app.folderqueue import FolderQueue
+from dvc_task.files import read_regular
 from dvc_task.jobs.record import (
     FAILED,
     FINAL_STATES,
@@ -124,8 +125,7 @@ def message_task_id(path: Path, tasks: Collection[str] | None = None) -> str | N
     With ``tasks``, None also for a message of a task not among them.
     """
     try:
-        with open(path, "rb") as fobj:
-            headers = json.loads(fobj.read())["headers"]
+        headers = json.loads(read_regular(path))["headers"]
         task_id = headers["id"]
     except (OSError, ValueError, KeyError, TypeError):
         return None

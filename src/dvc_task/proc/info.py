@@ -19,7 +19,7 @@ from typing import Any
 
 import psutil
 
-from dvc_task.files import write_atomic
+from dvc_task.files import NotARegularFileError, open_regular, write_atomic
 from dvc_task.proc.exceptions import InvalidProcessInfoError
 from dvc_task.utils import StrPath
 
@@ -38,9 +38,9 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (0600, no fsync)."""
-    write_atomic(path, json.dumps(data).encode("utf-8"), fsync=False)
+def write_json_atomic(path: Path, data: Any, fsync: bool = False) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (0600)."""
+    write_atomic(path, json.dumps(data).encode("utf-8"), fsync=fsync)
 
 
 def _meta_path(path: str) -> str:
@@ -66,7 +66,11 @@ def _finish_time(mtime: float, started_at: Any) -> str:
 
 def _read_json(path: str) -> tuple[Any, float]:
     """The JSON in ``path`` and the file's modification time."""
-    with open(path, "rb") as fobj:
+    try:
+        fd = open_regular(path)
+    except NotARegularFileError as exc:
+        raise InvalidProcessInfoError(str(path), str(exc)) from None
+    with os.fdopen(fd, "rb") as fobj:
         data = fobj.read()
         mtime = os.fstat(fobj.fileno()).st_mtime
     if not data.strip():
@@ -89,6 +93,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "args": (list, type(None)),
     "runner_pid": (int, type(None)),
     "runner_create_time": (float, int, type(None)),
+    "start_id": (str, type(None)),
+    "runner_start_id": (str, type(None)),
 }
 
 
@@ -113,6 +119,10 @@ class ProcessInfo:
     #: The process that waits for this one and records its return code.
     runner_pid: int | None = None
     runner_create_time: float | None = None
+    #: ``<boot id>:<start time in clock ticks since boot>`` of ``pid`` and of
+    #: the runner: who they are, whatever the wall clock does (Linux).
+    start_id: str | None = None
+    runner_start_id: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProcessInfo:
@@ -180,14 +190,16 @@ class ProcessInfo:
             write_json_atomic(meta, {"pid": self.pid, **extra})
         self.dump_core(filename)
 
-    def dump_core(self, filename: StrPath) -> None:
+    def dump_core(self, filename: StrPath, fsync: bool = False) -> None:
         """Write atomically only 0.40's fields to ``filename``.
 
         How a finished process is recorded: its ``.meta.json`` stays as it
         was written at the start, and the finish time is this file's.
         """
         data = self.asdict()
-        write_json_atomic(Path(filename), {k: data[k] for k in _CORE_FIELDS})
+        write_json_atomic(
+            Path(filename), {k: data[k] for k in _CORE_FIELDS}, fsync=fsync
+        )
 
     def is_alive(self) -> bool:
         """Whether the process still runs, or its runner is yet to record it.
@@ -202,16 +214,30 @@ class ProcessInfo:
     def runner_alive(self) -> bool:
         """Whether the recorded runner (that waits for the command) still lives."""
         return self.runner_pid is not None and process_alive(
-            self.runner_pid, self.runner_create_time
+            self.runner_pid, self.runner_create_time, self.runner_start_id
         )
 
     def command_alive(self) -> bool:
         """Whether the recorded command itself still runs."""
-        return process_alive(self.pid, self.create_time)
+        return process_alive(self.pid, self.create_time, self.start_id)
 
 
-def process_alive(pid: int, create_time: float | None = None) -> bool:
-    """Whether ``pid`` runs (not a zombie) and, if given, started at ``create_time``."""
+def process_alive(
+    pid: int, create_time: float | None = None, start_id: str | None = None
+) -> bool:
+    """Whether ``pid`` runs (not a zombie) and is the process recorded.
+
+    The recorded process is told by ``start_id`` (see :func:`process_start_id`)
+    where the system has one: a clock step does not change it. Elsewhere, or
+    for a record without it, by ``create_time`` (wall clock, within 50 ms).
+    """
+    if start_id is not None:
+        stat_fields = _proc_stat(pid)
+        if stat_fields is not None:
+            state, ticks = stat_fields
+            return state not in _DEAD_STATES and f"{_boot_id()}:{ticks}" == start_id
+        if _boot_id() is not None:
+            return False  # /proc works, and has no such process
     try:
         proc = psutil.Process(pid)
         if create_time is not None and (
@@ -235,12 +261,61 @@ def process_create_time(pid: int) -> float | None:
         return None
 
 
+def process_start_id(pid: int) -> str | None:
+    """``<boot id>:<start ticks>`` of ``pid``; None if gone or not on Linux.
+
+    The start time in clock ticks since boot, with the boot it counts from,
+    names a process for good: unlike a wall-clock start time it does not move
+    when the clock is set (NTP, resume, ``date -s``).
+    """
+    if pid == os.getpid():
+        return _own_start_id(pid)
+    boot = _boot_id()
+    stat_fields = _proc_stat(pid) if boot is not None else None
+    return None if stat_fields is None else f"{boot}:{stat_fields[1]}"
+
+
 @functools.lru_cache(maxsize=4)
 def _own_create_time(pid: int) -> float | None:
     # Keyed by pid: a forked child (a pool process) asks with its own.
     try:
         return float(psutil.Process(pid).create_time())
     except psutil.Error:  # pragma: no cover - this process exists
+        return None
+
+
+@functools.lru_cache(maxsize=4)
+def _own_start_id(pid: int) -> str | None:
+    boot = _boot_id()
+    stat_fields = _proc_stat(pid) if boot is not None else None
+    return None if stat_fields is None else f"{boot}:{stat_fields[1]}"
+
+
+#: States of /proc/<pid>/stat of a process that has ended: zombie, dead.
+_DEAD_STATES = ("Z", "X", "x")
+
+
+@functools.lru_cache(maxsize=1)
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fobj:
+            return fobj.read().strip() or None
+    except OSError:
+        return None
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """``(state, start ticks)`` from ``/proc/<pid>/stat``; None if unreadable."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as fobj:
+            data = fobj.read()
+    except OSError:
+        return None
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    fields = data[data.rfind(b")") + 2 :].split()
+    try:
+        return fields[0].decode("ascii"), int(fields[19])
+    except (IndexError, ValueError, UnicodeDecodeError):
         return None
 
 

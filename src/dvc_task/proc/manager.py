@@ -17,7 +17,7 @@ from shortuuid import uuid
 
 from dvc_task.app.broker import check_private
 from dvc_task.app.watch import CHANGED_FILES, FolderWaiter
-from dvc_task.files import check_name
+from dvc_task.files import check_name, open_regular
 from dvc_task.proc.exceptions import (
     InvalidProcessInfoError,
     ProcessNotTerminatedError,
@@ -75,7 +75,16 @@ class ProcessManager:
             check_private(Path(self.wdir))
 
     def _info_path(self, name: str) -> str:
-        return os.path.join(self.wdir, check_name(name), f"{name}.json")
+        """The record's path; a process folder that is a link is no process.
+
+        Raises:
+            FileNotFoundError: ``<wdir>/<name>`` is a link (never followed:
+                its record would be read from, or written to, elsewhere).
+        """
+        folder = os.path.join(self.wdir, check_name(name))
+        if os.path.islink(folder):
+            raise FileNotFoundError(f"'{folder}' is a link, not a process folder")
+        return os.path.join(folder, f"{name}.json")
 
     def _load(self, name: str) -> ProcessInfo:
         """The recorded info, with liveness checked and written back."""
@@ -333,7 +342,7 @@ class ProcessManager:
         )
         pending = ""
         try:
-            with open(out, "rb") as fobj:
+            with os.fdopen(open_regular(out), "rb") as fobj:
                 finished = False
                 while True:
                     chunk = fobj.read(1 << 16)

@@ -20,7 +20,7 @@ from shortuuid import uuid
 from dvc_task.app.broker import check_private
 from dvc_task.app.watch import NEW_FILES, FolderWaiter
 from dvc_task.exceptions import DvcTaskError
-from dvc_task.files import check_name
+from dvc_task.files import check_name, open_regular
 from dvc_task.proc.exceptions import (
     InvalidProcessInfoError,
     ProcessNotTerminatedError,
@@ -30,6 +30,7 @@ from dvc_task.proc.info import (
     ProcessInfo,
     process_alive,
     process_create_time,
+    process_start_id,
     utc_now,
 )
 from dvc_task.proc.tree import signal_job, wait_gone
@@ -67,13 +68,15 @@ def _own_group_kwargs() -> dict[str, Any]:
     # it and all its children but never the runner (a worker, say).
     if sys.version_info >= (3, 11):
         return {"process_group": 0}
-    return {"preexec_fn": os.setpgrp}  # pragma: no cover - Python < 3.11
+    # preexec_fn may deadlock in a threaded program (a threads-pool worker):
+    # a new session makes the command lead its own process group too.
+    return {"start_new_session": True}  # pragma: no cover - Python < 3.11
 
 
 def _write_pidfile(path: str, pid: int) -> None:
     # Written in place, as 0.40 did: readers go by <name>.json, whose pid is
     # written before this file is.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    fd = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         os.write(fd, str(pid).encode("ascii"))
     finally:
@@ -127,6 +130,8 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
         self._finished_at: str | None = None
         self._runner_pid: int | None = None
         self._runner_create_time: float | None = None
+        self._start_id: str | None = None
+        self._runner_start_id: str | None = None
 
     def __enter__(self) -> ManagedProcess:
         if self._proc is None:
@@ -180,6 +185,8 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
             args=self.args,
             runner_pid=self._runner_pid,
             runner_create_time=self._runner_create_time,
+            start_id=self._start_id,
+            runner_start_id=self._runner_start_id,
         )
 
     def _make_wdir(self) -> bool:
@@ -217,7 +224,7 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
         if not self._make_wdir():
             self._stop_orphan()
         logger.debug("Appending output of '%s' to '%s'", self.name, self.stdout_path)
-        fd = os.open(self.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = open_regular(self.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         self._out = os.fdopen(fd, "ab")
         try:
             self._proc = subprocess.Popen(
@@ -231,8 +238,10 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
                 **_own_group_kwargs(),
             )
             self._create_time = process_create_time(self._proc.pid)
+            self._start_id = process_start_id(self._proc.pid)
             self._runner_pid = os.getpid()
             self._runner_create_time = process_create_time(self._runner_pid)
+            self._runner_start_id = process_start_id(self._runner_pid)
             self._started_at = utc_now()
             self._dump()
             _write_pidfile(self.pidfile_path, self._proc.pid)
@@ -311,7 +320,8 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
         self._finished_at = utc_now()
         self._close_output()
         try:
-            self.info.dump_core(self.info_path)
+            # Durable: the return code is what must survive a power cut.
+            self.info.dump_core(self.info_path, fsync=True)
         except FileNotFoundError:
             # The process folder was removed (e.g. remove(force=True)).
             logger.debug("'%s' was removed before it finished", self.name)
@@ -341,7 +351,7 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
             "cwd": proc.cwd,
         }
         runner = module_command("dvc_task.proc.runner", json.dumps(spec))
-        fd = os.open(proc.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = open_regular(proc.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         try:
             launcher = subprocess.run(
                 [sys.executable, "-I", "-S", "-c", _LAUNCH, *runner],

@@ -1,0 +1,174 @@
+"""Links and FIFOs planted where we open files: never followed, never blocking.
+
+Each test plants a symlink to a victim file outside our folders, or a FIFO,
+at a path we open, runs the operations that open it, and checks that the
+victim's content, mode and existence are unchanged and nothing hangs.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dvc_task.app.broker import BrokerFolders
+from dvc_task.app.folderqueue import FolderQueue
+from dvc_task.files import FileLock, NotARegularFileError, lock_is_held
+from dvc_task.proc import ManagedProcess, ProcessManager
+from dvc_task.proc.exceptions import InvalidProcessInfoError
+
+from conftest import wait_finished
+
+VICTIM_TEXT = "precious\n"
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    path = tmp_path / "outside" / "victim.txt"
+    path.parent.mkdir()
+    path.write_text(VICTIM_TEXT)
+    path.chmod(0o600)
+    return path
+
+
+def assert_untouched(victim: Path) -> None:
+    assert victim.read_text() == VICTIM_TEXT
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> BrokerFolders:
+    found = BrokerFolders.from_options({"data_folder_in": str(tmp_path / "b" / "in")})
+    found.create()
+    return found
+
+
+def test_message_that_is_a_link_is_quarantined_not_read(
+    folders: BrokerFolders, victim: Path
+) -> None:
+    link = folders.inbox / "1_link.celery.msg"
+    link.symlink_to(victim)
+    queue = FolderQueue(folders)
+
+    assert queue.claim(link.name) is None
+
+    assert [p.name for p in folders.quarantine.iterdir()] == [link.name]
+    assert (folders.quarantine / link.name).is_symlink()
+    assert_untouched(victim)
+
+
+def test_message_that_is_a_fifo_is_quarantined_without_blocking(
+    folders: BrokerFolders,
+) -> None:
+    fifo = folders.inbox / "1_fifo.celery.msg"
+    os.mkfifo(fifo, 0o600)
+    # In a child with a deadline: a blocking open would hang the test.
+    code = (
+        "import sys\n"
+        "from dvc_task.app.broker import BrokerFolders\n"
+        "from dvc_task.app.folderqueue import FolderQueue\n"
+        "f = BrokerFolders.from_options({'data_folder_in': sys.argv[1]})\n"
+        "q = FolderQueue(f)\n"
+        "for _ in range(3):\n"
+        "    assert q.claim(sys.argv[2]) is None\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(folders.inbox), fifo.name],
+        check=True,
+        timeout=60,
+    )
+
+    assert [p.name for p in folders.quarantine.iterdir()] == [fifo.name]
+    assert not list(folders.inbox.iterdir())
+
+
+def test_lock_file_that_is_a_link_is_refused(tmp_path: Path, victim: Path) -> None:
+    link = tmp_path / "w.lock"
+    link.symlink_to(victim)
+
+    with pytest.raises(NotARegularFileError):
+        FileLock(link).acquire()
+    assert lock_is_held(link) is False
+    assert_untouched(victim)
+
+
+def test_output_file_that_is_a_link_or_fifo_is_refused(
+    tmp_path: Path, victim: Path
+) -> None:
+    for name, plant in (
+        ("linked", lambda p: p.symlink_to(victim)),
+        ("fifo", lambda p: os.mkfifo(p, 0o600)),
+    ):
+        wdir = tmp_path / name
+        wdir.mkdir(mode=0o700)
+        plant(wdir / f"{name}.out")
+        proc = ManagedProcess(["echo", "written"], wdir=wdir, name=name)
+
+        with pytest.raises(NotARegularFileError):
+            proc.run()
+
+        assert not (wdir / f"{name}.json").exists()  # nothing started
+    assert_untouched(victim)
+
+
+def test_process_folder_that_is_a_link_is_no_process(
+    tmp_path: Path, victim: Path
+) -> None:
+    procs = tmp_path / "procs"
+    real = procs / "real"
+    with ManagedProcess(["true"], wdir=real, name="real"):
+        pass
+    elsewhere = victim.parent / "job"
+    elsewhere.mkdir(mode=0o700)
+    (elsewhere / "job.json").write_text((real / "real.json").read_text())
+    (procs / "job").symlink_to(elsewhere)
+    manager = ProcessManager(procs)
+    record = (elsewhere / "job.json").read_text()
+
+    assert manager.get("job") is None
+    with pytest.raises(KeyError):
+        manager["job"]
+    with pytest.raises(ProcessLookupError):
+        manager.kill("job")
+    assert [name for name, _ in manager.processes()] == ["real"]
+    manager.remove("job")
+
+    assert (elsewhere / "job.json").read_text() == record
+    assert_untouched(victim)
+
+
+def test_record_that_is_a_link_is_reported_not_followed(
+    tmp_path: Path, victim: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    procs = tmp_path / "procs"
+    with ManagedProcess(["true"], wdir=procs / "job", name="job"):
+        pass
+    record = procs / "job" / "job.json"
+    record.unlink()
+    record.symlink_to(victim)
+    manager = ProcessManager(procs)
+
+    with pytest.raises(InvalidProcessInfoError, match="not a regular file"):
+        manager["job"]
+    assert list(manager.processes()) == []
+    assert "not a regular file" in caplog.text
+    assert_untouched(victim)
+
+
+def test_runner_stopped_with_sigterm_stops_its_command_and_records_it(
+    tmp_path: Path,
+) -> None:
+    ManagedProcess.spawn(["sleep", "60"], wdir=tmp_path / "job", name="job")
+    manager = ProcessManager(tmp_path)
+    info = manager["job"]
+    assert info.runner_pid is not None  # never signal pid 0: our own group
+
+    os.kill(info.runner_pid, 15)
+
+    finished = wait_finished(manager, "job", "the runner to record the end")
+    assert finished.returncode == -15
+    assert not finished.command_alive()
