@@ -36,6 +36,17 @@ def make_app(wdir: str, acks_late: bool = False, folder_watch: str = "auto") -> 
         append_line(path, item)
         return item
 
+    @app.task(name="record_by", bind=True)
+    def record_by(self: Any, path: str, item: str, work_ms: int) -> str:
+        time.sleep(work_ms / 1000)  # the job's own work
+        append_line(path, f"{item} {self.request.hostname}")
+        return item
+
+    @app.task(name="stamp_start")
+    def stamp_start(path: str, item: str) -> str:
+        append_line(path, f"{item} {time.time()}")
+        return item
+
     @app.task(name="block")
     def block(started: str, release: str, path: str, item: str) -> str:
         append_line(started, item)
