@@ -282,3 +282,48 @@ def test_listing_taken_then_waiting_never_misses_a_message_that_moved(
     finally:
         release.touch()
     wait_for(lambda: lines(done) == ["moved"], "the job to finish")
+
+
+def test_existing_queue_folder_others_may_write_is_refused_without_mkdir(
+    tmp_path: Path, umask: Callable[[int], int]
+) -> None:
+    umask(0o022)
+    FSApp("x", wdir=tmp_path, mkdir=True)
+    (tmp_path / "broker" / "in").chmod(0o777)
+
+    with pytest.raises(UnsafeFolderError, match="everyone may write"):
+        FSApp("x", wdir=tmp_path)
+
+
+def test_world_writable_folder_is_refused_even_with_umask_000(
+    tmp_path: Path, umask: Callable[[int], int]
+) -> None:
+    umask(0o000)
+    procs = tmp_path / "procs"
+    procs.mkdir()
+    procs.chmod(0o777)
+
+    with pytest.raises(UnsafeFolderError, match="everyone may write"):
+        ProcessManager(procs)
+    assert stat.S_IMODE(procs.stat().st_mode) == 0o777
+
+
+@pytest.mark.skipif(
+    os.getuid() != 0,
+    reason="needs root to give a folder another group: the refusal of a folder "
+    "that a shared group may write is not checked here",
+)
+def test_folder_writable_by_a_shared_group_is_refused(
+    tmp_path: Path, umask: Callable[[int], int]
+) -> None:
+    # With umask 002 a group-writable folder is made private only when the
+    # group is the user's own; members of a shared one may have put files in.
+    umask(0o002)
+    procs = tmp_path / "procs"
+    procs.mkdir()
+    procs.chmod(0o775)
+    os.chown(procs, -1, 12345)  # a group that is not the user's own
+
+    with pytest.raises(UnsafeFolderError, match="a group you share"):
+        ProcessManager(procs)
+    assert stat.S_IMODE(procs.stat().st_mode) == 0o775

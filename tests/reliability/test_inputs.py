@@ -179,7 +179,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
             capture_output=True,
         )
     except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {exc}")
+        pytest.skip(
+            f"cannot mount a small tmpfs here (needs root): {exc}; unchecked: "
+            "publishing onto a full disk fails clearly and loses nothing"
+        )
     try:
         yield mount
     finally:
@@ -238,7 +241,10 @@ def test_folder_of_another_user_is_refused(tmp_path: Path, what: str) -> None:
     try:
         os.chown(target, 65534, 65534)
     except PermissionError:
-        pytest.skip("changing a folder's owner needs root")
+        pytest.skip(
+            "changing a folder's owner needs root; unchecked: a queue or process "
+            "folder of another user is refused"
+        )
 
     def use() -> object:
         if what == "queue":

@@ -116,7 +116,9 @@ def check_private(path: Path) -> None:
 
     A folder of ours that the user's own umask made group-writable (umask
     002, the default with per-user groups; DVC creates folders that way) is
-    not a sign of tampering: it is made private (0700) with a warning.
+    not a sign of tampering when the group is the user's own per-user group:
+    it is made private (0700) with a warning. A shared group, or everyone,
+    may already have put files there: refused.
 
     Raises:
         UnsafeFolderError: with what is wrong and how to fix it.
@@ -138,11 +140,11 @@ def check_private(path: Path) -> None:
     if not loose:
         return
     umask = current_umask()
-    if loose & umask:
+    if loose & umask or loose & stat.S_IWOTH or not _own_private_group(st.st_gid):
         raise UnsafeFolderError(
             str(path),
-            f"group or others may write to it (mode {st.st_mode & 0o777:o})",
-            f"make it private with 'chmod 700 {path}'",
+            f"{_writers(st)} may write to it (mode {st.st_mode & 0o777:o})",
+            f"check what is in it, then make it private with 'chmod 700 {path}'",
         )
     os.chmod(path, FOLDER_MODE)
     logger.warning(
@@ -151,6 +153,41 @@ def check_private(path: Path) -> None:
         st.st_mode & 0o777,
         umask,
     )
+
+
+def _own_private_group(gid: int) -> bool:
+    """Whether ``gid`` is the user's own per-user group, which only they are in.
+
+    That is: the user's primary group, named as the user, with no other
+    members.
+    """
+    try:
+        import grp  # noqa: PLC0415 - POSIX only
+        import pwd  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - not POSIX
+        return False
+    try:
+        user = pwd.getpwuid(os.getuid())
+        group = grp.getgrgid(gid)
+    except KeyError:
+        return False
+    return (
+        gid == user.pw_gid
+        and group.gr_name == user.pw_name
+        and set(group.gr_mem) <= {user.pw_name}
+    )
+
+
+def _writers(st: os.stat_result) -> str:
+    if st.st_mode & stat.S_IWOTH:
+        return "everyone"
+    try:
+        import grp  # noqa: PLC0415 - POSIX only
+
+        name = grp.getgrgid(st.st_gid).gr_name
+    except (ImportError, KeyError):
+        name = str(st.st_gid)
+    return f"group '{name}' (a group you share)"
 
 
 def ensure_folder(path: Path) -> None:

@@ -45,7 +45,8 @@ def _get_fs_config(
 ) -> dict[str, Any]:
     """Celery configuration for a broker and result backend in ``wdir``.
 
-    With ``mkdir``, the folders are created (mode 0700).
+    With ``mkdir``, the folders are created (mode 0700). Existing folders are
+    checked either way.
 
     Raises:
         UnsafeFolderError: an existing folder is not private to its owner.
@@ -62,10 +63,14 @@ def _get_fs_config(
         tmp=Path(unc_path(os.path.join(broker_path, "tmp"))),
     )
     result_path = Path(unc_path(os.path.join(os.fspath(wdir), "result")))
-    if mkdir:
-        broker.make_private_folder(Path(unc_path(broker_path)))
-        folders.create()
-        broker.make_private_folder(result_path)
+    ours = [Path(unc_path(broker_path)), *folders.all(), result_path]
+    for path in ours:
+        if mkdir:
+            broker.make_private_folder(path)
+        elif path.is_dir():
+            # Opening an existing queue checks it as creating one does: a
+            # folder others may write to could hold their job messages.
+            broker.check_private(path)
     accept = sorted({_content_type(task_serializer)})
     return {
         "broker_url": f"{transport.ALIAS}://",
