@@ -21,7 +21,7 @@ from dvc_task.proc.exceptions import (
     InvalidProcessInfoError,
     ProcessNotTerminatedError,
 )
-from dvc_task.proc.info import LOST_RETURNCODE
+from dvc_task.proc.info import LOST_RETURNCODE, process_create_time, process_start_id
 
 from conftest import HELPERS, Processes, lines, wait_finished, wait_for
 
@@ -408,3 +408,59 @@ def test_spawned_process_runs_in_cwd_and_is_known_at_once(
 
     # Known by name as soon as spawn() returns: follow() works at once.
     assert "".join(manager.follow("sp")) == f"{here}\n"
+
+
+def test_kill_as_the_command_ends_leaves_the_return_code_to_its_runner(
+    tmp_path: Path, processes: Processes
+) -> None:
+    # The command has just ended and its runner, alive, is about to record
+    # the real return code: a kill that finds the command gone must not
+    # record it lost over what the runner writes.
+    runner = processes.start("sleep", "60")
+    ended = processes.start("true")
+    ended.wait()
+    folder = tmp_path / "job"
+    folder.mkdir(mode=0o700)
+    ProcessInfo(
+        pid=ended.pid,
+        runner_pid=runner.pid,
+        runner_create_time=process_create_time(runner.pid),
+        runner_start_id=process_start_id(runner.pid),
+    ).dump(folder / "job.json")
+    manager = ProcessManager(tmp_path)
+
+    with pytest.raises(ProcessLookupError):
+        manager.kill("job")
+
+    assert manager["job"].returncode is None
+
+
+def test_040_record_whose_pid_was_reused_is_not_signalled(
+    tmp_path: Path, processes: Processes
+) -> None:
+    folder = tmp_path / "job"
+    folder.mkdir(mode=0o700)
+    record = folder / "job.json"
+    stranger = processes.start("sleep", "60")
+    # What dvc-task 0.40 wrote (no start times), an hour before the pid
+    # was handed to another program.
+    record.write_text(
+        json.dumps(
+            {
+                "pid": stranger.pid,
+                "stdin": None,
+                "stdout": None,
+                "stderr": None,
+                "returncode": None,
+            }
+        )
+    )
+    an_hour_ago = time.time() - 3600
+    os.utime(record, (an_hour_ago, an_hour_ago))
+    manager = ProcessManager(tmp_path)
+
+    with pytest.raises(ProcessLookupError):
+        manager.kill("job")
+
+    assert stranger.poll() is None
+    assert manager["job"].returncode == LOST_RETURNCODE

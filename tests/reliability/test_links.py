@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ from dvc_task.files import FileLock, NotARegularFileError, lock_is_held
 from dvc_task.proc import ManagedProcess, ProcessManager
 from dvc_task.proc.exceptions import InvalidProcessInfoError
 
-from conftest import wait_finished
+from conftest import Cli, wait_finished
 
 VICTIM_TEXT = "precious\n"
 
@@ -172,3 +173,48 @@ def test_runner_stopped_with_sigterm_stops_its_command_and_records_it(
     finished = wait_finished(manager, "job", "the runner to record the end")
     assert finished.returncode == -15
     assert not finished.command_alive()
+
+
+def test_links_and_fifos_at_every_job_path_never_reach_a_file_outside(
+    cli: Cli, victim: Path, figures: dict[str, Any]
+) -> None:
+    # Finished jobs, then every file of theirs replaced by a link to the
+    # victim or by a FIFO, then every command that reads, lists or deletes.
+    names = [f"j{i}" for i in range(4)]
+    for name in names:
+        cli("run", "--wait", "--name", name, "--", "echo", name)
+    planted = 0
+    targets = [
+        (cli.folder / "jobs" / f"{names[0]}.json", "link"),
+        (cli.folder / "procs" / names[1] / f"{names[1]}.out", "link"),
+        (cli.folder / "procs" / names[2] / f"{names[2]}.json", "fifo"),
+        (cli.folder / "procs" / names[3] / f"{names[3]}.out", "fifo"),
+    ]
+    for path, kind in targets:
+        path.unlink()
+        if kind == "link":
+            path.symlink_to(victim)
+        else:
+            os.mkfifo(path, 0o600)
+        planted += 1
+
+    operations = [
+        ("status",),
+        ("status", "--json"),
+        *(("logs", name) for name in names),
+        *(("logs", "--tail", "1", name) for name in names),
+        ("cleanup",),
+        *(("rm", "--force", name) for name in names),
+        ("status",),
+    ]
+    for args in operations:
+        done = cli(*args, check=None, timeout=60)  # a hang fails here
+        assert done.returncode in (0, 1, 2), (args, done.stderr)
+        assert_untouched(victim)
+
+    figures["planted_links_and_fifos"] = {
+        "planted": planted,
+        "operations": len(operations),
+        "victim_changed": 0,
+        "hangs": 0,
+    }

@@ -63,6 +63,7 @@ from dvc_task.app.reader import (
 from dvc_task.files import (
     FileLock,
     lock_is_held,
+    read_regular,
     unlink_quietly,
     write_atomic,
     write_private_file,
@@ -468,7 +469,7 @@ def _mark(path: Path, flag: str) -> None:
     ours is moved on unchanged.
     """
     try:
-        payload = json.loads(path.read_bytes())
+        payload = json.loads(read_regular(path))
         info = payload["properties"]["delivery_info"]
     except (OSError, ValueError, KeyError, TypeError):
         return

@@ -72,7 +72,7 @@ def copy(path: Path, out_fd: int, tail: int | None = None) -> None:
     what ``cat`` costs. A missing file writes nothing.
     """
     try:
-        fobj = open(path, "rb")  # noqa: SIM115 - closed below
+        fobj = os.fdopen(open_regular(path), "rb")
     except FileNotFoundError:
         return
     with fobj:

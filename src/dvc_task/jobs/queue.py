@@ -26,7 +26,7 @@ from dvc_task.app.broker import (
     make_private_folder,
 )
 from dvc_task.app.watch import NEW_FILES, FolderWaiter
-from dvc_task.files import FileLock, check_name, write_atomic
+from dvc_task.files import FileLock, check_name, read_regular, write_atomic
 from dvc_task.jobs import control, output
 from dvc_task.jobs import workers as worker_ops
 from dvc_task.jobs.listing import UNREADABLE, folders, records
@@ -217,8 +217,8 @@ class JobQueue:
     def _next_seq(self) -> int:
         path = self.jobs_dir / ".seq"
         try:
-            seq = int(path.read_text()) + 1
-        except (FileNotFoundError, ValueError):
+            seq = int(read_regular(path)) + 1
+        except (OSError, ValueError):
             seq = 1
         write_atomic(path, str(seq).encode("ascii"))
         return seq
@@ -336,8 +336,8 @@ class JobQueue:
     def kill_requested(self, name: str) -> int | None:
         """The signal that ``kill`` asked for job ``name``, if any."""
         try:
-            return int(self.kill_request_path(name).read_text())
-        except (FileNotFoundError, ValueError):
+            return int(read_regular(self.kill_request_path(name)))
+        except (OSError, ValueError):
             return None
 
     def wait(self, name: str, timeout: float | None = None) -> Job:

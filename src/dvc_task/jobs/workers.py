@@ -13,10 +13,9 @@ import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dvc_task.files import lock_is_held
+from dvc_task.files import lock_is_held, read_regular
 from dvc_task.jobs.record import RUNNING, STARTING, JobError
 from dvc_task.jobs.view import Job, parse_time
 from dvc_task.proc import ManagedProcess, ProcessManager
@@ -78,7 +77,7 @@ def _locked_workers(queue: JobQueue) -> dict[str, tuple[int | None, str]]:
         if not lock_is_held(entry.path):
             continue  # nobody holds it: that worker is gone
         try:
-            text = Path(entry.path).read_text("ascii", "replace").strip()
+            text = read_regular(entry.path).decode("ascii", "replace").strip()
             mtime = entry.stat(follow_symlinks=False).st_mtime
         except OSError:
             continue

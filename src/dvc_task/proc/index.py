@@ -20,15 +20,17 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from dvc_task.files import read_regular
 from dvc_task.proc.info import ProcessInfo, write_json_atomic
 from dvc_task.utils import makedirs
 
 logger = logging.getLogger(__name__)
 
 INDEX_DIR = "..index"
-_VERSION = 1
-_FIELDS = len(fields(ProcessInfo))
-_NAMES = [field.name for field in fields(ProcessInfo)]
+_VERSION = 2
+#: The stored fields (``recorded_at`` is read from the file, not stored).
+_NAMES = [field.name for field in fields(ProcessInfo) if field.init]
+_FIELDS = len(_NAMES)
 _STDOUT = _NAMES.index("stdout")
 _values = operator.attrgetter(*_NAMES)
 _RECENT_NS = 1_000_000_000
@@ -51,7 +53,7 @@ class RecordIndex:
         self._fresh: dict[str, list[Any]] = {}
         self._dirty = False
         try:
-            data = json.loads(self.path.read_bytes())
+            data = json.loads(read_regular(self.path))
             if data.get("version") == _VERSION and isinstance(data["rows"], dict):
                 self._rows = {
                     name: row
@@ -75,7 +77,9 @@ class RecordIndex:
         if values[_STDOUT] == 0:
             values[_STDOUT] = stdout
         self._fresh[name] = row
-        return ProcessInfo(*values)
+        info = ProcessInfo(*values)
+        info.recorded_at = key[0] / 1e9
+        return info
 
     def put(self, name: str, key: Key, info: ProcessInfo, stdout: str) -> None:
         """Remember ``info`` as the record of a file with ``key``."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,8 @@ from dvc_task.utils import StrPath
 LOST_RETURNCODE = -1
 #: Start times of the same process read twice agree far better than this.
 _CREATE_TIME_TOLERANCE_S = 0.05
+#: File times come from a coarse clock, start times are whole ticks.
+_RECORD_TIME_SLACK_S = 1.0
 #: No system hands out pids this large (Linux stops at 2**22).
 _PID_LIMIT = 2**31
 _CORE_FIELDS = ("pid", "stdin", "stdout", "stderr", "returncode")
@@ -123,6 +125,10 @@ class ProcessInfo:
     #: the runner: who they are, whatever the wall clock does (Linux).
     start_id: str | None = None
     runner_start_id: str | None = None
+    #: When ``<name>.json`` was last written (read from the file, never
+    #: stored): for a record without start times (dvc-task 0.40's), a process
+    #: that started after it is not the one recorded.
+    recorded_at: float | None = field(default=None, init=False, compare=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProcessInfo:
@@ -134,13 +140,13 @@ class ProcessInfo:
         if not isinstance(data, dict):
             raise ValueError("process information is not a JSON object")
         known: dict[str, Any] = {}
-        for field in fields(cls):
-            if field.name not in data:
+        for name in _FIELD_NAMES:
+            if name not in data:
                 continue
-            value = data[field.name]
-            if isinstance(value, bool) or not isinstance(value, _TYPES[field.name]):
-                raise ValueError(f"field '{field.name}' has a bad value {value!r}")
-            known[field.name] = value
+            value = data[name]
+            if isinstance(value, bool) or not isinstance(value, _TYPES[name]):
+                raise ValueError(f"field '{name}' has a bad value {value!r}")
+            known[name] = value
         if "pid" not in known:
             raise ValueError("no 'pid' field")
         if not 1 < known["pid"] < _PID_LIMIT:
@@ -169,9 +175,11 @@ class ProcessInfo:
             if data.get("finished_at") is None and data.get("returncode") is not None:
                 data["finished_at"] = _finish_time(mtime, data.get("started_at"))
         try:
-            return cls.from_dict(data)
+            info = cls.from_dict(data)
         except ValueError as exc:
             raise InvalidProcessInfoError(path, str(exc)) from None
+        info.recorded_at = mtime
+        return info
 
     def asdict(self) -> dict[str, Any]:
         """All fields as a dict (``args`` copied)."""
@@ -219,17 +227,29 @@ class ProcessInfo:
 
     def command_alive(self) -> bool:
         """Whether the recorded command itself still runs."""
-        return process_alive(self.pid, self.create_time, self.start_id)
+        started_before = (
+            self.recorded_at
+            if self.create_time is None and self.start_id is None
+            else None
+        )
+        return process_alive(
+            self.pid, self.create_time, self.start_id, started_before=started_before
+        )
 
 
 def process_alive(
-    pid: int, create_time: float | None = None, start_id: str | None = None
+    pid: int,
+    create_time: float | None = None,
+    start_id: str | None = None,
+    started_before: float | None = None,
 ) -> bool:
     """Whether ``pid`` runs (not a zombie) and is the process recorded.
 
     The recorded process is told by ``start_id`` (see :func:`process_start_id`)
     where the system has one: a clock step does not change it. Elsewhere, or
     for a record without it, by ``create_time`` (wall clock, within 50 ms).
+    With neither, ``started_before`` (a wall-clock time it was recorded by)
+    rules out a process that started later.
     """
     if start_id is not None:
         stat_fields = _proc_stat(pid)
@@ -240,11 +260,15 @@ def process_alive(
             return False  # /proc works, and has no such process
     try:
         proc = psutil.Process(pid)
-        if create_time is not None and (
-            abs(proc.create_time() - create_time) > _CREATE_TIME_TOLERANCE_S
-        ):
-            return False
-        return bool(proc.status() != psutil.STATUS_ZOMBIE)
+        started = proc.create_time()
+        recorded = (
+            create_time is None
+            or abs(started - create_time) <= _CREATE_TIME_TOLERANCE_S
+        )
+        in_time = (
+            started_before is None or started <= started_before + _RECORD_TIME_SLACK_S
+        )
+        return recorded and in_time and bool(proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
     except psutil.AccessDenied:
@@ -319,4 +343,4 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
         return None
 
 
-_FIELD_NAMES = tuple(field.name for field in fields(ProcessInfo))
+_FIELD_NAMES = tuple(f.name for f in fields(ProcessInfo) if f.init)

@@ -96,12 +96,13 @@ class ProcessManager:
 
     @staticmethod
     def _record_lost(path: str, info: ProcessInfo) -> ProcessInfo:
-        # The runner may have recorded the real return code meanwhile.
+        # Only over the record as it is now, and only while nobody can still
+        # write the real return code: a live runner will record it itself.
         try:
             info = ProcessInfo.load(path)
         except (FileNotFoundError, InvalidProcessInfoError):
             return info
-        if info.returncode is None:
+        if info.returncode is None and not info.is_alive():
             logger.warning(
                 "Process %d of '%s' ended without recording a return code "
                 "(its runner died); recording %d",
