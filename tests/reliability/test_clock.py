@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
 import pytest
 
+from dvc_task.jobs.record import STARTED, STARTING, JobRecord
+from dvc_task.jobs.view import derive
 from dvc_task.proc import ManagedProcess, ProcessManager
-from dvc_task.proc.info import process_start_id
+from dvc_task.proc.info import process_create_time, process_start_id
 
 from conftest import wait_finished
 
@@ -46,3 +49,26 @@ def test_running_job_stays_running_after_a_clock_step(tmp_path: Path) -> None:
     assert "job" in list(manager)  # a running job's folder is kept
     manager.send_signal("job", signal.SIGTERM, group=True)
     assert wait_finished(manager, "job", "the job to end").returncode == -15
+
+
+def test_job_whose_worker_is_starting_it_stays_starting_after_a_clock_step() -> None:
+    # A job marked started by a live worker, before its process record
+    # exists: the worker is told by its clock-proof identity, so a step of
+    # the wall clock does not make the job look lost.
+    me = os.getpid()
+    record = JobRecord(
+        name="job",
+        seq=1,
+        command=["true"],
+        cwd="/",
+        env={},
+        submitted_at="2026-01-01T00:00:00+00:00",
+        task_id="t",
+        progress=STARTED,
+        worker="w",
+        worker_pid=me,
+        worker_create_time=(process_create_time(me) or 0.0) - 3600,
+        worker_start_id=process_start_id(me),
+    )
+
+    assert derive(record, {}, None, None).state == STARTING

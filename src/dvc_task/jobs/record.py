@@ -61,6 +61,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "worker": _OPTIONAL_STR,
     "worker_pid": _OPTIONAL_INT,
     "worker_create_time": (float, int, type(None)),
+    "worker_start_id": _OPTIONAL_STR,
     "started_at": _OPTIONAL_STR,
     "finished_at": _OPTIONAL_STR,
     "returncode": _OPTIONAL_INT,
@@ -119,6 +120,8 @@ class JobRecord:
     worker: str | None = None
     worker_pid: int | None = None
     worker_create_time: float | None = None
+    #: The worker's clock-step-proof identity (see ``process_start_id``).
+    worker_start_id: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
     returncode: int | None = None

@@ -35,7 +35,7 @@ from dvc_task.jobs.record import (
 from dvc_task.jobs.view import derive, final_state
 from dvc_task.proc import ManagedProcess
 from dvc_task.proc.exceptions import ProcessNotTerminatedError
-from dvc_task.proc.info import process_create_time, utc_now
+from dvc_task.proc.info import process_create_time, process_start_id, utc_now
 from dvc_task.proc.tree import signal_job, wait_gone
 from dvc_task.utils import makedirs
 
@@ -112,6 +112,7 @@ def _mark_started(queue: JobQueue, name: str, worker: str) -> JobRecord | None:
         record.worker = worker
         record.worker_pid = os.getpid()
         record.worker_create_time = process_create_time(os.getpid())
+        record.worker_start_id = process_start_id(os.getpid())
         record.started_at = utc_now()
         queue.save(record)
     return record

@@ -174,7 +174,7 @@ def derive(
     elif record.progress not in FINAL_STATES:
         if info is None:
             worker_alive = record.worker_pid is not None and process_alive(
-                record.worker_pid, record.worker_create_time
+                record.worker_pid, record.worker_create_time, record.worker_start_id
             )
             state = STARTING if worker_alive else LOST
         elif info.returncode is None:
