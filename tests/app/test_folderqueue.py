@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dvc_task.app.broker import BrokerFolders
+from dvc_task.app.broker import BrokerFolders, make_private_folder
 from dvc_task.app.folderqueue import FolderQueue
 from dvc_task.files import FileLock, lock_is_held
 
@@ -44,7 +44,8 @@ def folders(tmp_path: Path) -> BrokerFolders:
         quarantine=base / "quarantine",
         tmp=base / "tmp",
     )
-    found.create()
+    for path in found.all():
+        make_private_folder(path)
     return found
 
 

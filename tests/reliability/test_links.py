@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dvc_task.app.broker import BrokerFolders
+from dvc_task.app.broker import BrokerFolders, make_private_folder
 from dvc_task.app.folderqueue import FolderQueue
 from dvc_task.files import FileLock, NotARegularFileError, lock_is_held
 from dvc_task.proc import ManagedProcess, ProcessManager
@@ -44,7 +44,8 @@ def assert_untouched(victim: Path) -> None:
 @pytest.fixture
 def folders(tmp_path: Path) -> BrokerFolders:
     found = BrokerFolders.from_options({"data_folder_in": str(tmp_path / "b" / "in")})
-    found.create()
+    for path in found.all():
+        make_private_folder(path)
     return found
 
 

@@ -84,16 +84,6 @@ class BrokerFolders:
             self.tmp,
         )
 
-    def create(self) -> None:
-        """Create the missing folders, private to their owner.
-
-        Raises:
-            UnsafeFolderError: a folder exists but others may write to it.
-
-        """
-        for path in self.all():
-            make_private_folder(path)
-
 
 def current_umask() -> int:
     """The process's umask, read without changing it where the OS allows."""

@@ -277,12 +277,7 @@ def process_alive(
 
 def process_create_time(pid: int) -> float | None:
     """Start time of ``pid`` as psutil reports it, or None if it is gone."""
-    if pid == os.getpid():
-        return _own_create_time(pid)
-    try:
-        return float(psutil.Process(pid).create_time())
-    except psutil.Error:
-        return None
+    return _own_create_time(pid) if pid == os.getpid() else _create_time(pid)
 
 
 def process_start_id(pid: int) -> str | None:
@@ -292,27 +287,26 @@ def process_start_id(pid: int) -> str | None:
     names a process for good: unlike a wall-clock start time it does not move
     when the clock is set (NTP, resume, ``date -s``).
     """
-    if pid == os.getpid():
-        return _own_start_id(pid)
-    boot = _boot_id()
-    stat_fields = _proc_stat(pid) if boot is not None else None
-    return None if stat_fields is None else f"{boot}:{stat_fields[1]}"
+    return _own_start_id(pid) if pid == os.getpid() else _start_id(pid)
 
 
-@functools.lru_cache(maxsize=4)
-def _own_create_time(pid: int) -> float | None:
-    # Keyed by pid: a forked child (a pool process) asks with its own.
+def _create_time(pid: int) -> float | None:
     try:
         return float(psutil.Process(pid).create_time())
-    except psutil.Error:  # pragma: no cover - this process exists
+    except psutil.Error:
         return None
 
 
-@functools.lru_cache(maxsize=4)
-def _own_start_id(pid: int) -> str | None:
+def _start_id(pid: int) -> str | None:
     boot = _boot_id()
     stat_fields = _proc_stat(pid) if boot is not None else None
     return None if stat_fields is None else f"{boot}:{stat_fields[1]}"
+
+
+# This process's own, asked for every process it starts: read once. Keyed by
+# pid, since a forked child (a pool process) asks with its own.
+_own_create_time = functools.lru_cache(maxsize=4)(_create_time)
+_own_start_id = functools.lru_cache(maxsize=4)(_start_id)
 
 
 #: States of /proc/<pid>/stat of a process that has ended: zombie, dead.
