@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
+import psutil
 import pytest
 
 from dvc_task.jobs import JobQueue
@@ -104,6 +105,47 @@ class Processes:
             for pipe in (proc.stdin, proc.stdout, proc.stderr):
                 if pipe is not None:
                     pipe.close()
+
+
+STRAY_MARK = "DVC_TASK_TEST_MARK"
+
+
+def _marked(mark: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
+            continue
+        try:
+            if proc.environ().get(STRAY_MARK) == mark and (
+                proc.status() != psutil.STATUS_ZOMBIE
+            ):
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_strays(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """End every process the test started, also when it fails.
+
+    Each test's processes inherit a mark in their environment (workers,
+    detached runners and their commands included); whatever still runs with
+    it after the test is killed.
+    """
+    mark = f"{os.getpid()}:{request.node.nodeid}"
+    monkeypatch.setenv(STRAY_MARK, mark)
+    yield
+    strays = _marked(mark)
+    for proc in strays:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    # Gone, or a zombie that its parent (maybe not us) has yet to reap.
+    wait_for(lambda: not _marked(mark), "the test's processes to end", timeout=30)
 
 
 @pytest.fixture

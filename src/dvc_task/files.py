@@ -12,6 +12,8 @@ import fcntl
 import os
 import re
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -54,6 +56,20 @@ def check_name(name: str, what: str = "process") -> str:
 class NotARegularFileError(OSError):
     """A path under our folders is a link, a FIFO, a folder...: not opened."""
 
+    def __init__(self, code: int, path: StrPath) -> None:
+        """The error of ``path``; ``code`` is the ``errno`` value."""
+        super().__init__(
+            code,
+            f"'{os.fspath(path)}' is not a regular file (a link, FIFO or folder "
+            "put there by something else); it is not followed. Move it away "
+            "and try again",
+        )
+        self.filename = os.fspath(path)
+
+    def __str__(self) -> str:
+        """The message alone, without ``[Errno N]``."""
+        return str(self.strerror)
+
 
 def open_regular(path: StrPath, flags: int = os.O_RDONLY, mode: int = FILE_MODE) -> int:
     """Open a regular file of ours; its descriptor.
@@ -73,13 +89,11 @@ def open_regular(path: StrPath, flags: int = os.O_RDONLY, mode: int = FILE_MODE)
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
-            raise NotARegularFileError(
-                exc.errno, f"not a regular file: {os.fspath(path)}"
-            ) from None
+            raise NotARegularFileError(exc.errno, path) from None
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise NotARegularFileError(errno.EINVAL, f"not a regular file: {path}")
+        raise NotARegularFileError(errno.EINVAL, path)
     return fd
 
 
@@ -215,6 +229,25 @@ class FileLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+@contextmanager
+def folder_lock(path: StrPath) -> Iterator[None]:
+    """Hold an exclusive OS lock on the folder ``path`` itself (not a link).
+
+    For short read-check-write steps on the files of one folder, e.g. a
+    process record that two programs may replace.
+
+    Raises:
+        OSError: ``path`` is missing, a link or not a folder.
+
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def lock_is_held(path: StrPath) -> bool | None:

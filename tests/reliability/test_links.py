@@ -8,6 +8,7 @@ victim's content, mode and existence are unchanged and nothing hangs.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -219,3 +220,122 @@ def test_links_and_fifos_at_every_job_path_never_reach_a_file_outside(
         "victim_changed": 0,
         "hangs": 0,
     }
+
+
+def plant(path: Path, kind: str, victim: Path) -> None:
+    """Put a link to ``victim`` (or its folder), or a FIFO, at ``path``."""
+    if path.is_dir() and not path.is_symlink():
+        raise AssertionError(f"{path} is a folder")
+    path.unlink(missing_ok=True)
+    if kind == "link":
+        path.symlink_to(victim)
+    elif kind == "folder link":
+        path.symlink_to(victim.parent, target_is_directory=True)
+    else:
+        os.mkfifo(path, 0o600)
+
+
+def outside_state(victim: Path) -> list[tuple[str, int, str]]:
+    return sorted(
+        (p.name, stat.S_IMODE(p.stat().st_mode), p.read_text())
+        for p in victim.parent.iterdir()
+    )
+
+
+def test_links_and_fifos_at_queue_and_lock_paths_never_reach_a_file_outside(
+    cli: Cli, victim: Path, figures: dict[str, Any]
+) -> None:
+    # Round 1: messages, process and worker files, a process folder that is a
+    # link; a worker then runs a new job through them. Round 2: every lock
+    # file and the job counter are links; the commands fail cleanly.
+    cli("run", "--wait", "--name", "done", "--", "echo", "done")
+    broker = cli.folder / "app" / "broker"
+    before = outside_state(victim)
+    worker = cli.folder / "workers" / "dvc-task-worker" / "dvc-task-worker"
+    rounds = [
+        (
+            [
+                (broker / "in" / "1_link.celery.msg", "link"),
+                (broker / "in" / "2_fifo.celery.msg", "fifo"),
+                (broker / "processed" / "3_link.celery.msg", "link"),
+                (cli.folder / "procs" / "done" / "done.pid", "link"),
+                (cli.folder / "procs" / "done" / "done.meta.json", "link"),
+                (cli.folder / "procs" / "ghost", "folder link"),
+                (worker.with_suffix(".json"), "link"),
+                (worker.with_suffix(".pid"), "fifo"),
+            ],
+            [
+                ("status",),
+                ("status", "--json"),
+                ("workers",),
+                ("run", "--wait", "--name", "fresh", "--", "echo", "fresh"),
+                ("logs", "fresh"),
+                ("logs", "done"),
+                ("logs", "ghost"),
+                ("kill", "ghost"),
+                ("rm", "--force", "ghost"),
+                ("rm", "--force", "done"),
+                ("cleanup",),
+                ("status",),
+            ],
+        ),
+        (
+            [
+                (cli.folder / "jobs" / ".lock", "link"),
+                (cli.folder / "jobs" / ".seq", "fifo"),
+                *((path, "link") for path in broker.glob("reserved/*/.lock")),
+                *((path, "link") for path in broker.glob("worker-*.lock")),
+            ],
+            [
+                ("run", "--name", "late", "--", "echo", "late"),
+                ("run", "--wait", "--name", "later", "--", "echo", "later"),
+                ("status",),
+                ("workers",),
+                ("rm", "--force", "late"),
+                ("cleanup",),
+            ],
+        ),
+    ]
+    planted = operations = 0
+    for targets, commands in rounds:
+        for path, kind in targets:
+            plant(path, kind, victim)
+        planted += len(targets)
+        for args in commands:
+            done = cli(*args, check=None, timeout=60)  # a hang fails here
+            assert done.returncode in (0, 1, 2), (args, done.stderr)
+            assert "Traceback" not in done.stderr, (args, done.stderr)
+            assert_untouched(victim)
+            assert outside_state(victim) == before
+            operations += 1
+            if args[0] == "run" and args[-1] == "fresh":  # through the planted files
+                assert done.returncode == 0, done.stderr
+                assert cli.state("fresh") == "succeeded"
+
+    figures["planted_at_queue_and_lock_paths"] = {
+        "planted": planted,
+        "operations": operations,
+        "victim_changed": 0,
+        "hangs": 0,
+    }
+
+
+def test_removal_of_a_tree_does_not_follow_links(tmp_path: Path, victim: Path) -> None:
+    # Links inside a process folder, to the victim and to its folder: removing
+    # the process removes the links, never what they point to.
+    assert shutil.rmtree.avoids_symlink_attacks  # the descriptor-based walk
+    manager = ProcessManager(tmp_path / "procs")
+    ManagedProcess.spawn(["true"], wdir=tmp_path / "procs" / "job", name="job")
+    wait_finished(manager, "job", "the job to end")
+    folder = tmp_path / "procs" / "job"
+    (folder / "to-victim").symlink_to(victim)
+    (folder / "to-outside").symlink_to(victim.parent, target_is_directory=True)
+    (folder / "sub").mkdir()
+    (folder / "sub" / "deeper").symlink_to(victim.parent, target_is_directory=True)
+    before = outside_state(victim)
+
+    manager.remove("job")
+
+    assert not folder.exists()
+    assert outside_state(victim) == before
+    assert_untouched(victim)

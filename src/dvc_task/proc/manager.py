@@ -17,7 +17,7 @@ from shortuuid import uuid
 
 from dvc_task.app.broker import check_private
 from dvc_task.app.watch import CHANGED_FILES, FolderWaiter
-from dvc_task.files import check_name, open_regular
+from dvc_task.files import check_name, folder_lock, open_regular
 from dvc_task.proc.exceptions import (
     InvalidProcessInfoError,
     ProcessNotTerminatedError,
@@ -96,26 +96,29 @@ class ProcessManager:
 
     @staticmethod
     def _record_lost(path: str, info: ProcessInfo) -> ProcessInfo:
-        # Only over the record as it is now, and only while nobody can still
-        # write the real return code: a live runner will record it itself.
+        # Only over the record as it is now (read after its runner was seen
+        # dead, so a return code the runner wrote before dying is seen), only
+        # while nobody can still write the real one, and under the folder's
+        # lock, which a new run of the same name takes to write its record.
         try:
-            info = ProcessInfo.load(path)
+            with folder_lock(os.path.dirname(path)):
+                info = ProcessInfo.load(path)
+                if info.returncode is not None or info.is_alive():
+                    return info
+                logger.warning(
+                    "Process %d of '%s' ended without recording a return code "
+                    "(its runner died); recording %d",
+                    info.pid,
+                    path,
+                    LOST_RETURNCODE,
+                )
+                info.returncode = LOST_RETURNCODE
+                info.finished_at = utc_now()
+                info.dump(path)
         except (FileNotFoundError, InvalidProcessInfoError):
             return info
-        if info.returncode is None and not info.is_alive():
-            logger.warning(
-                "Process %d of '%s' ended without recording a return code "
-                "(its runner died); recording %d",
-                info.pid,
-                path,
-                LOST_RETURNCODE,
-            )
-            info.returncode = LOST_RETURNCODE
-            info.finished_at = utc_now()
-            try:
-                info.dump(path)
-            except OSError:
-                logger.debug("could not record %s", path, exc_info=True)
+        except OSError:
+            logger.debug("could not record %s", path, exc_info=True)
         return info
 
     def _scan(self) -> Iterator[tuple[str, ProcessInfo]]:

@@ -20,7 +20,7 @@ from shortuuid import uuid
 from dvc_task.app.broker import check_private
 from dvc_task.app.watch import NEW_FILES, FolderWaiter
 from dvc_task.exceptions import DvcTaskError
-from dvc_task.files import check_name, open_regular
+from dvc_task.files import check_name, folder_lock, open_regular
 from dvc_task.proc.exceptions import (
     InvalidProcessInfoError,
     ProcessNotTerminatedError,
@@ -243,7 +243,8 @@ class ManagedProcess(AbstractContextManager["ManagedProcess"]):
             self._runner_create_time = process_create_time(self._runner_pid)
             self._runner_start_id = process_start_id(self._runner_pid)
             self._started_at = utc_now()
-            self._dump()
+            with folder_lock(self.wdir or os.curdir):  # no loss written over it
+                self._dump()
             _write_pidfile(self.pidfile_path, self._proc.pid)
         except BaseException:
             if self._proc is not None:
