@@ -16,6 +16,15 @@ from typing import Any, Callable, NoReturn, TypeVar
 import click
 
 from dvc_task.app.watch import NEW_FILES, FolderWaiter
+from dvc_task.cli_control import (
+    hold,
+    job_options,
+    make_offer,
+    offer_options,
+    pass_queue,
+    release,
+    retry,
+)
 from dvc_task.exceptions import DvcTaskError
 from dvc_task.jobs import (
     QUEUED,
@@ -48,9 +57,6 @@ def handle_errors(func: F) -> F:
             raise click.ClickException(str(exc)) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-pass_queue = click.make_pass_decorator(JobQueue)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,11 +115,13 @@ def _parse_env(
 )
 @click.option("--replace", is_flag=True, help="Remove a finished job of that name.")
 @click.option("--no-start", is_flag=True, help="Only queue; start no worker.")
+@job_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_queue
 @handle_errors
 def run(
     queue: JobQueue,
+    /,
     *,
     name: str | None,
     wait: bool,
@@ -122,6 +130,7 @@ def run(
     replace: bool,
     no_start: bool,
     command: tuple[str, ...],
+    **options: Any,
 ) -> None:
     """Queue COMMAND as a job and print its name.
 
@@ -132,6 +141,7 @@ def run(
     Example:
       dvc-task run --name train -- python train.py --lr 0.1
       dvc-task run --wait --env SEED=1 -- make test
+      dvc-task run --after train --gpus 1 --retries 2 -- python eval.py
     """
     job = queue.submit(
         list(command),
@@ -139,6 +149,7 @@ def run(
         cwd=cwd,
         env={**os.environ, **env},
         replace=replace,
+        **options,
     )
     if not no_start:
         queue.ensure_worker()
@@ -253,7 +264,7 @@ def _print_jobs(jobs: Iterable[Job], colour: bool) -> None:
         cells = display.job_row(job, now)
         plain.append(cells)
         if colour:
-            state = click.style(job.state, fg=display.COLOURS.get(job.state))
+            state = click.style(cells[1], fg=display.COLOURS.get(job.state))
             cells = [cells[0], state, *cells[2:]]
         styled.append(cells)
     if len(plain) == 1:
@@ -459,6 +470,7 @@ def _timeout_option(text: str) -> Callable[[F], F]:
 @click.option("--name", default=WORKER_NAME, show_default=True, help="Worker name.")
 @click.option("-v", "--verbose", is_flag=True, help="Celery's own log too.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@offer_options
 @pass_queue
 @handle_errors
 def worker(
@@ -469,6 +481,8 @@ def worker(
     name: str,
     verbose: bool,
     quiet: bool,
+    gpu_ids: list[str] | None,
+    resources: dict[str, int],
 ) -> None:
     """Run a worker in the foreground until the queue stays empty.
 
@@ -477,9 +491,11 @@ def worker(
     \b
     Example:
       dvc-task worker --timeout 30 --concurrency 2
+      dvc-task worker --gpus 0,1 --resources mem=64 --concurrency 4
     """
     loglevel = _log_setup(verbose, quiet)
-    if not queue.work(name, timeout, concurrency, loglevel):
+    offer = make_offer(gpu_ids, resources)
+    if not queue.work(name, timeout, concurrency, loglevel, offer=offer):
         raise click.ClickException(f"a worker called {name!r} is already running")
 
 
@@ -488,16 +504,34 @@ def worker(
     "-j", "--workers", "count", type=click.IntRange(min=1), default=1, show_default=True
 )
 @_timeout_option("Each exits after this many idle seconds.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Jobs at once, per worker.",
+)
+@offer_options
 @pass_queue
 @handle_errors
-def start(queue: JobQueue, count: int, timeout: float) -> None:
+def start(
+    queue: JobQueue,
+    *,
+    count: int,
+    timeout: float,
+    concurrency: int,
+    gpu_ids: list[str] | None,
+    resources: dict[str, int],
+) -> None:
     """Start detached workers that run the queued jobs, then exit when idle.
 
     \b
     Example:
       dvc-task start -j 2
+      dvc-task start --concurrency 2 --gpus 0,1
     """
-    for name in queue.start_workers(count, timeout):
+    offer = make_offer(gpu_ids, resources)
+    for name in queue.start_workers(count, timeout, concurrency, offer):
         click.echo(f"started worker {name}")
 
 
@@ -517,6 +551,11 @@ def stop(queue: JobQueue, kill: bool) -> None:
         click.echo(f"stopping worker {display.printable(found.name)}")
     if not stopped:
         click.echo("no worker is running")
+
+
+cli.add_command(retry)
+cli.add_command(hold)
+cli.add_command(release)
 
 
 def main() -> None:

@@ -215,15 +215,19 @@ def _next_stamp() -> int:
         return _last_stamp
 
 
-def message_name(queue: str) -> str:
+def message_name(queue: str, priority: int = 0) -> str:
     """File name for a new message on ``queue``.
+
+    A priority other than 0 is written after the stamp (``_p5_``): higher
+    priorities are delivered first, each in publish order.
 
     Raises:
         ValueError: a queue name that cannot be a part of a file name.
 
     """
     check_name(queue, what="queue")
-    return f"{_next_stamp()}_{uuid.uuid4()}.{queue}{MSG_SUFFIX}"
+    marker = f"p{priority}_" if priority else ""
+    return f"{_next_stamp()}_{marker}{uuid.uuid4()}.{queue}{MSG_SUFFIX}"
 
 
 def queue_of(name: str) -> str | None:
@@ -234,10 +238,18 @@ def queue_of(name: str) -> str | None:
     return rest[: -len(MSG_SUFFIX)]
 
 
-def sort_key(name: str) -> tuple[int, str]:
-    """Order of delivery: by publish stamp, names without one last."""
-    stamp = name.partition("_")[0]
-    return (int(stamp) if stamp.isdigit() else 1 << 62, name)
+def sort_key(name: str) -> tuple[int, int, str]:
+    """Order of delivery: higher priority first, then by publish stamp.
+
+    Names without a stamp come last.
+    """
+    stamp, _, rest = name.partition("_")
+    priority = 0
+    if rest.startswith("p"):
+        marker = rest[1:].partition("_")[0]
+        if marker.lstrip("-").isdigit() and len(marker) < 20:
+            priority = int(marker)
+    return (-priority, int(stamp) if stamp.isdigit() else 1 << 62, name)
 
 
 def list_messages(folder: Path) -> list[str]:

@@ -171,7 +171,7 @@ class FolderQueue:
 
         text: str = dumps(payload)  # type: ignore[no-untyped-call]
         data = text.encode("utf-8")
-        name = message_name(queue)
+        name = message_name(queue, _priority(payload))
         ensure_folder(self.folders.tmp)
         tmp = self.folders.tmp / f"{name}.tmp"
         write_private_file(tmp, data, fsync=self.fsync)
@@ -482,3 +482,10 @@ def _mark(path: Path, flag: str) -> None:
         write_atomic(path, json.dumps(payload).encode("utf-8"))
     except OSError:
         logger.debug("could not mark %s %s", path, flag, exc_info=True)
+
+
+def _priority(payload: Mapping[str, Any]) -> int:
+    """The message's priority (Kombu's ``priority`` property), 0 if none."""
+    properties = payload.get("properties")
+    priority = properties.get("priority") if isinstance(properties, dict) else None
+    return priority if type(priority) is int else 0

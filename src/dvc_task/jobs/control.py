@@ -67,17 +67,21 @@ def kill(queue: JobQueue, name: str, force: bool = False) -> str:
     write_atomic(queue.kill_request_path(name), str(int(sig)).encode("ascii"))
     with queue.locked():
         record = queue.load(name)
+        # Killed before it ran, by us now or by the worker that saw the request.
+        never_ran = record.progress == NOT_STARTED or (
+            record.progress == KILLED and record.returncode is None
+        )
         if record.progress == NOT_STARTED:
-            record.kill_signal = int(sig)
             record.finish(KILLED, error=f"killed while {job.state}: it never ran")
-            queue.save(record)
-            _unqueue(queue, record.task_id)
-        if record.progress == KILLED and record.returncode is None:
-            return f"job {name} will not run (killed while {job.state})"
-        if record.progress in FINAL_STATES:
+            unqueue(queue, record.task_id)
+        elif record.progress in FINAL_STATES and not never_ran:
             raise JobError(f"job {name!r} has finished ({record.progress})")
-        record.kill_signal = int(sig)
-        queue.save(record)
+        if not never_ran or record.kill_signal is None:
+            record.kill_signal = int(sig)
+            queue.save(record)
+    if never_ran:
+        queue.promote()  # the jobs that wait for it fail
+        return f"job {name} will not run (killed while {job.state})"
     try:
         queue.manager.send_signal(name, sig, group=True)
     except ProcessLookupError:
@@ -97,7 +101,8 @@ def _kill_process(queue: JobQueue, name: str, sig: int) -> str:
     return f"sent {signal.Signals(sig).name} to job {name}"
 
 
-def _unqueue(queue: JobQueue, task_id: str) -> None:
+def unqueue(queue: JobQueue, task_id: str) -> None:
+    """Delete the waiting message of ``task_id``; one claimed meanwhile stays."""
     inbox = queue.broker_folders.inbox
     for msg in list_messages(inbox):
         if message_task_id(inbox / msg) == task_id:

@@ -9,14 +9,19 @@ from datetime import datetime
 
 from dvc_task.jobs.listing import UNREADABLE
 from dvc_task.jobs.record import (
+    DEPENDENCY_FAILED,
     FAILED,
     FAILED_TO_START,
+    HELD,
     KILLED,
     LOST,
     QUEUED,
     RUNNING,
+    SKIPPED,
     STARTING,
     SUCCEEDED,
+    TIMED_OUT,
+    WAITING,
 )
 from dvc_task.jobs.view import Job, parse_time
 from dvc_task.jobs.workers import WorkerInfo
@@ -32,6 +37,11 @@ COLOURS = {
     LOST: "red",
     KILLED: "magenta",
     UNREADABLE: "red",
+    HELD: "bright_black",
+    WAITING: "blue",
+    SKIPPED: "green",
+    TIMED_OUT: "red",
+    DEPENDENCY_FAILED: "red",
 }
 JOB_HEADER = ["NAME", "STATE", "EXIT", "SUBMITTED", "STARTED", "DURATION", "COMMAND"]
 WORKER_HEADER = ["WORKER", "PID", "RUNNING", "IDLE SINCE"]
@@ -69,11 +79,18 @@ def duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+def state_text(job: Job) -> str:
+    """``'running'``; ``'failed, attempt 3/3'`` for a job with retries."""
+    if job.max_attempts > 1:
+        return f"{job.state}, attempt {job.attempt}/{job.max_attempts}"
+    return job.state
+
+
 def job_row(job: Job, now: datetime) -> list[str]:
     """The cells of ``job`` under :data:`JOB_HEADER`."""
     return [
         printable(job.name),
-        job.state,
+        state_text(job),
         "" if job.returncode is None else str(job.returncode),
         ago(job.submitted_at, now),
         ago(job.started_at, now),

@@ -27,7 +27,7 @@ from dvc_task.app.broker import (
 )
 from dvc_task.app.watch import NEW_FILES, FolderWaiter
 from dvc_task.files import FileLock, check_name, read_regular, write_atomic
-from dvc_task.jobs import control, output
+from dvc_task.jobs import control, output, schedule, slots
 from dvc_task.jobs import workers as worker_ops
 from dvc_task.jobs.listing import UNREADABLE, folders, records
 from dvc_task.jobs.record import (
@@ -35,6 +35,7 @@ from dvc_task.jobs.record import (
     NOT_STARTED,
     QUEUED,
     STARTING,
+    WAITING_FOR_JOBS,
     InvalidJobRecordError,
     JobError,
     JobRecord,
@@ -161,6 +162,17 @@ class JobQueue:
         cwd: StrPath | None = None,
         env: Mapping[str, str] | None = None,
         replace: bool = False,
+        *,
+        retries: int = 0,
+        retry_delay: float = 0.0,
+        retry_backoff: float = 1.0,
+        timeout: float | None = None,
+        after: Sequence[str] = (),
+        priority: int = 0,
+        held: bool = False,
+        creates: Sequence[str] = (),
+        gpus: int = 0,
+        resources: Mapping[str, int] | None = None,
     ) -> Job:
         """Queue ``command`` as a job; its record exists once this returns.
 
@@ -170,11 +182,40 @@ class JobQueue:
             cwd: where it runs (default: the current directory).
             env: its whole environment (default: this process's).
             replace: remove a finished job of that name first.
+            retries: run a failed, timed-out or lost attempt again, this
+                many more times at most.
+            retry_delay: seconds before the first retry.
+            retry_backoff: factor of each later retry's delay.
+            timeout: seconds an attempt may run; then its whole process
+                tree gets SIGTERM, and SIGKILL a few seconds later.
+            after: jobs that must succeed (or be skipped) first; if one
+                does not, this one ends ``dependency failed``.
+            priority: higher starts first; FIFO within one priority.
+            held: queue it held, until :meth:`release`.
+            creates: paths (relative to ``cwd``); if all exist when it
+                would start, it is ``skipped``.
+            gpus: GPUs it needs (it gets ``CUDA_VISIBLE_DEVICES``).
+            resources: other units it needs, e.g. ``{"mem": 16}``, out of
+                what the worker offers.
 
         Raises:
-            ValueError: an empty command or an invalid name.
-            JobError: the name is taken, or ``cwd`` is not a folder.
+            ValueError: an empty command, an invalid name or option.
+            JobError: the name is taken, ``cwd`` is not a folder, a job in
+                ``after`` does not exist or waits for this one, or more
+                GPUs than the machine has.
         """
+        options = schedule.JobOptions(
+            retries=retries,
+            retry_delay=retry_delay,
+            retry_backoff=retry_backoff,
+            timeout=timeout,
+            after=after,
+            priority=priority,
+            held=held,
+            creates=creates,
+            gpus=gpus,
+            resources=dict(resources or {}),
+        )
         command = [str(arg) for arg in command]
         if not command:
             raise ValueError("empty command: give the program to run and its arguments")
@@ -183,12 +224,16 @@ class JobQueue:
         workdir = os.path.abspath(os.fspath(cwd) if cwd is not None else os.getcwd())
         if not os.path.isdir(workdir):
             raise JobError(f"working directory '{workdir}' is not a folder")
+        if gpus:
+            slots.check_gpus(gpus)
         app = self.app
         with self.locked():
             seq = self._next_seq()
             if name is None:
                 name = self._free_name(seq)
+                schedule.check_after(self, name, options.after)
             else:
+                schedule.check_after(self, name, options.after)
                 self._take_name(name, replace)
             record = JobRecord(
                 name=name,
@@ -199,20 +244,48 @@ class JobQueue:
                 submitted_at=utc_now(),
                 task_id=uuid(),
             )
-            self.save(record)
-        try:
-            app.send_task(
-                JOB_TASK,
-                kwargs={"name": name, "folder": str(self.folder)},
-                task_id=record.task_id,
-            )
-        except BaseException:
-            self.record_path(name).unlink()
-            raise
+            options.apply(record)
+            if record.parked:
+                schedule.park(self, record, record.waiting_for)
+            else:
+                try:
+                    self.send(record, app=app)
+                except BaseException:
+                    self.record_path(name).unlink()
+                    raise
+        if record.waiting_for == WAITING_FOR_JOBS:
+            schedule.promote(self)  # its jobs may have ended already
+            return self.job(name)
         # Queued, as of now: no need to read every waiting message to say so.
         return derive(
             record, {record.task_id: QUEUED}, None, str(self.output_path(name))
         )
+
+    def send(
+        self,
+        record: JobRecord,
+        countdown: float | None = None,
+        app: FSApp | None = None,
+    ) -> None:
+        """Save ``record`` with a new task id and queue its message.
+
+        Called under the jobs lock; ``countdown`` delays the start.
+        """
+        record.task_id = uuid()
+        record.queued_at = utc_now()
+        record.waiting_for = None
+        self.save(record)
+        (app or self.app).send_task(
+            JOB_TASK,
+            kwargs={"name": record.name, "folder": str(self.folder)},
+            task_id=record.task_id,
+            priority=record.priority or None,
+            countdown=countdown or None,
+        )
+
+    def unqueue(self, task_id: str) -> None:
+        """Take the message of ``task_id`` off the queue, if it still waits."""
+        control.unqueue(self, task_id)
 
     def _next_seq(self) -> int:
         path = self.jobs_dir / ".seq"
@@ -281,6 +354,12 @@ class JobQueue:
             _warn_once(path, f"{exc}; remove the job with 'rm'")
             return Job(name, UNREADABLE, [], None, None, error=str(exc), seq=1 << 62)
         return self._from_record(record, view)
+
+    def job_from_record(
+        self, record: JobRecord, view: dict[str, str] | None = None
+    ) -> Job:
+        """The job of ``record`` (``view``: :func:`queue_view`, read before it)."""
+        return self._from_record(record, view or {})
 
     def _from_record(self, record: JobRecord, view: dict[str, str]) -> Job:
         # Only a job that has started has a process record worth reading.
@@ -395,6 +474,37 @@ class JobQueue:
         # record is old enough for the message to be missing for good.
         return not being_queued(record) and self.job(record.name).finished
 
+    def retry(self, names: Iterable[str]) -> list[str]:
+        """Queue finished jobs again, as they were submitted; their names.
+
+        Raises:
+            UnknownJobError: no such job.
+            JobError: a job has not finished.
+        """
+        return schedule.retry(self, names)
+
+    def hold(self, name: str) -> bool:
+        """Keep queued job ``name`` from starting; False if it was held already.
+
+        Raises:
+            UnknownJobError: no such job.
+            JobError: it has started or finished.
+        """
+        return schedule.hold(self, name)
+
+    def release(self, name: str) -> None:
+        """Let held job ``name`` start (once the jobs it waits for are done).
+
+        Raises:
+            UnknownJobError: no such job.
+            JobError: it is not held.
+        """
+        schedule.release(self, name)
+
+    def promote(self) -> list[str]:
+        """Queue waiting jobs that are ready now; their names (workers call it)."""
+        return schedule.promote(self)
+
     def remove(self, name: str, force: bool = False) -> None:
         """Forget job ``name``: its record, output, message and result.
 
@@ -449,9 +559,10 @@ class JobQueue:
         count: int = 1,
         timeout: float = worker_ops.IDLE_TIMEOUT_S,
         concurrency: int = 1,
+        offer: slots.Offer | None = None,
     ) -> list[str]:
         """Start ``count`` detached workers (see :func:`worker_ops.start_workers`)."""
-        return worker_ops.start_workers(self, count, timeout, concurrency)
+        return worker_ops.start_workers(self, count, timeout, concurrency, offer)
 
     def ensure_worker(self) -> str | None:
         """Start a detached worker unless one lives; its name, or None."""
@@ -467,9 +578,12 @@ class JobQueue:
         timeout: float = worker_ops.IDLE_TIMEOUT_S,
         concurrency: int = 1,
         loglevel: str = "WARNING",
+        offer: slots.Offer | None = None,
     ) -> bool:
         """Run a worker in this process until the queue stays empty.
 
-        Returns False at once if a worker called ``name`` already runs.
+        Its jobs run on the GPUs and resources of ``offer`` (default: every
+        GPU of the machine). Returns False at once if a worker called
+        ``name`` already runs.
         """
-        return worker_ops.work(self, name, timeout, concurrency, loglevel)
+        return worker_ops.work(self, name, timeout, concurrency, loglevel, offer=offer)

@@ -9,9 +9,11 @@ the record, the queue and the process record (see :mod:`.queue`).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from dvc_task.exceptions import DvcTaskError
 from dvc_task.files import FileLock, NotARegularFileError, read_regular, write_atomic
@@ -25,19 +27,45 @@ FAILED = "failed"
 KILLED = "killed"
 LOST = "lost"
 FAILED_TO_START = "failed to start"
+HELD = "held"
+WAITING = "waiting"
+TIMED_OUT = "timed out"
+DEPENDENCY_FAILED = "dependency failed"
+SKIPPED = "skipped"
 #: Every state, in the order a job goes through them.
 STATES = (
+    HELD,
+    WAITING,
     QUEUED,
     STARTING,
     RUNNING,
     SUCCEEDED,
+    SKIPPED,
     FAILED,
+    TIMED_OUT,
     KILLED,
     LOST,
     FAILED_TO_START,
+    DEPENDENCY_FAILED,
 )
 #: States a job never leaves.
-FINAL_STATES = frozenset({SUCCEEDED, FAILED, KILLED, LOST, FAILED_TO_START})
+FINAL_STATES = frozenset(
+    {
+        SUCCEEDED,
+        SKIPPED,
+        FAILED,
+        TIMED_OUT,
+        KILLED,
+        LOST,
+        FAILED_TO_START,
+        DEPENDENCY_FAILED,
+    }
+)
+#: Final states that count as success for the jobs that wait for them.
+SUCCESS_STATES = frozenset({SUCCEEDED, SKIPPED})
+#: Why a job that has not started is not in the queue (besides being held).
+WAITING_FOR_JOBS = "jobs"
+WAITING_FOR_SLOTS = "slots"
 #: What a record says before a worker has taken the job, and after.
 NOT_STARTED = "not started"
 STARTED = "started"
@@ -67,7 +95,25 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "returncode": _OPTIONAL_INT,
     "error": _OPTIONAL_STR,
     "kill_signal": _OPTIONAL_INT,
+    "retries": (int,),
+    "retry_delay": (float, int),
+    "retry_backoff": (float, int),
+    "attempt": (int,),
+    "attempts": (list,),
+    "retry_at": _OPTIONAL_STR,
+    "timeout": (float, int, type(None)),
+    "timed_out": (bool,),
+    "after": (list,),
+    "priority": (int,),
+    "held": (bool,),
+    "waiting_for": _OPTIONAL_STR,
+    "queued_at": _OPTIONAL_STR,
+    "creates": (list,),
+    "gpus": (int,),
+    "resources": (dict,),
+    "assigned_gpus": (list,),
 }
+_FLAGS = frozenset({"timed_out", "held"})
 
 
 class JobError(DvcTaskError):
@@ -128,6 +174,36 @@ class JobRecord:
     error: str | None = None
     #: Signal that ``kill`` sent (or asked the worker to send), if any.
     kill_signal: int | None = None
+    #: How many more times a failed attempt is run, the wait before the
+    #: first retry, and the factor of each later wait.
+    retries: int = 0
+    retry_delay: float = 0.0
+    retry_backoff: float = 1.0
+    #: This attempt's number (1 for the first run) and the earlier ones.
+    attempt: int = 1
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    #: When a retry waiting in the queue is due.
+    retry_at: str | None = None
+    #: Seconds an attempt may run before it is stopped (None: no limit).
+    timeout: float | None = None
+    timed_out: bool = False
+    #: Jobs that must succeed first.
+    after: list[str] = field(default_factory=list)
+    #: Higher first; FIFO within one priority.
+    priority: int = 0
+    #: Kept from starting until released.
+    held: bool = False
+    #: Why it is not in the queue: :data:`WAITING_FOR_JOBS` or
+    #: :data:`WAITING_FOR_SLOTS` (None: queued, or held only).
+    waiting_for: str | None = None
+    #: When its current message was queued (None: when it was submitted).
+    queued_at: str | None = None
+    #: Paths (relative to ``cwd``) that, when all exist, make it skipped.
+    creates: list[str] = field(default_factory=list)
+    #: GPUs and other resource units it needs, and the GPUs it got.
+    gpus: int = 0
+    resources: dict[str, int] = field(default_factory=dict)
+    assigned_gpus: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> JobRecord:
@@ -158,23 +234,35 @@ class JobRecord:
         return record
 
     def _problem(self) -> str | None:
+        return next(self._problems(), None)
+
+    def _problems(self) -> Iterator[str]:
         for name, types in _TYPES.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, types):
-                return f"field '{name}' has a bad value {value!r:.80}"
-        if not all(isinstance(arg, str) for arg in self.command):
-            return "'command' is not a list of strings"
+            if (isinstance(value, bool) and name not in _FLAGS) or not isinstance(
+                value, types
+            ):
+                yield f"field '{name}' has a bad value {value!r:.80}"
+                return
+        for name in ("command", "after", "creates", "assigned_gpus"):
+            if not all(isinstance(item, str) for item in getattr(self, name)):
+                yield f"{name!r} is not a list of strings"
+        if not all(
+            isinstance(k, str) and type(v) is int for k, v in self.resources.items()
+        ):
+            yield "'resources' is not a mapping of names to counts"
+        if not all(isinstance(item, dict) for item in self.attempts):
+            yield "'attempts' is not a list of objects"
         if not all(isinstance(v, str) for v in (*self.env, *self.env.values())):
-            return "'env' is not a mapping of strings"
+            yield "'env' is not a mapping of strings"
         if self.progress not in (NOT_STARTED, STARTED, *FINAL_STATES):
-            return f"unknown progress {self.progress!r:.80}"
+            yield f"unknown progress {self.progress!r:.80}"
         for when in (self.submitted_at, self.started_at, self.finished_at):
             try:
                 if when is not None:
                     datetime.fromisoformat(when)
             except ValueError:
-                return f"{when!r:.80} is not a time"
-        return None
+                yield f"{when!r:.80} is not a time"
 
     def finish(
         self,
@@ -189,6 +277,18 @@ class JobRecord:
         if error is not None:
             self.error = error
         self.finished_at = finished_at or utc_now()
+
+    @property
+    def parked(self) -> bool:
+        """Whether it is kept out of the queue (held, or waiting for something)."""
+        return self.progress == NOT_STARTED and (
+            self.held or self.waiting_for is not None
+        )
+
+    @property
+    def max_attempts(self) -> int:
+        """How many attempts it may have in all."""
+        return 1 + self.retries
 
     def dump(self, path: Path) -> None:
         """Write the record atomically and durably (0600)."""

@@ -13,11 +13,13 @@ import logging
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Union
 
-from celery import Task, shared_task
+import psutil
+from celery import Celery, Task, shared_task
 
-from dvc_task.files import open_regular
+from dvc_task.files import open_regular, unlink_quietly
+from dvc_task.jobs import schedule, slots
 from dvc_task.jobs.queue import JOB_TASK, JobQueue
 from dvc_task.jobs.record import (
     FAILED_TO_START,
@@ -27,41 +29,73 @@ from dvc_task.jobs.record import (
     NOT_EXECUTABLE_EXIT,
     NOT_FOUND_EXIT,
     NOT_STARTED,
+    SKIPPED,
     STARTED,
+    WAITING_FOR_SLOTS,
     InvalidJobRecordError,
     JobRecord,
     UnknownJobError,
 )
 from dvc_task.jobs.view import derive, final_state
 from dvc_task.proc import ManagedProcess
-from dvc_task.proc.exceptions import ProcessNotTerminatedError
+from dvc_task.proc.exceptions import ProcessNotTerminatedError, TimeoutExpired
 from dvc_task.proc.info import process_create_time, process_start_id, utc_now
-from dvc_task.proc.tree import signal_job, wait_gone
+from dvc_task.proc.tree import descendants, signal_job, wait_ended, wait_gone
 from dvc_task.utils import makedirs
 
 logger = logging.getLogger(__name__)
 
 #: How long a worker waits for a dead worker's leftover command to go.
 _STOP_WAIT_S = 10.0
+#: Seconds between SIGTERM and SIGKILL to a job past its time limit.
+TIMEOUT_GRACE_S = 5.0
+#: The variable that names a job's GPUs (as ``CUDA_VISIBLE_DEVICES`` does).
+GPUS_ENV = "DVC_TASK_GPUS"
+
+
+def worker_offer(app: Celery) -> slots.Offer:
+    """The GPUs and resources this worker offers (all GPUs if not set)."""
+    offer = app.conf.get(slots.OFFER_KEY)
+    if not isinstance(offer, slots.Offer):
+        offer = slots.Offer(slots.detect_gpus(), {})
+        app.conf[slots.OFFER_KEY] = offer
+    return offer
 
 
 @shared_task(bind=True, name=JOB_TASK, acks_late=True, ignore_result=True)
 def run(self: Task, name: str, folder: str) -> None:
     """Run job ``name`` of the jobs in ``folder``; its record says how."""
     queue = JobQueue(folder)
-    record = _mark_started(queue, name, str(self.request.hostname or ""))
-    if record is None:
+    offer = worker_offer(self.app)
+    started = _mark_started(
+        queue, name, str(self.request.id), str(self.request.hostname or ""), offer
+    )
+    if not isinstance(started, tuple):
+        if started:  # it ended without running: its waiters move on
+            schedule.promote(queue, slots_freed=False)
         return
+    record, held = started
+    had_slots = bool(held.locks)
+    try:
+        _run_attempt(queue, record, held)
+    finally:
+        held.release()
+    schedule.promote(queue, slots_freed=had_slots)
+
+
+def _run_attempt(queue: JobQueue, record: JobRecord, held: slots.Slots) -> None:
+    name = record.name
     begun = time.monotonic()
+    env = dict(record.env)
+    if record.gpus:
+        env["CUDA_VISIBLE_DEVICES"] = env[GPUS_ENV] = ",".join(held.gpus)
     proc = ManagedProcess(
-        record.command,
-        env=record.env,
-        cwd=record.cwd,
-        wdir=queue.procs_dir / name,
-        name=name,
+        record.command, env=env, cwd=record.cwd, wdir=queue.procs_dir / name, name=name
     )
     try:
         _check_cwd(record.cwd)
+        if record.max_attempts > 1 or record.attempts:
+            _write_header(queue, record)
         proc.run()
     except (OSError, ProcessNotTerminatedError) as exc:
         _record_failed_start(queue, name, proc, exc)
@@ -74,7 +108,12 @@ def run(self: Task, name: str, folder: str) -> None:
             queue.manager.send_signal(name, kill_signal, group=True)
         except ProcessLookupError:
             pass  # it has ended already
-    returncode = proc.wait()
+    timed_out = False
+    try:
+        returncode = proc.wait(timeout=record.timeout)
+    except TimeoutExpired:
+        timed_out = True
+        returncode = _stop_timed_out(proc)
     assert returncode is not None
     with queue.locked():
         try:
@@ -82,45 +121,133 @@ def run(self: Task, name: str, folder: str) -> None:
         except (UnknownJobError, InvalidJobRecordError) as exc:
             logger.warning("job %s: its record is gone: %s", name, exc)
             return
-        record.finish(final_state(returncode, record.kill_signal), returncode)
-        queue.save(record)
-    _log_end(name, record.progress, returncode, time.monotonic() - begun)
+        record.timed_out = timed_out
+        state = final_state(returncode, record.kill_signal, timed_out)
+        schedule.end_attempt(queue, record, state, returncode=returncode)
+    _log_end(name, state, returncode, time.monotonic() - begun)
 
 
-def _mark_started(queue: JobQueue, name: str, worker: str) -> JobRecord | None:
-    """Mark the job started by this worker; None if it must not run."""
+def _write_header(queue: JobQueue, record: JobRecord) -> None:
+    makedirs(queue.procs_dir / record.name, exist_ok=True, mode=0o700)
+    if record.max_attempts > 1:
+        line = f"--- dvc-task: attempt {record.attempt}/{record.max_attempts} ---\n"
+    else:  # run again with 'retry'
+        line = f"--- dvc-task: run {len(record.attempts) + 1} ---\n"
+    fd = open_regular(
+        queue.output_path(record.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    )
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def _stop_timed_out(proc: ManagedProcess) -> int | None:
+    """Stop a command past its time limit, with everything it started."""
+    pid = proc.info.pid
+    tree = []
+    for child in descendants(pid):
+        try:
+            tree.append(psutil.Process(child))
+        except psutil.Error:
+            continue
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            signal_job(pid, sig, group=True)
+        except ProcessLookupError:
+            pass
+        for other in tree:
+            try:
+                other.send_signal(sig)
+            except psutil.Error:
+                continue
+        deadline = time.monotonic() + TIMEOUT_GRACE_S
+        try:
+            proc.wait(timeout=TIMEOUT_GRACE_S)
+        except TimeoutExpired:
+            continue
+        tree = wait_ended(tree, max(0.0, deadline - time.monotonic()))
+        if not tree:
+            break
+    return proc.wait()
+
+
+Started = Union[tuple[JobRecord, slots.Slots], bool]
+
+
+def _mark_started(
+    queue: JobQueue, name: str, task_id: str, worker: str, offer: slots.Offer
+) -> Started:
+    """Mark the job started by this worker, with the slots it holds.
+
+    Otherwise whether the job ended without running (the jobs that wait
+    for it may go on). A message that is not the job's current one (queued
+    again since: a retry, a release) is dropped.
+    """
     with queue.locked():
         try:
             record = queue.load(name)
         except (UnknownJobError, InvalidJobRecordError) as exc:
             logger.warning("job %s: not run: %s", name, exc)
-            return None
-        if record.progress in FINAL_STATES:
-            logger.info("job %s: not run: it is %s", name, record.progress)
-            return None
+            return False
+        reason = _reason_not_to_run(record, task_id)
+        if reason is not None:
+            logger.info("job %s: not run: %s", name, reason)
+            return False
         if record.progress != NOT_STARTED:
-            _record_redelivered(queue, record)
-            return None
-        kill_signal = queue.kill_requested(name)
-        if kill_signal is not None:
-            record.kill_signal = kill_signal
-            record.finish(KILLED, error="killed while starting: it never ran")
-            queue.save(record)
-            _log_end(name, KILLED, None, None)
-            return None
+            return _record_redelivered(queue, record)
+        if _ends_before_start(queue, record):
+            return True
+        held = slots.take(record, offer, queue.app_dir / "slots" / worker)
+        if held is None:
+            schedule.park(queue, record, WAITING_FOR_SLOTS)
+            logger.info("job %s waits for its slots", name)
+            return False
+        if record.attempt > 1 or record.attempts:
+            # The last attempt's process record would stand for this one.
+            unlink_quietly(queue.procs_dir / name / f"{name}.json")
         record.progress = STARTED
         record.worker = worker
         record.worker_pid = os.getpid()
         record.worker_create_time = process_create_time(os.getpid())
         record.worker_start_id = process_start_id(os.getpid())
         record.started_at = utc_now()
+        record.assigned_gpus = held.gpus
         queue.save(record)
-    return record
+    return record, held
 
 
-def _record_redelivered(queue: JobQueue, record: JobRecord) -> None:
+def _reason_not_to_run(record: JobRecord, task_id: str) -> str | None:
+    if record.task_id != task_id:
+        return "the message is an old one (it was queued again since)"
+    if record.progress in FINAL_STATES:
+        return f"it is {record.progress}"
+    if record.parked:
+        return "it was held meanwhile"  # release queues it again
+    return None
+
+
+def _ends_before_start(queue: JobQueue, record: JobRecord) -> bool:
+    """Record a job killed while starting, or one to skip; whether it ended."""
+    kill_signal = queue.kill_requested(record.name)
+    if kill_signal is not None:
+        record.kill_signal = kill_signal
+        record.finish(KILLED, error="killed while starting: it never ran")
+    elif record.creates and all(
+        os.path.exists(os.path.join(record.cwd, path)) for path in record.creates
+    ):
+        record.finish(SKIPPED, error="everything it creates exists")
+    else:
+        return False
+    queue.save(record)
+    _log_end(record.name, record.progress, None, None)
+    return True
+
+
+def _record_redelivered(queue: JobQueue, record: JobRecord) -> bool:
     # Its worker died after it started the job: that attempt is over, and a
-    # command it left running, which nobody waits for, is stopped.
+    # command it left running, which nobody waits for, is stopped. A retry
+    # follows if attempts are left. Whether the job has ended.
     info = queue.manager.get(record.name)
     if info is not None and info.returncode is None and info.command_alive():
         logger.warning("job %s: stopping the command its dead worker left", record.name)
@@ -130,16 +257,24 @@ def _record_redelivered(queue: JobQueue, record: JobRecord) -> None:
             pass
     job = derive(record, {}, queue.manager.get(record.name), None)
     if job.finished and job.state != LOST:
-        record.finish(job.state, job.returncode, finished_at=job.finished_at)
-    else:
-        record.finish(
-            LOST,
-            job.returncode,
-            "its worker died while it ran; it was not run again",
-            job.finished_at,
+        final = schedule.end_attempt(
+            queue,
+            record,
+            job.state,
+            returncode=job.returncode,
+            finished_at=job.finished_at,
         )
-    queue.save(record)
+    else:
+        final = schedule.end_attempt(
+            queue,
+            record,
+            LOST,
+            returncode=job.returncode,
+            error="its worker died while it ran",
+            finished_at=job.finished_at,
+        )
     _log_end(record.name, record.progress, record.returncode, None)
+    return final
 
 
 def _check_cwd(cwd: str) -> None:
@@ -164,8 +299,9 @@ def _record_failed_start(
         os.close(fd)
     with queue.locked():
         record = queue.load(name)
-        record.finish(FAILED_TO_START, returncode, message)
-        queue.save(record)
+        schedule.end_attempt(
+            queue, record, FAILED_TO_START, returncode=returncode, error=message
+        )
     _log_end(name, FAILED_TO_START, returncode, None)
 
 

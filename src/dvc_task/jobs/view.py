@@ -21,6 +21,7 @@ from dvc_task.files import read_regular
 from dvc_task.jobs.record import (
     FAILED,
     FINAL_STATES,
+    HELD,
     KILLED,
     LOST,
     NOT_STARTED,
@@ -28,6 +29,8 @@ from dvc_task.jobs.record import (
     RUNNING,
     STARTING,
     SUCCEEDED,
+    TIMED_OUT,
+    WAITING,
     JobRecord,
 )
 from dvc_task.proc.info import LOST_RETURNCODE, ProcessInfo, process_alive
@@ -53,6 +56,12 @@ class Job:
     error: str | None = None
     output: str | None = None
     seq: int = 0
+    attempt: int = 1
+    max_attempts: int = 1
+    after: tuple[str, ...] = ()
+    priority: int = 0
+    gpus: tuple[str, ...] = ()
+    resources: tuple[tuple[str, int], ...] = ()
 
     @property
     def finished(self) -> bool:
@@ -101,6 +110,12 @@ class Job:
             "worker": self.worker,
             "error": self.error,
             "output": self.output,
+            "attempt": self.attempt,
+            "max_attempts": self.max_attempts,
+            "after": list(self.after),
+            "priority": self.priority,
+            "gpus": list(self.gpus),
+            "resources": dict(self.resources),
         }
 
 
@@ -110,10 +125,14 @@ def parse_time(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
-def final_state(returncode: int, kill_signal: int | None) -> str:
+def final_state(
+    returncode: int, kill_signal: int | None, timed_out: bool = False
+) -> str:
     """The state of a job whose command exited with ``returncode``."""
     if returncode == 0:
         return SUCCEEDED
+    if timed_out:
+        return TIMED_OUT
     if returncode < 0 or kill_signal is not None:
         return KILLED
     return FAILED
@@ -169,23 +188,18 @@ def derive(
     returncode = record.returncode
     finished_at = record.finished_at
     pid = info.pid if info is not None else None
-    if record.progress == NOT_STARTED:
+    if record.held and record.progress == NOT_STARTED:
+        state = HELD
+    elif record.waiting_for is not None and record.progress == NOT_STARTED:
+        state = WAITING
+    elif record.progress == NOT_STARTED and _due_later(record):
+        state = QUEUED  # a retry that a worker keeps until it is due
+    elif record.progress == NOT_STARTED:
         state = view.get(record.task_id) or _missing(record)
     elif record.progress not in FINAL_STATES:
-        if info is None:
-            worker_alive = record.worker_pid is not None and process_alive(
-                record.worker_pid, record.worker_create_time, record.worker_start_id
-            )
-            state = STARTING if worker_alive else LOST
-        elif info.returncode is None:
-            # Its worker waits for the command and records how it ended:
-            # without it the job is lost, even if a leftover command runs on.
-            state = RUNNING if info.runner_alive() else LOST
-        else:
-            returncode = info.returncode
-            finished_at = info.finished_at
-            lost = returncode == LOST_RETURNCODE and not info.runner_alive()
-            state = LOST if lost else final_state(returncode, record.kill_signal)
+        state, returncode, finished_at = _started_state(record, info)
+    if state == LOST and record.attempt < record.max_attempts:
+        state = QUEUED  # its message goes back to the queue: a retry follows
     return Job(
         name=record.name,
         state=state,
@@ -200,12 +214,55 @@ def derive(
         error=record.error,
         output=output,
         seq=record.seq,
+        attempt=record.attempt,
+        max_attempts=record.max_attempts,
+        after=tuple(record.after),
+        priority=record.priority,
+        gpus=tuple(record.assigned_gpus),
+        resources=tuple(sorted(record.resources.items())),
     )
+
+
+def _worker_alive(record: JobRecord) -> bool:
+    return record.worker_pid is not None and process_alive(
+        record.worker_pid, record.worker_create_time, record.worker_start_id
+    )
+
+
+def _started_state(
+    record: JobRecord, info: ProcessInfo | None
+) -> tuple[str, int | None, str | None]:
+    """State, return code and end of a job its worker marked started."""
+    if info is None:
+        return (STARTING if _worker_alive(record) else LOST), None, None
+    if info.returncode is None:
+        # Its worker waits for the command and records how it ended:
+        # without it the job is lost, even if a leftover command runs on.
+        return (RUNNING if info.runner_alive() else LOST), None, None
+    if (record.retries or record.timeout is not None) and _worker_alive(record):
+        # Its worker is about to record a time-out, or to queue a retry.
+        return RUNNING, None, None
+    returncode = info.returncode
+    if returncode == LOST_RETURNCODE and not info.runner_alive():
+        return LOST, returncode, info.finished_at
+    state = final_state(returncode, record.kill_signal, record.timed_out)
+    return state, returncode, info.finished_at
+
+
+def _due_later(record: JobRecord) -> bool:
+    try:
+        return record.retry_at is not None and parse_time(
+            record.retry_at
+        ) > datetime.now(timezone.utc)
+    except ValueError:
+        return False
 
 
 def being_queued(record: JobRecord) -> bool:
     """Whether ``record`` is so young that its message may not be sent yet."""
-    age = datetime.now(timezone.utc) - parse_time(record.submitted_at)
+    age = datetime.now(timezone.utc) - parse_time(
+        record.queued_at or record.submitted_at
+    )
     return age.total_seconds() < YOUNG_RECORD_S
 
 

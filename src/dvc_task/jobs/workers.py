@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from dvc_task.files import lock_is_held, read_regular
 from dvc_task.jobs.record import RUNNING, STARTING, JobError
+from dvc_task.jobs.slots import OFFER_KEY, Offer, detect_gpus
 from dvc_task.jobs.view import Job, parse_time
 from dvc_task.proc import ManagedProcess, ProcessManager
 from dvc_task.utils import module_command
@@ -136,10 +137,12 @@ def start_workers(
     count: int = 1,
     timeout: float = IDLE_TIMEOUT_S,
     concurrency: int = 1,
+    offer: Offer | None = None,
 ) -> list[str]:
     """Start ``count`` detached workers; their names.
 
-    Each exits once the queue has been empty for ``timeout`` seconds.
+    Each exits once the queue has been empty for ``timeout`` seconds, and
+    runs jobs on the GPUs and resources of ``offer`` (default: every GPU).
 
     Raises:
         DvcTaskError: a worker could not be started.
@@ -165,6 +168,7 @@ def start_workers(
                 repr(float(timeout)),
                 "--concurrency",
                 str(concurrency),
+                *offer_options(offer),
             ),
             wdir=queue.workers_dir / name,
             name=name,
@@ -202,18 +206,32 @@ def stop_workers(queue: JobQueue, kill: bool = False) -> list[WorkerInfo]:
     return workers
 
 
+def offer_options(offer: Offer | None) -> list[str]:
+    """The ``worker`` command line options of ``offer``."""
+    if offer is None:
+        return []
+    return [
+        "--gpus",
+        ",".join(offer.gpus) or "none",
+        *(f"--resources={k}={v}" for k, v in sorted(offer.resources.items())),
+    ]
+
+
 def work(
     queue: JobQueue,
     name: str = WORKER_NAME,
     timeout: float = IDLE_TIMEOUT_S,
     concurrency: int = 1,
     loglevel: str = "WARNING",
+    *,
+    offer: Offer | None = None,
 ) -> bool:
     """Run worker ``name`` in this process until the queue stays empty.
 
-    Returns False at once if a worker of that name already runs. A job
-    queued just as the worker was leaving is not left behind: the worker
-    looks at the queue again after it has let go of its name.
+    Jobs run on the GPUs and resources of ``offer`` (default: every GPU the
+    machine has). Returns False at once if a worker of that name already
+    runs. A job queued just as the worker was leaving is not left behind:
+    the worker looks at the queue again after it has let go of its name.
     """
     from celery.signals import worker_shutting_down  # noqa: PLC0415
 
@@ -227,6 +245,9 @@ def work(
         asked_to_stop.append(True)
 
     worker_shutting_down.connect(on_shutdown, weak=False)
+    queue.app.conf[OFFER_KEY] = offer or Offer(detect_gpus(), {})
+    # Slots held by a worker that died are free again: try their jobs.
+    queue.promote()
     try:
         while True:
             TemporaryWorker(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import psutil
 
@@ -49,6 +50,29 @@ def signal_job(pid: int, sig: int, group: bool) -> list[int]:
     return job
 
 
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def wait_ended(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to ``timeout`` seconds for ``procs`` to end; those still running.
+
+    A zombie has ended: its parent (maybe not us, maybe nobody in a
+    container) has only to reap it.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    alive = [proc for proc in procs if _running(proc)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 0.1)
+        alive = [proc for proc in alive if _running(proc)]
+    return alive
+
+
 def wait_gone(pids: list[int], timeout: float) -> None:
     """Wait up to ``timeout`` seconds for ``pids`` to end; log any that lives on."""
     procs = []
@@ -57,6 +81,5 @@ def wait_gone(pids: list[int], timeout: float) -> None:
             procs.append(psutil.Process(pid))
         except psutil.NoSuchProcess:
             continue
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    for proc in alive:
+    for proc in wait_ended(procs, timeout):
         logger.warning("Process %d survived SIGKILL", proc.pid)

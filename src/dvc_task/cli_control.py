@@ -1,0 +1,234 @@
+"""Job control on the command line.
+
+The options of ``run`` and of the commands that start workers, and the
+``retry``, ``hold`` and ``release`` commands (added to ``dvc-task``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Callable, TypeVar
+
+import click
+
+from dvc_task.exceptions import DvcTaskError
+from dvc_task.jobs import FINAL_STATES, SUCCESS_STATES, JobQueue
+from dvc_task.jobs.slots import Offer, detect_gpus, parse_gpus, parse_resources
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _parse_resources(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, int]:
+    try:
+        return parse_resources(values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _parse_names(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> list[str]:
+    return [name.strip() for value in values for name in value.split(",") if name]
+
+
+def _parse_gpus(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> list[str] | None:
+    if value is None:
+        return None
+    try:
+        return parse_gpus(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+_JOB_OPTIONS = [
+    click.option(
+        "--retries",
+        type=click.IntRange(min=0),
+        default=0,
+        help="Run a failed, timed-out or lost attempt again, up to N more times.",
+    ),
+    click.option(
+        "--retry-delay",
+        type=click.FloatRange(min=0),
+        default=0.0,
+        metavar="S",
+        help="Seconds before the first retry.",
+    ),
+    click.option(
+        "--retry-backoff",
+        type=click.FloatRange(min=1, max=100),
+        default=1.0,
+        metavar="F",
+        help="Each later retry waits F times longer.",
+    ),
+    click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        metavar="S",
+        help="Stop an attempt after S seconds (SIGTERM, then SIGKILL).",
+    ),
+    click.option(
+        "--after",
+        multiple=True,
+        metavar="A,B",
+        callback=_parse_names,
+        help="Start only when these jobs have succeeded (repeatable).",
+    ),
+    click.option(
+        "--priority",
+        type=int,
+        default=0,
+        help="Higher starts first (default 0); FIFO within a priority.",
+    ),
+    click.option("--held", is_flag=True, help="Queue it held, until 'release'."),
+    click.option(
+        "--creates",
+        multiple=True,
+        metavar="PATH",
+        help="Skip it if every such PATH exists when it would start (repeatable).",
+    ),
+    click.option(
+        "--gpus",
+        type=click.IntRange(min=0),
+        default=0,
+        help="GPUs it needs; it gets CUDA_VISIBLE_DEVICES naming them.",
+    ),
+    click.option(
+        "--resources",
+        multiple=True,
+        metavar="NAME=COUNT",
+        callback=_parse_resources,
+        help="Other units it needs out of the worker's (repeatable).",
+    ),
+]
+
+
+def job_options(func: F) -> F:
+    """Add the job-control options to ``run``."""
+    for option in reversed(_JOB_OPTIONS):
+        func = option(func)
+    return func
+
+
+_OFFER_OPTIONS = [
+    click.option(
+        "--gpus",
+        "gpu_ids",
+        callback=_parse_gpus,
+        metavar="0,1",
+        help="GPUs to run jobs on (default: all that nvidia-smi lists; 'none').",
+    ),
+    click.option(
+        "--resources",
+        multiple=True,
+        metavar="NAME=COUNT",
+        callback=_parse_resources,
+        help="Other units to offer jobs, e.g. mem=64 (repeatable).",
+    ),
+]
+
+
+def offer_options(func: F) -> F:
+    """Add ``--gpus`` and ``--resources`` to a command that starts workers."""
+    for option in reversed(_OFFER_OPTIONS):
+        func = option(func)
+    return func
+
+
+def make_offer(gpu_ids: list[str] | None, resources: dict[str, int]) -> Offer:
+    """What a worker offers, from its options."""
+    return Offer(detect_gpus() if gpu_ids is None else gpu_ids, resources)
+
+
+def _each(names: Sequence[str], action: Callable[[str], str]) -> None:
+    failed = False
+    for name in names:
+        try:
+            click.echo(action(name))
+        except (DvcTaskError, KeyError) as exc:
+            click.echo(f"Error: {exc}", err=True)
+            failed = True
+    if failed:
+        raise SystemExit(1)
+
+
+pass_queue = click.make_pass_decorator(JobQueue)
+
+
+@click.command()
+@click.option("--failed", is_flag=True, help="Every job that ended without success.")
+@click.option("--no-start", is_flag=True, help="Only queue; start no worker.")
+@click.argument("names", nargs=-1, metavar="NAME...")
+@pass_queue
+def retry(
+    queue: JobQueue, failed: bool, no_start: bool, names: tuple[str, ...]
+) -> None:
+    """Queue finished jobs again, with their command, directory and options.
+
+    \b
+    Example:
+      dvc-task retry train
+      dvc-task retry --failed
+    """
+    chosen = list(names)
+    if failed:
+        chosen += [
+            job.name
+            for job in queue.jobs()
+            if job.state in FINAL_STATES
+            and job.state not in SUCCESS_STATES
+            and job.name not in chosen
+        ]
+    if not chosen:
+        raise click.UsageError("name the jobs to retry, or give --failed")
+    try:
+        queued = queue.retry(chosen)
+    except (DvcTaskError, KeyError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for name in queued:
+        click.echo(f"queued {name} again")
+    if not no_start:
+        queue.ensure_worker()
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@pass_queue
+def hold(queue: JobQueue, names: tuple[str, ...]) -> None:
+    """Keep queued jobs from starting until 'release'.
+
+    \b
+    Example:
+      dvc-task hold train-big
+    """
+    _each(
+        names,
+        lambda name: f"held {name}" if queue.hold(name) else f"{name} was held",
+    )
+
+
+@click.command()
+@click.option("--no-start", is_flag=True, help="Start no worker.")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@pass_queue
+def release(queue: JobQueue, no_start: bool, names: tuple[str, ...]) -> None:
+    """Let held jobs start (once the jobs they wait for are done).
+
+    \b
+    Example:
+      dvc-task release train-big
+    """
+
+    def one(name: str) -> str:
+        queue.release(name)
+        return f"released {name}"
+
+    try:
+        _each(names, one)
+    finally:
+        if not no_start:
+            queue.ensure_worker()

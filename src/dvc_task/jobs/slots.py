@@ -1,0 +1,168 @@
+"""GPU and resource slots: which a worker offers, and which a job holds.
+
+A slot is an OS lock (``flock``) on a file, held by the worker process that
+runs the job for as long as the job runs; the OS lets go of it however that
+process ends. GPU slots are one lock file per device in a folder of the
+user's shared by every worker on the machine, so no two jobs of any workers
+ever share a GPU. Other resources (``mem=64``) are counted per worker: one
+lock file per unit in the queue folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dvc_task.app.broker import make_private_folder
+from dvc_task.files import FileLock, check_name
+from dvc_task.jobs.record import JobError, JobRecord
+
+#: Where the GPU locks of this user live (overridable for tests).
+GPU_LOCKS_ENV = "DVC_TASK_GPU_LOCKS"
+#: The key of a worker's :class:`Offer` in its Celery app's configuration.
+OFFER_KEY = "dvc_task_offer"
+
+
+def detect_gpus() -> list[str]:
+    """The GPU indexes that ``nvidia-smi`` reports; none without it."""
+    program = shutil.which("nvidia-smi")
+    if program is None:
+        return []
+    try:
+        done = subprocess.run(
+            [program, "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if done.returncode != 0:
+        return []
+    return [line.strip() for line in done.stdout.splitlines() if line.strip().isdigit()]
+
+
+def check_gpus(wanted: int) -> None:
+    """Refuse a job that needs more GPUs than this machine has.
+
+    Raises:
+        JobError: naming both counts.
+
+    """
+    have = len(detect_gpus())
+    if wanted > have:
+        raise JobError(
+            f"the job needs {wanted} GPU(s) but this machine has {have} "
+            "(as nvidia-smi lists them): ask for fewer"
+        )
+
+
+def parse_gpus(text: str) -> list[str]:
+    """``'0,1'`` -> ``['0', '1']``; ``''`` or ``'none'`` -> no GPU.
+
+    Raises:
+        ValueError: an id that is not a number, or one given twice.
+
+    """
+    if text.strip().lower() in ("", "none"):
+        return []
+    ids = [part.strip() for part in text.split(",")]
+    bad = [i for i in ids if not i.isdigit()]
+    if bad or len(set(ids)) != len(ids):
+        raise ValueError(
+            f"bad GPU list {text!r}: give device numbers separated by commas, "
+            "each once (e.g. 0,1)"
+        )
+    return ids
+
+
+def parse_resources(items: Sequence[str]) -> dict[str, int]:
+    """``['mem=64', 'disk=2']`` -> ``{'mem': 64, 'disk': 2}``.
+
+    Raises:
+        ValueError: an item that is not ``NAME=COUNT`` with a count >= 0.
+
+    """
+    found: dict[str, int] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value.strip().isdigit():
+            raise ValueError(f"{item!r} is not NAME=COUNT (e.g. mem=64)")
+        check_name(key, "resource")
+        found[key] = int(value)
+    return found
+
+
+def gpu_lock_folder() -> Path:
+    """The folder of this user's GPU locks (private, shared by every worker)."""
+    # One folder for every worker of the user, whatever their TMPDIR.
+    tmp = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
+    path = os.environ.get(GPU_LOCKS_ENV) or os.path.join(
+        tmp, f"dvc-task-{os.getuid()}-gpus"
+    )
+    folder = Path(path)
+    make_private_folder(folder)
+    return folder
+
+
+@dataclass(frozen=True)
+class Offer:
+    """The GPUs and resource units a worker runs jobs on."""
+
+    gpus: list[str]
+    resources: dict[str, int]
+
+
+@dataclass
+class Slots:
+    """The slot locks one job holds; released with :meth:`release`."""
+
+    gpus: list[str] = field(default_factory=list)
+    locks: list[FileLock] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Let go of every slot."""
+        for lock in self.locks:
+            lock.release()
+        self.locks.clear()
+
+
+def take(record: JobRecord, offer: Offer, resource_folder: Path) -> Slots | None:
+    """Take the slots job ``record`` needs out of ``offer``; None if busy.
+
+    Either every slot is taken or none is.
+    """
+    held = Slots()
+    if record.gpus:
+        folder = gpu_lock_folder()
+        for gpu in offer.gpus:
+            if len(held.gpus) == record.gpus:
+                break
+            lock = FileLock(folder / f"gpu{gpu}.lock")
+            if lock.acquire():
+                held.gpus.append(gpu)
+                held.locks.append(lock)
+        if len(held.gpus) < record.gpus:
+            held.release()
+            return None
+    if record.resources:
+        make_private_folder(resource_folder)
+    for name, wanted in record.resources.items():
+        got = 0
+        for unit in range(offer.resources.get(name, 0)):
+            if got == wanted:
+                break
+            lock = FileLock(resource_folder / f"{name}.{unit}.lock")
+            if lock.acquire():
+                held.locks.append(lock)
+                got += 1
+        if got < wanted:
+            held.release()
+            return None
+    return held
