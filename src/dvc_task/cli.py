@@ -483,6 +483,7 @@ def worker(
     quiet: bool,
     gpu_ids: list[str] | None,
     resources: dict[str, int],
+    slot_patience: float,
 ) -> None:
     """Run a worker in the foreground until the queue stays empty.
 
@@ -494,7 +495,7 @@ def worker(
       dvc-task worker --gpus 0,1 --resources mem=64 --concurrency 4
     """
     loglevel = _log_setup(verbose, quiet)
-    offer = make_offer(gpu_ids, resources)
+    offer = make_offer(gpu_ids, resources, slot_patience)
     if not queue.work(name, timeout, concurrency, loglevel, offer=offer):
         raise click.ClickException(f"a worker called {name!r} is already running")
 
@@ -522,6 +523,7 @@ def start(
     concurrency: int,
     gpu_ids: list[str] | None,
     resources: dict[str, int],
+    slot_patience: float,
 ) -> None:
     """Start detached workers that run the queued jobs, then exit when idle.
 
@@ -530,7 +532,7 @@ def start(
       dvc-task start -j 2
       dvc-task start --concurrency 2 --gpus 0,1
     """
-    offer = make_offer(gpu_ids, resources)
+    offer = make_offer(gpu_ids, resources, slot_patience)
     for name in queue.start_workers(count, timeout, concurrency, offer):
         click.echo(f"started worker {name}")
 

@@ -13,7 +13,13 @@ import click
 
 from dvc_task.exceptions import DvcTaskError
 from dvc_task.jobs import FINAL_STATES, SUCCESS_STATES, JobQueue
-from dvc_task.jobs.slots import Offer, detect_gpus, parse_gpus, parse_resources
+from dvc_task.jobs.slots import (
+    PATIENCE_S,
+    Offer,
+    detect_gpus,
+    parse_gpus,
+    parse_resources,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -129,6 +135,14 @@ _OFFER_OPTIONS = [
         callback=_parse_resources,
         help="Other units to offer jobs, e.g. mem=64 (repeatable).",
     ),
+    click.option(
+        "--slot-patience",
+        type=click.FloatRange(min=0),
+        default=PATIENCE_S,
+        show_default=True,
+        metavar="S",
+        help="After S seconds waiting for slots, a job is not overtaken.",
+    ),
 ]
 
 
@@ -139,9 +153,12 @@ def offer_options(func: F) -> F:
     return func
 
 
-def make_offer(gpu_ids: list[str] | None, resources: dict[str, int]) -> Offer:
+def make_offer(
+    gpu_ids: list[str] | None, resources: dict[str, int], slot_patience: float
+) -> Offer:
     """What a worker offers, from its options."""
-    return Offer(detect_gpus() if gpu_ids is None else gpu_ids, resources)
+    gpus = detect_gpus() if gpu_ids is None else gpu_ids
+    return Offer(gpus, resources, slot_patience)
 
 
 def _each(names: Sequence[str], action: Callable[[str], str]) -> None:

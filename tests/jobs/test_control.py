@@ -455,6 +455,30 @@ def test_two_workers_never_share_a_gpu(queue: JobQueue) -> None:
 
 
 @pytest.mark.usefixtures("two_gpus")
+@pytest.mark.parametrize("patience", [0.0, 600.0])
+def test_a_job_waiting_for_slots_is_overtaken_only_until_its_patience_ends(
+    queue: JobQueue, patience: float
+) -> None:
+    sleeper = [PY, "-c", "import time; time.sleep(0.8)"]
+    queue.submit(sleeper, name="first", gpus=1)
+    queue.submit(["true"], name="big", gpus=2)
+    queue.start_workers(concurrency=3, offer=Offer(["0", "1"], {}, patience))
+    wait_for(lambda: queue.job("big").state == "waiting", "the 2-GPU job to wait")
+    assert queue.job("first").state in ("starting", "running")
+    smalls = [f"small{i}" for i in range(3)]
+    for name in smalls:
+        queue.submit(sleeper, name=name, gpus=1)
+    finished(queue, "first", "big", *smalls)
+
+    big = seconds(queue.job("big").started_at)
+    first_small = min(seconds(queue.job(name).started_at) for name in smalls)
+    if patience:
+        assert first_small < big  # a free GPU was used meanwhile
+    else:
+        assert big < first_small  # none went before the job that waited
+
+
+@pytest.mark.usefixtures("two_gpus")
 def test_more_gpus_than_the_machine_has_are_refused(cli: Cli) -> None:
     done = cli("run", "--gpus", "3", "--", "true", check=1)
     assert "needs 3 GPU(s) but this machine has 2" in done.stderr

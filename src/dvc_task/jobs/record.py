@@ -108,6 +108,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "held": (bool,),
     "waiting_for": _OPTIONAL_STR,
     "queued_at": _OPTIONAL_STR,
+    "waiting_since": _OPTIONAL_STR,
     "creates": (list,),
     "gpus": (int,),
     "resources": (dict,),
@@ -198,6 +199,8 @@ class JobRecord:
     waiting_for: str | None = None
     #: When its current message was queued (None: when it was submitted).
     queued_at: str | None = None
+    #: Since when it has waited for slots (None: it does not).
+    waiting_since: str | None = None
     #: Paths (relative to ``cwd``) that, when all exist, make it skipped.
     creates: list[str] = field(default_factory=list)
     #: GPUs and other resource units it needs, and the GPUs it got.

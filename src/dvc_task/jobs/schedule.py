@@ -304,8 +304,34 @@ def promote(queue: JobQueue, slots_freed: bool = True) -> list[str]:
 def park(queue: JobQueue, record: JobRecord, reason: str | None) -> None:
     """Keep ``record`` out of the queue for ``reason`` (under the jobs lock)."""
     record.waiting_for = reason
+    if reason == WAITING_FOR_SLOTS and record.waiting_since is None:
+        record.waiting_since = datetime.now(timezone.utc).isoformat()
     mark_waiting(queue, record.name)
     queue.save(record)
+
+
+def overtakes_a_patient_job(
+    queue: JobQueue, record: JobRecord, patience: float
+) -> bool:
+    """Whether an older job has waited for slots over ``patience`` seconds.
+
+    Then ``record`` (which needs slots too) must not take slots before it.
+    """
+    now = datetime.now(timezone.utc)
+    for name in _waiting_names(queue):
+        try:
+            other = queue.load(name)
+        except (UnknownJobError, InvalidJobRecordError, ValueError):
+            continue
+        if (
+            other.seq < record.seq
+            and other.waiting_since is not None
+            and other.progress == NOT_STARTED
+            and (now - datetime.fromisoformat(other.waiting_since)).total_seconds()
+            >= patience
+        ):
+            return True
+    return False
 
 
 # --- attempts ------------------------------------------------------------------

@@ -111,12 +111,22 @@ def gpu_lock_folder() -> Path:
     return folder
 
 
+#: Seconds a job waits for slots before younger jobs stop overtaking it.
+PATIENCE_S = 60.0
+
+
 @dataclass(frozen=True)
 class Offer:
-    """The GPUs and resource units a worker runs jobs on."""
+    """The GPUs and resource units a worker runs jobs on.
+
+    A job that needs slots may start before an older one that waits for
+    slots (e.g. one GPU is free and the older job needs two), until the
+    older one has waited ``patience`` seconds: then it goes first.
+    """
 
     gpus: list[str]
     resources: dict[str, int]
+    patience: float = PATIENCE_S
 
 
 @dataclass

@@ -198,7 +198,11 @@ def _mark_started(
             return _record_redelivered(queue, record)
         if _ends_before_start(queue, record):
             return True
-        held = slots.take(record, offer, queue.app_dir / "slots" / worker)
+        held = None
+        if not (record.gpus or record.resources) or not (
+            schedule.overtakes_a_patient_job(queue, record, offer.patience)
+        ):
+            held = slots.take(record, offer, queue.app_dir / "slots" / worker)
         if held is None:
             schedule.park(queue, record, WAITING_FOR_SLOTS)
             logger.info("job %s waits for its slots", name)
@@ -213,6 +217,7 @@ def _mark_started(
         record.worker_start_id = process_start_id(os.getpid())
         record.started_at = utc_now()
         record.assigned_gpus = held.gpus
+        record.waiting_since = None
         queue.save(record)
     return record, held
 

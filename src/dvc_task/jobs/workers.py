@@ -214,6 +214,7 @@ def offer_options(offer: Offer | None) -> list[str]:
         "--gpus",
         ",".join(offer.gpus) or "none",
         *(f"--resources={k}={v}" for k, v in sorted(offer.resources.items())),
+        f"--slot-patience={offer.patience!r}",
     ]
 
 
