@@ -333,10 +333,8 @@ def test_a_waiting_job_holds_no_worker(queue: JobQueue) -> None:
 # --- order, priority, hold -----------------------------------------------------
 
 
-def test_jobs_start_in_submission_order_and_by_priority(
-    queue: JobQueue, full: bool
-) -> None:
-    count = 1000 if full else 300
+def test_jobs_start_in_submission_order_and_by_priority(queue: JobQueue) -> None:
+    count = 1000
     priorities = [(i * 7) % 3 for i in range(count)]  # 0, 1, 2 mixed
     for i, priority in enumerate(priorities):
         queue.submit(["true"], name=f"j{i:04d}", priority=priority)
