@@ -217,6 +217,12 @@ def bench(session: nox.Session) -> None:
     )
     session.run(
         "python",
+        "benchmarks/bench_control.py",
+        "--output",
+        str(results / "control.md"),
+    )
+    session.run(
+        "python",
         "benchmarks/bench_peers.py",
         "--peer-040",
         str(peer_python),
@@ -227,6 +233,13 @@ def bench(session: nox.Session) -> None:
         "--chart",
         str(results / "peers.png"),
     )
-    names = ("peers.md", "perjob.md", "transport.md", "proc.md", "jobs.md")
+    names = (
+        "peers.md",
+        "perjob.md",
+        "transport.md",
+        "proc.md",
+        "jobs.md",
+        "control.md",
+    )
     parts = [(results / name).read_text() for name in names]
     (results / "latest.md").write_text("\n".join(parts))
