@@ -248,9 +248,16 @@ def test_message_written_by_dvc_task_040_is_run(
     assert processed.headers["id"] == task_id
 
 
-def test_message_we_write_is_read_by_kombu_stock_transport(wdir: Path) -> None:
+@pytest.mark.parametrize("priority", [None, 5])
+def test_message_we_write_is_read_by_kombu_stock_transport(
+    wdir: Path, priority: int | None
+) -> None:
+    # dvc-task 0.40 used the stock transport: a prioritised message (its
+    # priority in the file name) is still one to it.
     app = make_app(str(wdir))
-    result = app.send_task("record", args=["x", "new"])
+    result = app.send_task("record", args=["x", "new"], priority=priority)
+    (path,) = broker_files(wdir, "in")
+    assert ("_p5_" in path.name) == (priority == 5)
 
     options = dict(app.conf.broker_transport_options)
     with Connection("filesystem://", transport_options=options) as conn:
