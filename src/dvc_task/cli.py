@@ -24,6 +24,7 @@ from dvc_task.cli_control import (
     pass_queue,
     release,
     retry,
+    top,
 )
 from dvc_task.exceptions import DvcTaskError
 from dvc_task.jobs import (
@@ -558,6 +559,7 @@ def stop(queue: JobQueue, kill: bool) -> None:
 cli.add_command(retry)
 cli.add_command(hold)
 cli.add_command(release)
+cli.add_command(top)
 
 
 def main() -> None:

@@ -249,3 +249,26 @@ def release(queue: JobQueue, no_start: bool, names: tuple[str, ...]) -> None:
     finally:
         if not no_start:
             queue.ensure_worker()
+
+
+@click.command()
+@pass_queue
+def top(queue: JobQueue) -> None:
+    """Watch the jobs, the workers and a job's log live (q quits).
+
+    Keys: k kill, r retry, h hold/release, d remove, enter full-screen log,
+    / filter, s state, q quit. Needs the 'tui' extra (Textual).
+
+    \b
+    Example:
+      dvc-task top
+    """
+    try:
+        from dvc_task.tui.app import run  # noqa: PLC0415 - an optional extra
+    except ModuleNotFoundError as exc:
+        if exc.name != "textual" and not (exc.name or "").startswith("textual."):
+            raise
+        raise click.ClickException(
+            "the monitor needs Textual: pip install 'dvc-task[tui]'"
+        ) from None
+    run(queue)

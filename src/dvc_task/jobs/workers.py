@@ -41,6 +41,8 @@ class WorkerInfo:
     started_at: str | None
     running: tuple[str, ...]
     idle_since: str | None
+    #: Jobs at once (known for detached workers).
+    concurrency: int | None = None
 
     def asdict(self) -> dict[str, Any]:
         """As JSON-ready data."""
@@ -51,6 +53,7 @@ class WorkerInfo:
             "started": self.started_at,
             "running": list(self.running),
             "idle_since": self.idle_since,
+            "concurrency": self.concurrency,
         }
 
 
@@ -90,11 +93,21 @@ def _locked_workers(queue: JobQueue) -> dict[str, tuple[int | None, str]]:
 
 def _detached_workers(queue: JobQueue) -> dict[str, tuple[int | None, str]]:
     """``node -> (pid, since)`` of detached workers whose runner still lives."""
-    found: dict[str, tuple[int | None, str]] = {}
+    return {node: (pid, since) for node, (pid, since, _) in _detached(queue).items()}
+
+
+def _detached(queue: JobQueue) -> dict[str, tuple[int | None, str, int | None]]:
+    """``node -> (pid, since, concurrency)`` of the live detached workers."""
+    found: dict[str, tuple[int | None, str, int | None]] = {}
     manager = ProcessManager(queue.workers_dir)
     for name, info in manager.processes():
         if info.returncode is None:
-            found[node_name(name)] = (info.pid, info.started_at or "")
+            args = info.args or []
+            concurrency = None
+            if "--concurrency" in args[:-1]:
+                value = args[args.index("--concurrency") + 1]
+                concurrency = int(value) if value.isdigit() else None
+            found[node_name(name)] = (info.pid, info.started_at or "", concurrency)
     return found
 
 
@@ -107,7 +120,11 @@ def live_workers(
     queue: JobQueue, jobs: Iterable[Job] | None = None
 ) -> list[WorkerInfo]:
     """The workers alive now, with the jobs each runs (from ``jobs`` if given)."""
-    alive = _alive(queue)
+    detached = _detached(queue)
+    alive = {
+        **{node: (pid, since) for node, (pid, since, _) in detached.items()},
+        **_locked_workers(queue),
+    }
     if not alive:
         return []
     running: dict[str, list[str]] = {}
@@ -126,8 +143,11 @@ def live_workers(
         if not busy:
             ends = [t for t in (since, last_end.get(node)) if t]
             idle = max(ends, key=parse_time) if ends else None
+        concurrency = detached[node][2] if node in detached else None
         workers.append(
-            WorkerInfo(short_name(node), node, pid, since or None, busy, idle)
+            WorkerInfo(
+                short_name(node), node, pid, since or None, busy, idle, concurrency
+            )
         )
     return workers
 

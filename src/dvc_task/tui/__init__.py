@@ -1,0 +1,1 @@
+"""``dvc-task top``: a live monitor of jobs, workers and logs (Textual)."""

@@ -1,0 +1,376 @@
+"""``dvc-task top``: the jobs, the live workers and the selected job's log.
+
+It reads the same files as the command line, and changes nothing except
+through the same operations as ``kill``, ``retry``, ``hold``/``release``
+and ``rm``. A thread watches the folders (inotify where there is one) and
+hands the app what changed; while nothing changes it wakes once a second.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Footer, Header, Input, Label, Log, Static
+
+from dvc_task.exceptions import DvcTaskError
+from dvc_task.jobs import HELD, STATES, Job, JobQueue, WorkerInfo
+from dvc_task.jobs.display import COLOURS, ago, duration, printable
+from dvc_task.tui.model import JobsReader, OutputFollower, TermBuffer, Watcher
+
+JOB_COLUMNS = (
+    "NAME",
+    "STATE",
+    "ATTEMPT",
+    "SLOTS",
+    "STARTED",
+    "DURATION",
+    "EXIT",
+    "COMMAND",
+)
+WORKER_COLUMNS = ("WORKER", "PID", "CONCURRENCY", "RUNNING", "IDLE SINCE")
+#: The state filters ``s`` goes through (None: every state).
+STATE_FILTERS: tuple[str | None, ...] = (None, *STATES)
+
+
+def job_cells(job: Job, now: datetime) -> tuple[Text, ...]:
+    """The cells of ``job`` under :data:`JOB_COLUMNS` (the state coloured).
+
+    Plain text, never markup: a name or command with ``[...]`` shows as is.
+    """
+    slots = [f"gpu {','.join(job.gpus)}"] if job.gpus else []
+    slots += [f"{name}={count}" for name, count in job.resources]
+    return (
+        Text(printable(job.name)),
+        Text(job.state, style=COLOURS.get(job.state, "")),
+        Text(f"{job.attempt}/{job.max_attempts}" if job.max_attempts > 1 else ""),
+        Text(" ".join(slots)),
+        Text(ago(job.started_at, now)),
+        Text(duration(job.duration)),
+        Text("" if job.returncode is None else str(job.returncode)),
+        Text(printable(shlex.join(job.command))),
+    )
+
+
+def worker_cells(worker: WorkerInfo, now: datetime) -> tuple[Text, ...]:
+    """The cells of ``worker`` under :data:`WORKER_COLUMNS`."""
+    return (
+        Text(printable(worker.name)),
+        Text(str(worker.pid or "")),
+        Text(str(worker.concurrency or "")),
+        Text(printable(", ".join(worker.running)) or "-"),
+        Text(ago(worker.idle_since, now)),
+    )
+
+
+class Confirm(ModalScreen[bool]):
+    """Asks a yes/no question; ``y`` or ``n``."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "yes"),
+        Binding("n,escape", "answer(False)", "no"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        """Ask ``question``."""
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        """The question."""
+        yield Label(f"{self.question} [b]y[/]/[b]n[/]", id="question")
+
+    def action_answer(self, answer: bool) -> None:
+        """Close with ``answer``."""
+        self.dismiss(answer)
+
+
+class TopApp(App[None]):
+    """The monitor of one queue folder."""
+
+    TITLE = "dvc-task top"
+    CSS = """
+    #jobs { height: 2fr; }
+    #side { height: 1fr; }
+    #workers { width: 1fr; }
+    #logpane { width: 2fr; }
+    #log { height: 1fr; }
+    #current { height: 1; }
+    #filter { dock: bottom; display: none; }
+    #filter.shown { display: block; }
+    Confirm { align: center middle; }
+    #question { padding: 1 2; border: thick $accent; background: $panel; }
+    .fullscreen #jobs, .fullscreen #workers { display: none; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("k", "kill", "kill"),
+        Binding("r", "retry", "retry"),
+        Binding("h", "hold", "hold/release"),
+        Binding("d", "remove", "remove"),
+        Binding("enter", "fullscreen", "full log"),
+        Binding("slash", "filter", "filter"),
+        Binding("s", "state", "state"),
+        Binding("escape", "leave", "back", show=False),
+        Binding("q", "quit", "quit"),
+    ]
+
+    def __init__(self, queue: JobQueue) -> None:
+        """A monitor of ``queue``."""
+        super().__init__()
+        self.queue = queue
+        self.reader = JobsReader(queue)
+        self.jobs: list[Job] = []
+        self.shown: list[str] = []
+        self.text_filter = ""
+        self.state_filter: str | None = None
+        self.selected: str | None = None
+        self.follower: OutputFollower | None = None
+        self.buffer = TermBuffer()
+        self.watcher = Watcher(
+            [
+                queue.jobs_dir,
+                queue.procs_dir,
+                queue.workers_dir,
+                queue.broker_folders.inbox,
+                queue.broker_folders.inbox.parent,
+            ],
+            self._changed,
+        )
+
+    def compose(self) -> ComposeResult:
+        """Jobs above; workers and the selected job's log below."""
+        yield Header()
+        with Vertical(id="main"):
+            yield DataTable(id="jobs", cursor_type="row", zebra_stripes=True)
+            with Horizontal(id="side"):
+                yield DataTable(id="workers", cursor_type="none")
+                with Vertical(id="logpane"):
+                    yield Log(id="log", max_lines=self.buffer.max_lines)
+                    yield Static("", id="current", markup=False)
+        yield Input(placeholder="filter: part of a name, state or command", id="filter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        """Set the tables up, show what is there, then watch."""
+        self.sub_title = str(self.queue.folder)
+        self.query_one("#jobs", DataTable).add_columns(*JOB_COLUMNS)
+        self.query_one("#workers", DataTable).add_columns(*WORKER_COLUMNS)
+        self._show(self.reader.read(), self.queue.workers())
+        self.query_one("#jobs", DataTable).focus()
+        self.watcher.start()
+
+    def on_unmount(self) -> None:
+        """Stop watching."""
+        self.watcher.stop()
+
+    # --- data from the watcher thread ------------------------------------------
+
+    def _changed(self, changed: bool) -> None:
+        # In the watcher's thread: read, then hand over to the app.
+        if changed or self.watcher.busy:
+            jobs = self.reader.read()
+            workers = self.queue.workers(jobs)
+        else:
+            jobs, workers = self.jobs, self.queue.workers(self.jobs)
+        output = self.follower.read_new() if self.follower is not None else b""
+        try:
+            self.call_from_thread(self._show, jobs, workers, output)
+        except RuntimeError:
+            pass  # the app is closing
+
+    def _show(
+        self, jobs: list[Job], workers: list[WorkerInfo], output: bytes = b""
+    ) -> None:
+        if not self.screen.query("#jobs"):
+            return  # closing: the widgets are gone
+        self.jobs = jobs
+        self.watcher.busy = any(job.state in ("starting", "running") for job in jobs)
+        self._show_jobs()
+        self._show_workers(workers)
+        if self.selected is None and self.shown:
+            self._select(self.shown[0])
+        if output:
+            self._show_output(output)
+
+    def _visible(self, jobs: Iterable[Job]) -> list[Job]:
+        needle = self.text_filter.lower()
+        return [
+            job
+            for job in jobs
+            if (self.state_filter is None or job.state == self.state_filter)
+            and (
+                not needle
+                or needle in job.name.lower()
+                or needle in job.state
+                or needle in shlex.join(job.command).lower()
+            )
+        ]
+
+    def _show_jobs(self) -> None:
+        table = self.query_one("#jobs", DataTable)
+        now = datetime.now(timezone.utc)
+        visible = self._visible(self.jobs)
+        names = [job.name for job in visible]
+        if names[: len(self.shown)] != self.shown:
+            # Something left or moved: draw again, keeping the cursor's job.
+            table.clear()
+            self.shown = []
+        for job in visible[len(self.shown) :]:
+            table.add_row(*job_cells(job, now), key=job.name)
+        for job in visible[: len(self.shown)]:
+            cells = job_cells(job, now)
+            row = table.get_row(job.name)
+            for column, (old, new) in enumerate(zip(row, cells)):
+                if old != new:
+                    table.update_cell(job.name, table.ordered_columns[column].key, new)
+        self.shown = names
+        if self.selected in names:
+            table.move_cursor(row=names.index(self.selected), scroll=False)
+
+    def _show_workers(self, workers: list[WorkerInfo]) -> None:
+        table = self.query_one("#workers", DataTable)
+        table.clear()
+        now = datetime.now(timezone.utc)
+        for worker in workers:
+            table.add_row(*worker_cells(worker, now))
+
+    # --- the log ---------------------------------------------------------------
+
+    @on(DataTable.RowHighlighted, "#jobs")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        name = event.row_key.value
+        if name is not None and name != self.selected:
+            self._select(name)
+
+    @on(DataTable.RowSelected, "#jobs")
+    def _chosen(self) -> None:
+        self.action_fullscreen()
+
+    def _select(self, name: str) -> None:
+        self.selected = name
+        self.buffer = TermBuffer(self.buffer.max_lines)
+        self.query_one("#log", Log).clear()
+        self.query_one("#current", Static).update("")
+        self.follower = OutputFollower(self.queue.output_path(name))
+        self.watcher.follow(self.queue.procs_dir / name)
+        self._show_output(self.follower.read_new())
+
+    def _show_output(self, data: bytes) -> None:
+        ended = self.buffer.feed(data)
+        if ended:
+            self.query_one("#log", Log).write_lines(ended)
+        self.query_one("#current", Static).update(self.buffer.current)
+
+    # --- actions -----------------------------------------------------------------
+
+    def _job_at_cursor(self) -> Job | None:
+        found = [job for job in self.jobs if job.name == self.selected]
+        return found[0] if found else None
+
+    def _do(self, action: Callable[[], object], done: str) -> None:
+        try:
+            action()
+        except (DvcTaskError, KeyError, OSError) as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.notify(done)
+        self.watcher.wake()
+
+    def action_kill(self) -> None:
+        """Kill the selected job (after asking)."""
+        job = self._job_at_cursor()
+        if job is None:
+            return
+        name = job.name
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._do(lambda: self.queue.kill(name), f"killing {name}")
+
+        self.push_screen(Confirm(f"Kill job {name} ({job.state})?"), answered)
+
+    def action_remove(self) -> None:
+        """Remove the selected finished job (after asking)."""
+        job = self._job_at_cursor()
+        if job is None:
+            return
+        name = job.name
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._do(lambda: self.queue.remove(name), f"removed {name}")
+
+        self.push_screen(Confirm(f"Remove job {name} and its output?"), answered)
+
+    def action_retry(self) -> None:
+        """Queue the selected finished job again (a worker starts if none runs)."""
+        job = self._job_at_cursor()
+        if job is not None:
+
+            def retry() -> None:
+                self.queue.retry([job.name])
+                self.queue.ensure_worker()
+
+            self._do(retry, f"queued {job.name} again")
+
+    def action_hold(self) -> None:
+        """Hold the selected queued job, or release it if it is held."""
+        job = self._job_at_cursor()
+        if job is None:
+            return
+        if job.state == HELD:
+
+            def release() -> None:
+                self.queue.release(job.name)
+                self.queue.ensure_worker()
+
+            self._do(release, f"released {job.name}")
+        else:
+            self._do(lambda: self.queue.hold(job.name), f"held {job.name}")
+
+    def action_fullscreen(self) -> None:
+        """Show the selected job's log alone (again: back)."""
+        self.screen.toggle_class("fullscreen")
+
+    def action_filter(self) -> None:
+        """Type a part of a name, state or command to show only those jobs."""
+        field = self.query_one("#filter", Input)
+        field.add_class("shown")
+        field.focus()
+
+    def action_state(self) -> None:
+        """Show only the jobs in the next state (then all again)."""
+        index = STATE_FILTERS.index(self.state_filter)
+        self.state_filter = STATE_FILTERS[(index + 1) % len(STATE_FILTERS)]
+        self.notify(f"state: {self.state_filter or 'all'}", timeout=1.5)
+        self._show_jobs()
+
+    def action_leave(self) -> None:
+        """Leave the full-screen log or the filter."""
+        self.screen.remove_class("fullscreen")
+        field = self.query_one("#filter", Input)
+        if field.has_class("shown"):
+            field.remove_class("shown")
+            self.query_one("#jobs", DataTable).focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.text_filter = event.value
+        self._show_jobs()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        self.action_leave()
+
+
+def run(queue: JobQueue) -> None:
+    """Run the monitor in this terminal until ``q``."""
+    TopApp(queue).run()

@@ -1,0 +1,262 @@
+r"""What the monitor shows, read from the queue folder (no Textual here).
+
+:class:`JobsReader` keeps the jobs of a folder up to date by reading only
+the records that changed since the last look (their size and mtime), so a
+folder of 10,000 finished jobs costs one ``scandir`` per refresh.
+:class:`Watcher` wakes the monitor when the folders change (inotify where
+there is one), and :class:`TermBuffer` turns a job's output into the lines a
+terminal would show (``\r`` returns to the start of the line).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dvc_task.app.watch import CHANGED_FILES, FolderWaiter
+from dvc_task.files import open_regular
+from dvc_task.jobs import JobQueue
+from dvc_task.jobs.listing import UNREADABLE, entries, folders
+from dvc_task.jobs.record import (
+    NOT_STARTED,
+    InvalidJobRecordError,
+    JobRecord,
+)
+from dvc_task.jobs.view import Job, from_process, queue_view
+
+#: How long the watcher waits at most between two looks (ticking durations,
+#: folders without inotify, jobs that are starting).
+TICK_S = 1.0
+#: While a job is starting or running, look this often at its process.
+BUSY_S = 0.1
+#: Bytes of a job's output shown when it is selected (then followed).
+TAIL_BYTES = 256 * 1024
+
+
+class JobsReader:
+    """The jobs of a queue folder, re-read only where something changed."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        self.queue = queue
+        self._records: dict[str, tuple[tuple[int, int], JobRecord | str]] = {}
+
+    def read(self) -> list[Job]:
+        """Every job, in submission order."""
+        seen: dict[str, tuple[tuple[int, int], JobRecord | str]] = {}
+        for entry in entries(self.queue.jobs_dir):
+            if not entry.name.endswith(".json"):
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            key = (info.st_mtime_ns, info.st_size)
+            cached = self._records.get(entry.name)
+            if cached is not None and cached[0] == key:
+                seen[entry.name] = cached
+                continue
+            try:
+                seen[entry.name] = (key, JobRecord.load(Path(entry.path)))
+            except FileNotFoundError:
+                continue
+            except InvalidJobRecordError as exc:
+                seen[entry.name] = (key, str(exc))
+        self._records = seen
+        return self._derive(seen)
+
+    def _derive(
+        self, seen: dict[str, tuple[tuple[int, int], JobRecord | str]]
+    ) -> list[Job]:
+        records = [value for _, value in seen.values()]
+        waiting = any(
+            isinstance(r, JobRecord) and r.progress == NOT_STARTED and not r.parked
+            for r in records
+        )
+        view = queue_view(self.queue.broker_folders) if waiting else {}
+        jobs: list[Job] = []
+        names = set()
+        for file_name, (_, value) in seen.items():
+            name = file_name[: -len(".json")]
+            names.add(name)
+            if isinstance(value, str):
+                jobs.append(
+                    Job(name, UNREADABLE, [], None, None, error=value, seq=1 << 62)
+                )
+            else:
+                jobs.append(self.queue.job_from_record(value, view))
+        for name in folders(self.queue.procs_dir):
+            if name not in names:
+                process = self.queue.manager.get(name)
+                if process is not None:
+                    output = str(self.queue.output_path(name))
+                    jobs.append(from_process(name, process, output))
+        jobs.sort(key=lambda job: (job.seq, job.submitted_at or ""))
+        return jobs
+
+
+@dataclass
+class TermBuffer:
+    r"""A job's output as a terminal shows it: lines, and the line being drawn.
+
+    ``\n`` ends a line; ``\r`` goes back to its start, so what follows is
+    written over it (a progress bar). Only the last ``max_lines`` lines are
+    kept.
+    """
+
+    max_lines: int = 5000
+    lines: list[str] = field(default_factory=list)
+    current: str = ""
+    _column: int = 0
+    _pending: bytes = b""
+
+    def feed(self, data: bytes) -> list[str]:
+        """Take more output; the lines it ended (to append to the view)."""
+        data = self._pending + data
+        cut = _complete_utf8(data)
+        self._pending = data[cut:]
+        ended: list[str] = []
+        for token in _CONTROL.split(data[:cut].decode("utf-8", "replace")):
+            if token == "\n":
+                ended.append(self.current)
+                self.current, self._column = "", 0
+            elif token == "\r":
+                self._column = 0
+            elif token:
+                end = self._column + len(token)
+                self.current = self.current[: self._column] + token + self.current[end:]
+                self._column = end
+        self.lines.extend(ended)
+        if len(self.lines) > self.max_lines:
+            del self.lines[: len(self.lines) - self.max_lines]
+        return ended
+
+
+_CONTROL = re.compile(r"(\r|\n)")
+
+
+def _complete_utf8(data: bytes) -> int:
+    """Where an incomplete UTF-8 sequence at the end of ``data`` starts."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 == 0x80:
+            continue  # a continuation byte: look further back
+        needed = 4 if byte >= 0xF0 else 3 if byte >= 0xE0 else 2 if byte >= 0xC0 else 1
+        return len(data) - back if back < needed else len(data)
+    return len(data)
+
+
+class OutputFollower:
+    """Reads what a job's output file gained since the last look."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset: int | None = None
+
+    def read_new(self) -> bytes:
+        """New bytes (at first, the last :data:`TAIL_BYTES`); empty if none."""
+        try:
+            fd = open_regular(self.path)
+        except OSError:
+            return b""
+        with os.fdopen(fd, "rb") as fobj:
+            size = os.fstat(fd).st_size
+            if self.offset is None or size < self.offset:
+                self.offset = max(0, size - TAIL_BYTES)
+            fobj.seek(self.offset)
+            data = fobj.read(size - self.offset)
+        self.offset += len(data)
+        return data
+
+
+class Watcher:
+    """A thread that calls ``on_change(True)`` when the queue folders change.
+
+    It also calls ``on_change(False)`` every :data:`TICK_S` (durations tick),
+    or every :data:`BUSY_S` while :attr:`busy` or where a folder has no
+    inotify (then a change is only seen by a ``stat``, also reported).
+    """
+
+    def __init__(
+        self, folders: Iterable[Path], on_change: Callable[[bool], None]
+    ) -> None:
+        self._folders = list(folders)
+        self._on_change = on_change
+        self._stop = threading.Event()
+        self._extra: FolderWaiter | None = None
+        self._extra_lock = threading.Lock()
+        self._waiters: list[FolderWaiter] = []
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self.busy = False
+        self._thread = threading.Thread(
+            target=self._run, name="dvc-task-top", daemon=True
+        )
+
+    def start(self) -> None:
+        """Start watching."""
+        for folder in self._folders:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._waiters.append(FolderWaiter(folder, TICK_S, events=CHANGED_FILES))
+        self._thread.start()
+
+    def follow(self, folder: Path | None) -> None:
+        """Also watch ``folder`` (a job's process folder); None: stop that."""
+        with self._extra_lock:
+            if self._extra is not None:
+                self._extra.close()
+            self._extra = (
+                FolderWaiter(folder, TICK_S, events=CHANGED_FILES)
+                if folder is not None and folder.is_dir()
+                else None
+            )
+        self.wake()
+
+    def wake(self) -> None:
+        """Look now (safe from any thread)."""
+        try:
+            os.write(self._wake_w, b"!")
+        except OSError:
+            pass  # full (a wake-up is pending) or closed
+
+    def stop(self) -> None:
+        """Stop the thread and release the watches."""
+        self._stop.set()
+        self.wake()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        for waiter in self._waiters:
+            waiter.close()
+        self.follow(None)
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._extra_lock:
+                waiters = [*self._waiters, *([self._extra] if self._extra else [])]
+            fds = [w.fileno() for w in waiters]
+            poller = select.poll()
+            poller.register(self._wake_r, select.POLLIN)
+            for fd in fds:
+                if fd is not None:
+                    poller.register(fd, select.POLLIN)
+            polling = any(fd is None for fd in fds)
+            timeout = BUSY_S if self.busy or polling else TICK_S
+            poller.poll(timeout * 1000)
+            try:
+                os.read(self._wake_r, 4096)
+            except BlockingIOError:
+                pass
+            if self._stop.is_set():
+                return
+            changed = False
+            with self._extra_lock:
+                for waiter in waiters:
+                    if waiter is self._extra or waiter in self._waiters:
+                        changed = waiter.check() or changed
+            self._on_change(changed)
