@@ -22,21 +22,26 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Header, Input, Label, Log, Static
 
 from dvc_task.exceptions import DvcTaskError
-from dvc_task.jobs import HELD, STATES, Job, JobQueue, WorkerInfo
+from dvc_task.jobs import HELD, RUNNING, STARTING, STATES, Job, JobQueue, WorkerInfo
 from dvc_task.jobs.display import COLOURS, ago, duration, printable
+from dvc_task.jobs.view import parse_time
 from dvc_task.tui.model import JobsReader, OutputFollower, TermBuffer, Watcher
 
+#: The job table's columns and their widths: fixed, so that adding a row
+#: measures nothing (10,000 rows load in a blink).
 JOB_COLUMNS = (
-    "NAME",
-    "STATE",
-    "ATTEMPT",
-    "SLOTS",
-    "STARTED",
-    "DURATION",
-    "EXIT",
-    "COMMAND",
+    ("NAME", 24),
+    ("STATE", 17),
+    ("ATTEMPT", 7),
+    ("SLOTS", 12),
+    ("STARTED", 16),
+    ("DURATION", 8),
+    ("EXIT", 4),
+    ("COMMAND", 60),
 )
 WORKER_COLUMNS = ("WORKER", "PID", "CONCURRENCY", "RUNNING", "IDLE SINCE")
+#: Every how many idle ticks the live workers are looked at again.
+WORKERS_EVERY = 5
 #: The state filters ``s`` goes through (None: every state).
 STATE_FILTERS: tuple[str | None, ...] = (None, *STATES)
 
@@ -53,11 +58,24 @@ def job_cells(job: Job, now: datetime) -> tuple[Text, ...]:
         Text(job.state, style=COLOURS.get(job.state, "")),
         Text(f"{job.attempt}/{job.max_attempts}" if job.max_attempts > 1 else ""),
         Text(" ".join(slots)),
-        Text(ago(job.started_at, now)),
+        Text(clock(job.started_at, now)),
         Text(duration(job.duration)),
         Text("" if job.returncode is None else str(job.returncode)),
         Text(printable(shlex.join(job.command))),
     )
+
+
+def clock(when: str | None, now: datetime) -> str:
+    """A recorded UTC time as local ``HH:MM:SS`` (with the date if not today)."""
+    if not when:
+        return ""
+    try:
+        local = parse_time(when).astimezone()
+    except ValueError:
+        return ""
+    if local.date() == now.astimezone().date():
+        return local.strftime("%H:%M:%S")
+    return local.strftime("%Y-%m-%d %H:%M")
 
 
 def worker_cells(worker: WorkerInfo, now: datetime) -> tuple[Text, ...]:
@@ -129,6 +147,11 @@ class TopApp(App[None]):
         self.reader = JobsReader(queue)
         self.jobs: list[Job] = []
         self.shown: list[str] = []
+        self.live_workers: list[WorkerInfo] = []
+        self.ticks = 0
+        self.worker_rows: list[tuple[Text, ...]] = []
+        #: The jobs as their rows show them.
+        self.drawn: dict[str, Job] = {}
         self.text_filter = ""
         self.state_filter: str | None = None
         self.selected: str | None = None
@@ -161,7 +184,9 @@ class TopApp(App[None]):
     def on_mount(self) -> None:
         """Set the tables up, show what is there, then watch."""
         self.sub_title = str(self.queue.folder)
-        self.query_one("#jobs", DataTable).add_columns(*JOB_COLUMNS)
+        jobs = self.query_one("#jobs", DataTable)
+        for label, width in JOB_COLUMNS:
+            jobs.add_column(label, width=width)
         self.query_one("#workers", DataTable).add_columns(*WORKER_COLUMNS)
         self._show(self.reader.read(), self.queue.workers())
         self.query_one("#jobs", DataTable).focus()
@@ -175,12 +200,20 @@ class TopApp(App[None]):
 
     def _changed(self, changed: bool) -> None:
         # In the watcher's thread: read, then hand over to the app.
-        if changed or self.watcher.busy:
-            jobs = self.reader.read()
+        jobs = self.reader.read() if changed else self.reader.refresh(self.jobs)
+        self.ticks += 1
+        workers = self.live_workers
+        if changed or jobs is not self.jobs or self.ticks % WORKERS_EVERY == 0:
+            # A worker that died is seen here; its start and jobs by changes.
             workers = self.queue.workers(jobs)
-        else:
-            jobs, workers = self.jobs, self.queue.workers(self.jobs)
         output = self.follower.read_new() if self.follower is not None else b""
+        if (
+            jobs is self.jobs
+            and workers == self.live_workers
+            and not output
+            and not self.reader.running
+        ):
+            return  # nothing to draw: an idle tick costs a look at the folders
         try:
             self.call_from_thread(self._show, jobs, workers, output)
         except RuntimeError:
@@ -192,7 +225,8 @@ class TopApp(App[None]):
         if not self.screen.query("#jobs"):
             return  # closing: the widgets are gone
         self.jobs = jobs
-        self.watcher.busy = any(job.state in ("starting", "running") for job in jobs)
+        self.live_workers = workers
+        self.watcher.busy = any(job.state == STARTING for job in jobs)
         self._show_jobs()
         self._show_workers(workers)
         if self.selected is None and self.shown:
@@ -226,21 +260,29 @@ class TopApp(App[None]):
         for job in visible[len(self.shown) :]:
             table.add_row(*job_cells(job, now), key=job.name)
         for job in visible[: len(self.shown)]:
+            drawn = self.drawn.get(job.name)
+            if (drawn is job or drawn == job) and job.state != RUNNING:
+                continue  # unchanged, and its duration does not tick
             cells = job_cells(job, now)
             row = table.get_row(job.name)
             for column, (old, new) in enumerate(zip(row, cells)):
                 if old != new:
                     table.update_cell(job.name, table.ordered_columns[column].key, new)
+        self.drawn = {job.name: job for job in visible}
         self.shown = names
         if self.selected in names:
             table.move_cursor(row=names.index(self.selected), scroll=False)
 
     def _show_workers(self, workers: list[WorkerInfo]) -> None:
+        now = datetime.now(timezone.utc)
+        rows = [worker_cells(worker, now) for worker in workers]
+        if rows == self.worker_rows:
+            return
+        self.worker_rows = rows
         table = self.query_one("#workers", DataTable)
         table.clear()
-        now = datetime.now(timezone.utc)
-        for worker in workers:
-            table.add_row(*worker_cells(worker, now))
+        for row in rows:
+            table.add_row(*row)
 
     # --- the log ---------------------------------------------------------------
 

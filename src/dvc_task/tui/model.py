@@ -23,16 +23,18 @@ from dvc_task.files import open_regular
 from dvc_task.jobs import JobQueue
 from dvc_task.jobs.listing import UNREADABLE, entries, folders
 from dvc_task.jobs.record import (
+    FINAL_STATES,
     NOT_STARTED,
+    RUNNING,
     InvalidJobRecordError,
     JobRecord,
 )
 from dvc_task.jobs.view import Job, from_process, queue_view
 
-#: How long the watcher waits at most between two looks (ticking durations,
-#: folders without inotify, jobs that are starting).
+#: How long the watcher waits at most between two looks (ticking durations).
 TICK_S = 1.0
-#: While a job is starting or running, look this often at its process.
+#: While a job is starting (its process record is not watched), or where a
+#: folder has no inotify, look this often.
 BUSY_S = 0.1
 #: Bytes of a job's output shown when it is selected (then followed).
 TAIL_BYTES = 256 * 1024
@@ -44,6 +46,10 @@ class JobsReader:
     def __init__(self, queue: JobQueue) -> None:
         self.queue = queue
         self._records: dict[str, tuple[tuple[int, int], JobRecord | str]] = {}
+        #: Names of the jobs that had not finished at the last look.
+        self.active: set[str] = set()
+        #: Whether one of them was running.
+        self.running = False
 
     def read(self) -> list[Job]:
         """Every job, in submission order."""
@@ -67,10 +73,47 @@ class JobsReader:
             except InvalidJobRecordError as exc:
                 seen[entry.name] = (key, str(exc))
         self._records = seen
-        return self._derive(seen)
+        return self._note(self._derive(seen))
+
+    def refresh(self, jobs: list[Job]) -> list[Job]:
+        """``jobs`` with those that have not finished looked at again.
+
+        Cheap between two full reads: finished jobs are not touched.
+        """
+        active = self.active
+        if not active:
+            return jobs
+        seen = {
+            f"{name}.json": self._records[f"{name}.json"]
+            for name in active
+            if f"{name}.json" in self._records
+        }
+        for file_name in list(seen):
+            path = self.queue.jobs_dir / file_name
+            try:
+                info = path.stat()
+                key = (info.st_mtime_ns, info.st_size)
+                if key != seen[file_name][0]:
+                    seen[file_name] = (key, JobRecord.load(path))
+                    self._records[file_name] = seen[file_name]
+            except (OSError, InvalidJobRecordError):
+                continue  # the next full read reports it
+        fresh = {job.name: job for job in self._derive(seen, with_processes=False)}
+        old = {job.name: job for job in jobs if job.name in active}
+        if fresh == old:
+            return jobs  # the same list: nothing to draw
+        return self._note([fresh.get(job.name, job) for job in jobs])
+
+    def _note(self, jobs: list[Job]) -> list[Job]:
+        """Remember which of ``jobs`` have not finished, and whether any runs."""
+        self.active = {job.name for job in jobs if job.state not in FINAL_STATES}
+        self.running = any(job.state == RUNNING for job in jobs)
+        return jobs
 
     def _derive(
-        self, seen: dict[str, tuple[tuple[int, int], JobRecord | str]]
+        self,
+        seen: dict[str, tuple[tuple[int, int], JobRecord | str]],
+        with_processes: bool = True,
     ) -> list[Job]:
         records = [value for _, value in seen.values()]
         waiting = any(
@@ -89,7 +132,7 @@ class JobsReader:
                 )
             else:
                 jobs.append(self.queue.job_from_record(value, view))
-        for name in folders(self.queue.procs_dir):
+        for name in folders(self.queue.procs_dir) if with_processes else ():
             if name not in names:
                 process = self.queue.manager.get(name)
                 if process is not None:
