@@ -25,6 +25,7 @@ from pathlib import Path
 
 from dvc_task.jobs import JobQueue
 from dvc_task.tui.app import TopApp
+from dvc_task.tui.table import JobTable
 
 from common import publish_report
 
@@ -58,8 +59,8 @@ async def first_paint_and_idle(
     start = time.monotonic()
     app = TopApp(queue)
     async with app.run_test(size=(160, 50)) as pilot:
-        table = app.query_one("#jobs")
-        while table.row_count < count:  # type: ignore[attr-defined]
+        table = app.query_one(JobTable)
+        while len(table.jobs) < count:
             await pilot.pause(0.001)
         painted = time.monotonic() - start
         cpu = 0.0

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +22,7 @@ from textual.pilot import Pilot
 
 from dvc_task.jobs import JobQueue
 from dvc_task.tui.app import TopApp
+from dvc_task.tui.table import JobTable, job_cells
 
 from conftest import SCRIPT, end_all, wait_for
 
@@ -59,8 +61,11 @@ async def until(
 
 def states(app: TopApp) -> dict[str, str]:
     """``name -> state`` as the table shows them."""
-    table = app.query_one("#jobs")
-    return {name: str(table.get_row(name)[1]) for name in app.shown}  # type: ignore[attr-defined]
+    table = app.query_one(JobTable)
+    return {job.name: job_cells(job, NOW)[1].plain for job in table.jobs}
+
+
+NOW = datetime.now(timezone.utc)
 
 
 def test_jobs_appear_with_their_states(queue: JobQueue) -> None:
@@ -87,8 +92,9 @@ def test_jobs_appear_with_their_states(queue: JobQueue) -> None:
             "later": "waiting",
             "held": "held",
         }
-        table = app.query_one("#jobs")
-        assert str(table.get_row("bad")[6]) == "3"  # type: ignore[attr-defined]
+        table = app.query_one(JobTable)
+        bad = table.jobs[table.row_of("bad") or 0]
+        assert job_cells(bad, NOW)[6].plain == "3"
         await until(pilot, lambda: app.query_one("#workers").row_count == 1, "worker")  # type: ignore[attr-defined]
 
     run_top(queue, scenario)
@@ -244,12 +250,16 @@ def test_ten_thousand_finished_jobs_load_and_scroll(queue: JobQueue) -> None:
         (queue.jobs_dir / f"j{i:05d}.json").write_text(json.dumps(record))
 
     async def scenario(app: TopApp, pilot: Pilot[None]) -> None:
-        table = app.query_one("#jobs")
-        assert table.row_count == 10_001  # type: ignore[attr-defined]
-        await pilot.press("ctrl+end")
+        table = app.query_one(JobTable)
+        assert len(table.jobs) == 10_001
+        await pilot.press("end")
         await until(pilot, lambda: app.selected == "j09999", "the last row")
+        assert table.scroll_offset.y > 9_900  # scrolled there
         await pilot.press("pageup", "pageup")
-        assert table.cursor_row < 10_000  # type: ignore[attr-defined]
+        assert 9_900 < table.cursor < 10_000
+        await pilot.press("home")
+        await until(pilot, lambda: table.scroll_offset.y == 0, "the top")
+        assert app.selected == "first"
 
     run_top(queue, scenario)
 

@@ -22,60 +22,16 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Header, Input, Label, Log, Static
 
 from dvc_task.exceptions import DvcTaskError
-from dvc_task.jobs import HELD, RUNNING, STARTING, STATES, Job, JobQueue, WorkerInfo
-from dvc_task.jobs.display import COLOURS, ago, duration, printable
-from dvc_task.jobs.view import parse_time
+from dvc_task.jobs import HELD, STARTING, STATES, Job, JobQueue, WorkerInfo
+from dvc_task.jobs.display import ago, printable
 from dvc_task.tui.model import JobsReader, OutputFollower, TermBuffer, Watcher
+from dvc_task.tui.table import JobTable, header
 
-#: The job table's columns and their widths: fixed, so that adding a row
-#: measures nothing (10,000 rows load in a blink).
-JOB_COLUMNS = (
-    ("NAME", 24),
-    ("STATE", 17),
-    ("ATTEMPT", 7),
-    ("SLOTS", 12),
-    ("STARTED", 16),
-    ("DURATION", 8),
-    ("EXIT", 4),
-    ("COMMAND", 60),
-)
 WORKER_COLUMNS = ("WORKER", "PID", "CONCURRENCY", "RUNNING", "IDLE SINCE")
 #: Every how many idle ticks the live workers are looked at again.
 WORKERS_EVERY = 5
 #: The state filters ``s`` goes through (None: every state).
 STATE_FILTERS: tuple[str | None, ...] = (None, *STATES)
-
-
-def job_cells(job: Job, now: datetime) -> tuple[Text, ...]:
-    """The cells of ``job`` under :data:`JOB_COLUMNS` (the state coloured).
-
-    Plain text, never markup: a name or command with ``[...]`` shows as is.
-    """
-    slots = [f"gpu {','.join(job.gpus)}"] if job.gpus else []
-    slots += [f"{name}={count}" for name, count in job.resources]
-    return (
-        Text(printable(job.name)),
-        Text(job.state, style=COLOURS.get(job.state, "")),
-        Text(f"{job.attempt}/{job.max_attempts}" if job.max_attempts > 1 else ""),
-        Text(" ".join(slots)),
-        Text(clock(job.started_at, now)),
-        Text(duration(job.duration)),
-        Text("" if job.returncode is None else str(job.returncode)),
-        Text(printable(shlex.join(job.command))),
-    )
-
-
-def clock(when: str | None, now: datetime) -> str:
-    """A recorded UTC time as local ``HH:MM:SS`` (with the date if not today)."""
-    if not when:
-        return ""
-    try:
-        local = parse_time(when).astimezone()
-    except ValueError:
-        return ""
-    if local.date() == now.astimezone().date():
-        return local.strftime("%H:%M:%S")
-    return local.strftime("%Y-%m-%d %H:%M")
 
 
 def worker_cells(worker: WorkerInfo, now: datetime) -> tuple[Text, ...]:
@@ -126,14 +82,16 @@ class TopApp(App[None]):
     #filter.shown { display: block; }
     Confirm { align: center middle; }
     #question { padding: 1 2; border: thick $accent; background: $panel; }
-    .fullscreen #jobs, .fullscreen #workers { display: none; }
+    .fullscreen #jobs, .fullscreen #header, .fullscreen #side #workers {
+        display: none;
+    }
+    #header { height: 1; padding: 0 0; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("k", "kill", "kill"),
         Binding("r", "retry", "retry"),
         Binding("h", "hold", "hold/release"),
         Binding("d", "remove", "remove"),
-        Binding("enter", "fullscreen", "full log"),
         Binding("slash", "filter", "filter"),
         Binding("s", "state", "state"),
         Binding("escape", "leave", "back", show=False),
@@ -146,12 +104,11 @@ class TopApp(App[None]):
         self.queue = queue
         self.reader = JobsReader(queue)
         self.jobs: list[Job] = []
+        #: Names of the jobs the table shows (after the filters).
         self.shown: list[str] = []
         self.live_workers: list[WorkerInfo] = []
         self.ticks = 0
         self.worker_rows: list[tuple[Text, ...]] = []
-        #: The jobs as their rows show them.
-        self.drawn: dict[str, Job] = {}
         self.text_filter = ""
         self.state_filter: str | None = None
         self.selected: str | None = None
@@ -172,7 +129,8 @@ class TopApp(App[None]):
         """Jobs above; workers and the selected job's log below."""
         yield Header()
         with Vertical(id="main"):
-            yield DataTable(id="jobs", cursor_type="row", zebra_stripes=True)
+            yield Static(header(), id="header")
+            yield JobTable(id="jobs")
             with Horizontal(id="side"):
                 yield DataTable(id="workers", cursor_type="none")
                 with Vertical(id="logpane"):
@@ -184,12 +142,9 @@ class TopApp(App[None]):
     def on_mount(self) -> None:
         """Set the tables up, show what is there, then watch."""
         self.sub_title = str(self.queue.folder)
-        jobs = self.query_one("#jobs", DataTable)
-        for label, width in JOB_COLUMNS:
-            jobs.add_column(label, width=width)
         self.query_one("#workers", DataTable).add_columns(*WORKER_COLUMNS)
         self._show(self.reader.read(), self.queue.workers())
-        self.query_one("#jobs", DataTable).focus()
+        self.query_one("#jobs", JobTable).focus()
         self.watcher.start()
 
     def on_unmount(self) -> None:
@@ -249,29 +204,9 @@ class TopApp(App[None]):
         ]
 
     def _show_jobs(self) -> None:
-        table = self.query_one("#jobs", DataTable)
-        now = datetime.now(timezone.utc)
         visible = self._visible(self.jobs)
-        names = [job.name for job in visible]
-        if names[: len(self.shown)] != self.shown:
-            # Something left or moved: draw again, keeping the cursor's job.
-            table.clear()
-            self.shown = []
-        for job in visible[len(self.shown) :]:
-            table.add_row(*job_cells(job, now), key=job.name)
-        for job in visible[: len(self.shown)]:
-            drawn = self.drawn.get(job.name)
-            if (drawn is job or drawn == job) and job.state != RUNNING:
-                continue  # unchanged, and its duration does not tick
-            cells = job_cells(job, now)
-            row = table.get_row(job.name)
-            for column, (old, new) in enumerate(zip(row, cells)):
-                if old != new:
-                    table.update_cell(job.name, table.ordered_columns[column].key, new)
-        self.drawn = {job.name: job for job in visible}
-        self.shown = names
-        if self.selected in names:
-            table.move_cursor(row=names.index(self.selected), scroll=False)
+        self.shown = [job.name for job in visible]
+        self.query_one("#jobs", JobTable).show(visible, self.selected)
 
     def _show_workers(self, workers: list[WorkerInfo]) -> None:
         now = datetime.now(timezone.utc)
@@ -286,13 +221,12 @@ class TopApp(App[None]):
 
     # --- the log ---------------------------------------------------------------
 
-    @on(DataTable.RowHighlighted, "#jobs")
-    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
-        name = event.row_key.value
-        if name is not None and name != self.selected:
-            self._select(name)
+    @on(JobTable.Highlighted, "#jobs")
+    def _highlighted(self, event: JobTable.Highlighted) -> None:
+        if event.name != self.selected:
+            self._select(event.name)
 
-    @on(DataTable.RowSelected, "#jobs")
+    @on(JobTable.Chosen, "#jobs")
     def _chosen(self) -> None:
         self.action_fullscreen()
 
@@ -401,7 +335,7 @@ class TopApp(App[None]):
         field = self.query_one("#filter", Input)
         if field.has_class("shown"):
             field.remove_class("shown")
-            self.query_one("#jobs", DataTable).focus()
+            self.query_one("#jobs", JobTable).focus()
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
