@@ -221,6 +221,13 @@ def bench(session: nox.Session) -> None:
         "--output",
         str(results / "control.md"),
     )
+    session.install("-e", ".[tui]")
+    session.run(
+        "python",
+        "benchmarks/bench_top.py",
+        "--output",
+        str(results / "top.md"),
+    )
     session.run(
         "python",
         "benchmarks/bench_peers.py",
@@ -240,6 +247,7 @@ def bench(session: nox.Session) -> None:
         "proc.md",
         "jobs.md",
         "control.md",
+        "top.md",
     )
     parts = [(results / name).read_text() for name in names]
     (results / "latest.md").write_text("\n".join(parts))
