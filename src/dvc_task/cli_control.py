@@ -266,8 +266,8 @@ def top(queue: JobQueue) -> None:
     try:
         from dvc_task.tui.app import run  # noqa: PLC0415 - an optional extra
     except ModuleNotFoundError as exc:
-        if exc.name != "textual" and not (exc.name or "").startswith("textual."):
-            raise
+        if (exc.name or "").split(".")[0] not in ("textual", "rich"):
+            raise  # a real bug, not the missing extra
         raise click.ClickException(
             "the monitor needs Textual: pip install 'dvc-task[tui]'"
         ) from None

@@ -6,7 +6,6 @@ import asyncio
 import json
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Iterator
 from datetime import datetime, timezone
@@ -262,20 +261,3 @@ def test_ten_thousand_finished_jobs_load_and_scroll(queue: JobQueue) -> None:
         assert app.selected == "first"
 
     run_top(queue, scenario)
-
-
-def test_top_without_textual_says_how_to_install_it(tmp_path: Path) -> None:
-    code = (
-        "import sys; sys.modules['textual'] = None\n"
-        "from dvc_task.cli import main\n"
-        "sys.argv = ['dvc-task', '--dir', sys.argv[1], 'top']\n"
-        "main()\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "q")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 1
-    assert "pip install 'dvc-task[tui]'" in done.stderr
