@@ -517,3 +517,20 @@ def test_bad_job_options_are_refused_and_queue_nothing(queue: JobQueue) -> None:
     with pytest.raises(JobError, match="no job named 'missing'"):
         queue.submit(["true"], after=["missing"])
     assert queue.jobs() == []
+
+
+def test_status_shows_a_failed_dependency_before_any_worker_records_it(
+    queue: JobQueue,
+) -> None:
+    # A worker that recorded a failure and died before it promoted the jobs
+    # waiting for it: its record is written as that worker wrote it.
+    queue.submit(["false"], name="dep", held=True)
+    queue.submit(["true"], name="waiter", after=["dep"])
+    queue.submit(["true"], name="then", after=["waiter"])
+    record = json.loads(queue.record_path("dep").read_text())
+    record.update(held=False, progress="failed", returncode=1)
+    queue.record_path("dep").write_text(json.dumps(record))
+
+    assert queue.job("waiter").state == "dependency failed"
+    assert [job.state for job in queue.jobs()] == ["failed"] + ["dependency failed"] * 2
+    assert "'dep'" in (queue.job("waiter").error or "")

@@ -10,6 +10,7 @@ A :class:`JobQueue` owns one folder::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -31,10 +32,12 @@ from dvc_task.jobs import control, output, schedule, slots
 from dvc_task.jobs import workers as worker_ops
 from dvc_task.jobs.listing import UNREADABLE, folders, records
 from dvc_task.jobs.record import (
+    DEPENDENCY_FAILED,
     FINAL_STATES,
     NOT_STARTED,
     QUEUED,
     STARTING,
+    WAITING,
     WAITING_FOR_JOBS,
     InvalidJobRecordError,
     JobError,
@@ -343,6 +346,7 @@ class JobQueue:
                 if info is not None:
                     found.append(from_process(name, info, str(self.output_path(name))))
         found.sort(key=lambda job: (job.seq, job.submitted_at or ""))
+        found = schedule.show_failed_dependencies(found)
         return [job for job in found if wanted is None or job.state in wanted]
 
     def _job_at(self, name: str, path: Path, view: dict[str, str]) -> Job:
@@ -383,7 +387,19 @@ class JobQueue:
                 record = JobRecord.load(path)
             except FileNotFoundError:
                 raise UnknownJobError(name) from None
-            return self._from_record(record, view)
+            job = self._from_record(record, view)
+            failed = (
+                schedule.failed_dependency(self, record, {})
+                if job.state == WAITING
+                else None
+            )
+            if failed is None:
+                return job
+            return dataclasses.replace(
+                job,
+                state=DEPENDENCY_FAILED,
+                error=f"job {failed[0]!r} it waits for is {failed[1]}",
+            )
         info = self.manager.get(name)
         if info is None:
             raise UnknownJobError(name)

@@ -18,7 +18,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
@@ -32,6 +32,7 @@ from dvc_task.jobs.record import (
     NOT_STARTED,
     SUCCESS_STATES,
     TIMED_OUT,
+    WAITING,
     WAITING_FOR_JOBS,
     WAITING_FOR_SLOTS,
     InvalidJobRecordError,
@@ -39,6 +40,7 @@ from dvc_task.jobs.record import (
     JobRecord,
     UnknownJobError,
 )
+from dvc_task.jobs.view import Job
 
 if TYPE_CHECKING:
     from dvc_task.jobs.queue import JobQueue
@@ -217,6 +219,39 @@ def _dependencies_done(
     return all(
         _final_state(queue, dep, cache) in SUCCESS_STATES for dep in record.after
     )
+
+
+def show_failed_dependencies(jobs: list[Job]) -> list[Job]:
+    """``jobs`` with those waiting for a failed job shown ``dependency failed``.
+
+    What the next :func:`promote` records; a listing shows it at once, also
+    while no worker runs to record it.
+    """
+    states = {job.name: job.state for job in jobs}
+    failed = {
+        name
+        for name, state in states.items()
+        if state in FINAL_STATES and state not in SUCCESS_STATES
+    }
+    changed = True
+    shown = list(jobs)
+    while changed:
+        changed = False
+        for index, job in enumerate(shown):
+            if job.state != WAITING or not job.after:
+                continue
+            dep = next((d for d in job.after if d in failed or d not in states), None)
+            if dep is not None:
+                what = states.get(dep, REMOVED)
+                shown[index] = replace(
+                    job,
+                    state=DEPENDENCY_FAILED,
+                    error=f"job {dep!r} it waits for is {what}",
+                )
+                failed.add(job.name)
+                states[job.name] = DEPENDENCY_FAILED
+                changed = True
+    return shown
 
 
 # --- waiting jobs --------------------------------------------------------------

@@ -29,6 +29,7 @@ from dvc_task.jobs.record import (
     InvalidJobRecordError,
     JobRecord,
 )
+from dvc_task.jobs.schedule import show_failed_dependencies
 from dvc_task.jobs.view import Job, from_process, queue_view
 
 #: How long the watcher waits at most between two looks (ticking durations).
@@ -73,7 +74,7 @@ class JobsReader:
             except InvalidJobRecordError as exc:
                 seen[entry.name] = (key, str(exc))
         self._records = seen
-        return self._note(self._derive(seen))
+        return self._note(show_failed_dependencies(self._derive(seen)))
 
     def refresh(self, jobs: list[Job]) -> list[Job]:
         """``jobs`` with those that have not finished looked at again.
@@ -99,10 +100,12 @@ class JobsReader:
             except (OSError, InvalidJobRecordError):
                 continue  # the next full read reports it
         fresh = {job.name: job for job in self._derive(seen, with_processes=False)}
-        old = {job.name: job for job in jobs if job.name in active}
-        if fresh == old:
+        merged = show_failed_dependencies([fresh.get(job.name, job) for job in jobs])
+        if [job for job in merged if job.name in active] == [
+            job for job in jobs if job.name in active
+        ]:
             return jobs  # the same list: nothing to draw
-        return self._note([fresh.get(job.name, job) for job in jobs])
+        return self._note(merged)
 
     def _note(self, jobs: list[Job]) -> list[Job]:
         """Remember which of ``jobs`` have not finished, and whether any runs."""
