@@ -36,6 +36,7 @@ from dvc_task.jobs.record import (
     JobNotFinishedError,
     UnknownJobError,
 )
+from dvc_task.jobs.slots import Offer
 from dvc_task.jobs.view import Job
 from dvc_task.jobs.workers import WorkerInfo
 
@@ -62,6 +63,7 @@ __all__ = [
     "JobError",
     "JobNotFinishedError",
     "JobQueue",
+    "Offer",
     "UnknownJobError",
     "WorkerInfo",
 ]
