@@ -178,7 +178,12 @@ def _stream(queue: JobQueue, name: str, start: bool) -> int:
     except BrokenPipeError:
         _quiet_stdout()
         return 0
-    return queue.job(name).exit_code
+    job = queue.job(name)
+    if job.returncode is None:
+        # It never ran: say why (skipped, dependency failed, killed...).
+        reason = f": {job.error}" if job.error else ""
+        click.echo(f"job {name} {job.state}{reason}", err=True)
+    return job.exit_code
 
 
 def _wait_started(queue: JobQueue, name: str, start: bool) -> None:

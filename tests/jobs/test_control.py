@@ -534,3 +534,14 @@ def test_status_shows_a_failed_dependency_before_any_worker_records_it(
     assert queue.job("waiter").state == "dependency failed"
     assert [job.state for job in queue.jobs()] == ["failed"] + ["dependency failed"] * 2
     assert "'dep'" in (queue.job("waiter").error or "")
+
+
+def test_run_wait_says_why_a_job_never_ran(cli: Cli, tmp_path: Path) -> None:
+    cli("run", "--name", "f", "--", "false")
+    done = cli("run", "--wait", "--after", "f", "--", "echo", "never", check=1)
+    assert "dependency failed: job 'f' it waits for is failed" in done.stderr
+    assert done.stdout == ""
+
+    done = cli("run", "--wait", "--creates", str(tmp_path), "--", "echo", "never")
+    assert "skipped" in done.stderr  # and exit 0: skipped counts as success
+    assert done.stdout == ""

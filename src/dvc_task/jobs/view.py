@@ -27,6 +27,7 @@ from dvc_task.jobs.record import (
     NOT_STARTED,
     QUEUED,
     RUNNING,
+    SKIPPED,
     STARTING,
     SUCCEEDED,
     TIMED_OUT,
@@ -86,7 +87,12 @@ class Job:
 
     @property
     def exit_code(self) -> int:
-        """The exit code a shell would give: 128 + N for a signal N, 1 if lost."""
+        """The exit code a shell would give: 128 + N for a signal N, 1 if lost.
+
+        A skipped job (its outputs existed) counts as a success: 0.
+        """
+        if self.state == SKIPPED:
+            return 0
         if self.returncode is None or self.state == LOST:
             return 1
         if self.returncode < 0:
