@@ -15,7 +15,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +51,7 @@ from dvc_task.jobs.view import (
     derive,
     from_process,
     queue_view,
+    unreadable,
 )
 from dvc_task.proc import ProcessManager
 from dvc_task.proc.info import utc_now
@@ -340,14 +341,20 @@ class JobQueue:
             name = path.name[: -len(".json")]
             names.add(name)
             found.append(self._job_at(name, path, view))
+        found.extend(self.processes_without_record(names))
+        found.sort(key=lambda job: (job.seq, job.submitted_at or ""))
+        found = schedule.show_failed_dependencies(found)
+        return [job for job in found if wanted is None or job.state in wanted]
+
+    def processes_without_record(self, names: Collection[str]) -> list[Job]:
+        """Jobs of process folders not in ``names`` (started by dvc-task 0.40)."""
+        found = []
         for name in folders(self.procs_dir):
             if name not in names:
                 info = self.manager.get(name)
                 if info is not None:
                     found.append(from_process(name, info, str(self.output_path(name))))
-        found.sort(key=lambda job: (job.seq, job.submitted_at or ""))
-        found = schedule.show_failed_dependencies(found)
-        return [job for job in found if wanted is None or job.state in wanted]
+        return found
 
     def _job_at(self, name: str, path: Path, view: dict[str, str]) -> Job:
         try:
@@ -356,7 +363,7 @@ class JobQueue:
             raise UnknownJobError(name) from None
         except InvalidJobRecordError as exc:
             _warn_once(path, f"{exc}; remove the job with 'rm'")
-            return Job(name, UNREADABLE, [], None, None, error=str(exc), seq=1 << 62)
+            return unreadable(name, str(exc))
         return self._from_record(record, view)
 
     def job_from_record(

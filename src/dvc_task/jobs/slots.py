@@ -151,28 +151,37 @@ def take(record: JobRecord, offer: Offer, resource_folder: Path) -> Slots | None
     held = Slots()
     if record.gpus:
         folder = gpu_lock_folder()
-        for gpu in offer.gpus:
-            if len(held.gpus) == record.gpus:
-                break
-            lock = FileLock(folder / f"gpu{gpu}.lock")
-            if lock.acquire():
-                held.gpus.append(gpu)
-                held.locks.append(lock)
-        if len(held.gpus) < record.gpus:
-            held.release()
+        units = {gpu: folder / f"gpu{gpu}.lock" for gpu in offer.gpus}
+        got = _take_units(units, record.gpus)
+        if got is None:
             return None
+        held.gpus, held.locks = list(got), list(got.values())
     if record.resources:
         make_private_folder(resource_folder)
-    for name, wanted in record.resources.items():
-        got = 0
-        for unit in range(offer.resources.get(name, 0)):
-            if got == wanted:
-                break
-            lock = FileLock(resource_folder / f"{name}.{unit}.lock")
-            if lock.acquire():
-                held.locks.append(lock)
-                got += 1
-        if got < wanted:
+    for name, count in record.resources.items():
+        units = {
+            str(unit): resource_folder / f"{name}.{unit}.lock"
+            for unit in range(offer.resources.get(name, 0))
+        }
+        got = _take_units(units, count)
+        if got is None:
             held.release()
             return None
+        held.locks.extend(got.values())
     return held
+
+
+def _take_units(units: dict[str, Path], count: int) -> dict[str, FileLock] | None:
+    """Locks on ``count`` of the lock files ``units``; None (none held) if busy."""
+    got: dict[str, FileLock] = {}
+    for unit, path in units.items():
+        if len(got) == count:
+            break
+        lock = FileLock(path)
+        if lock.acquire():
+            got[unit] = lock
+    if len(got) < count:
+        for lock in got.values():
+            lock.release()
+        return None
+    return got

@@ -128,16 +128,19 @@ def _run_attempt(queue: JobQueue, record: JobRecord, held: slots.Slots) -> None:
 
 
 def _write_header(queue: JobQueue, record: JobRecord) -> None:
-    makedirs(queue.procs_dir / record.name, exist_ok=True, mode=0o700)
     if record.max_attempts > 1:
-        line = f"--- dvc-task: attempt {record.attempt}/{record.max_attempts} ---\n"
+        line = f"--- dvc-task: attempt {record.attempt}/{record.max_attempts} ---"
     else:  # run again with 'retry'
-        line = f"--- dvc-task: run {len(record.attempts) + 1} ---\n"
-    fd = open_regular(
-        queue.output_path(record.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND
-    )
+        line = f"--- dvc-task: run {len(record.attempts) + 1} ---"
+    _append_line(queue, record.name, line)
+
+
+def _append_line(queue: JobQueue, name: str, line: str) -> None:
+    """Add a line of ours to job ``name``'s output (made if missing)."""
+    makedirs(queue.procs_dir / name, exist_ok=True, mode=0o700)
+    fd = open_regular(queue.output_path(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
-        os.write(fd, line.encode())
+        os.write(fd, f"{line}\n".encode(errors="backslashreplace"))
     finally:
         os.close(fd)
 
@@ -296,12 +299,7 @@ def _record_failed_start(
         else NOT_EXECUTABLE_EXIT
     )
     message = f"dvc-task: cannot run {proc.args[0]!r}: {exc}"
-    makedirs(queue.procs_dir / name, exist_ok=True, mode=0o700)
-    fd = open_regular(proc.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    try:
-        os.write(fd, f"{message}\n".encode(errors="backslashreplace"))
-    finally:
-        os.close(fd)
+    _append_line(queue, name, message)
     with queue.locked():
         record = queue.load(name)
         schedule.end_attempt(

@@ -18,6 +18,7 @@ from typing import Any
 from dvc_task.app.broker import BrokerFolders, list_messages
 from dvc_task.app.folderqueue import FolderQueue
 from dvc_task.files import read_regular
+from dvc_task.jobs.listing import UNREADABLE
 from dvc_task.jobs.record import (
     FAILED,
     FINAL_STATES,
@@ -275,6 +276,11 @@ def being_queued(record: JobRecord) -> bool:
 def _missing(record: JobRecord) -> str:
     # Neither waiting nor claimed, and no worker has marked it started.
     return QUEUED if being_queued(record) else LOST
+
+
+def unreadable(name: str, error: str) -> Job:
+    """A job whose record cannot be read (listed last, its error kept)."""
+    return Job(name, UNREADABLE, [], None, None, error=error, seq=1 << 62)
 
 
 def from_process(name: str, info: ProcessInfo, output: str | None) -> Job:

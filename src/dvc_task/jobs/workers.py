@@ -91,11 +91,6 @@ def _locked_workers(queue: JobQueue) -> dict[str, tuple[int | None, str]]:
     return found
 
 
-def _detached_workers(queue: JobQueue) -> dict[str, tuple[int | None, str]]:
-    """``node -> (pid, since)`` of detached workers whose runner still lives."""
-    return {node: (pid, since) for node, (pid, since, _) in _detached(queue).items()}
-
-
 def _detached(queue: JobQueue) -> dict[str, tuple[int | None, str, int | None]]:
     """``node -> (pid, since, concurrency)`` of the live detached workers."""
     found: dict[str, tuple[int | None, str, int | None]] = {}
@@ -111,9 +106,19 @@ def _detached(queue: JobQueue) -> dict[str, tuple[int | None, str, int | None]]:
     return found
 
 
-def _alive(queue: JobQueue) -> dict[str, tuple[int | None, str]]:
-    """``node -> (pid, since)`` of every live worker, detached or not."""
-    return {**_detached_workers(queue), **_locked_workers(queue)}
+def _alive(
+    queue: JobQueue,
+    detached: dict[str, tuple[int | None, str, int | None]] | None = None,
+) -> dict[str, tuple[int | None, str]]:
+    """``node -> (pid, since)`` of every live worker, detached or not.
+
+    ``detached``: :func:`_detached`, if it was read already.
+    """
+    found = _detached(queue) if detached is None else detached
+    return {
+        **{node: (pid, since) for node, (pid, since, _) in found.items()},
+        **_locked_workers(queue),
+    }
 
 
 def live_workers(
@@ -121,10 +126,7 @@ def live_workers(
 ) -> list[WorkerInfo]:
     """The workers alive now, with the jobs each runs (from ``jobs`` if given)."""
     detached = _detached(queue)
-    alive = {
-        **{node: (pid, since) for node, (pid, since, _) in detached.items()},
-        **_locked_workers(queue),
-    }
+    alive = _alive(queue, detached)
     if not alive:
         return []
     running: dict[str, list[str]] = {}

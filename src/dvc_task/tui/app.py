@@ -260,31 +260,34 @@ class TopApp(App[None]):
         self.notify(done)
         self.watcher.wake()
 
+    def _ask_then(self, question: str, action: Callable[[], object], done: str) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._do(action, done)
+
+        self.push_screen(Confirm(question), answered)
+
     def action_kill(self) -> None:
         """Kill the selected job (after asking)."""
         job = self._job_at_cursor()
-        if job is None:
-            return
-        name = job.name
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self._do(lambda: self.queue.kill(name), f"killing {name}")
-
-        self.push_screen(Confirm(f"Kill job {name} ({job.state})?"), answered)
+        if job is not None:
+            name = job.name
+            self._ask_then(
+                f"Kill job {name} ({job.state})?",
+                lambda: self.queue.kill(name),
+                f"killing {name}",
+            )
 
     def action_remove(self) -> None:
         """Remove the selected finished job (after asking)."""
         job = self._job_at_cursor()
-        if job is None:
-            return
-        name = job.name
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self._do(lambda: self.queue.remove(name), f"removed {name}")
-
-        self.push_screen(Confirm(f"Remove job {name} and its output?"), answered)
+        if job is not None:
+            name = job.name
+            self._ask_then(
+                f"Remove job {name} and its output?",
+                lambda: self.queue.remove(name),
+                f"removed {name}",
+            )
 
     def action_retry(self) -> None:
         """Queue the selected finished job again (a worker starts if none runs)."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from dvc_task.app.watch import CHANGED_FILES, FolderWaiter
 from dvc_task.files import open_regular
 from dvc_task.jobs import JobQueue
-from dvc_task.jobs.listing import UNREADABLE, entries, folders
+from dvc_task.jobs.listing import entries
 from dvc_task.jobs.record import (
     FINAL_STATES,
     NOT_STARTED,
@@ -30,7 +30,7 @@ from dvc_task.jobs.record import (
     JobRecord,
 )
 from dvc_task.jobs.schedule import show_failed_dependencies
-from dvc_task.jobs.view import Job, from_process, queue_view
+from dvc_task.jobs.view import Job, queue_view, unreadable
 
 #: How long the watcher waits at most between two looks (ticking durations).
 TICK_S = 1.0
@@ -130,17 +130,11 @@ class JobsReader:
             name = file_name[: -len(".json")]
             names.add(name)
             if isinstance(value, str):
-                jobs.append(
-                    Job(name, UNREADABLE, [], None, None, error=value, seq=1 << 62)
-                )
+                jobs.append(unreadable(name, value))
             else:
                 jobs.append(self.queue.job_from_record(value, view))
-        for name in folders(self.queue.procs_dir) if with_processes else ():
-            if name not in names:
-                process = self.queue.manager.get(name)
-                if process is not None:
-                    output = str(self.queue.output_path(name))
-                    jobs.append(from_process(name, process, output))
+        if with_processes:
+            jobs.extend(self.queue.processes_without_record(names))
         jobs.sort(key=lambda job: (job.seq, job.submitted_at or ""))
         return jobs
 
