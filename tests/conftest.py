@@ -280,6 +280,16 @@ def end_all(folder: Path) -> None:
 
 
 @pytest.fixture
+def queue(tmp_path: Path) -> Iterator[JobQueue]:
+    """A ``JobQueue`` on ``tmp_path/q``; its jobs and workers end with the test."""
+    folder = tmp_path / "q"
+    try:
+        yield JobQueue(folder)
+    finally:
+        end_all(folder)
+
+
+@pytest.fixture
 def cli(tmp_path: Path, processes: Processes) -> Iterator[Cli]:
     """``dvc-task`` on ``tmp_path/q``; its jobs and workers end with the test."""
     folder = tmp_path / "q"

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -17,18 +16,9 @@ import pytest
 from dvc_task.jobs import JobError, JobQueue
 from dvc_task.jobs.slots import Offer
 
-from conftest import Cli, end_all, wait_for
+from conftest import Cli, wait_for
 
 PY = sys.executable
-
-
-@pytest.fixture
-def queue(tmp_path: Path) -> Iterator[JobQueue]:
-    folder = tmp_path / "q"
-    try:
-        yield JobQueue(folder)
-    finally:
-        end_all(folder)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,16 +17,7 @@ from dvc_task.jobs import (
     UnknownJobError,
 )
 
-from conftest import end_all, wait_for
-
-
-@pytest.fixture
-def queue(tmp_path: Path) -> Iterator[JobQueue]:
-    folder = tmp_path / "q"
-    try:
-        yield JobQueue(folder)
-    finally:
-        end_all(folder)
+from conftest import wait_for
 
 
 def test_a_job_has_a_record_and_state_as_soon_as_it_is_queued(

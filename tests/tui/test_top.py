@@ -7,7 +7,7 @@ import json
 import statistics
 import subprocess
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -23,18 +23,9 @@ from dvc_task.jobs import JobQueue
 from dvc_task.tui.app import TopApp
 from dvc_task.tui.table import JobTable, job_cells
 
-from conftest import SCRIPT, end_all, wait_for
+from conftest import SCRIPT, wait_for
 
 Scenario = Callable[[TopApp, Pilot[None]], Awaitable[None]]
-
-
-@pytest.fixture
-def queue(tmp_path: Path) -> Iterator[JobQueue]:
-    folder = tmp_path / "q"
-    try:
-        yield JobQueue(folder)
-    finally:
-        end_all(folder)
 
 
 def run_top(queue: JobQueue, scenario: Scenario) -> None:
