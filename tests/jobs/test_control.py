@@ -445,17 +445,31 @@ def test_two_workers_never_share_a_gpu(queue: JobQueue) -> None:
 @pytest.mark.usefixtures("two_gpus")
 @pytest.mark.parametrize("patience", [0.0, 600.0])
 def test_a_job_waiting_for_slots_is_overtaken_only_until_its_patience_ends(
-    queue: JobQueue, patience: float
+    queue: JobQueue, patience: float, tmp_path: Path
 ) -> None:
+    # "first" holds one GPU until the gate opens, so "big" (two GPUs) waits.
+    gate = tmp_path / "gate"
+    held = ["sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.01; done"]
     sleeper = [PY, "-c", "import time; time.sleep(0.8)"]
-    queue.submit(sleeper, name="first", gpus=1)
-    queue.submit(["true"], name="big", gpus=2)
+    queue.submit(held, name="first", gpus=1)
     queue.start_workers(concurrency=3, offer=Offer(["0", "1"], {}, patience))
+    wait_for(lambda: queue.job("first").state == "running", "the first GPU job")
+    queue.submit(["true"], name="big", gpus=2)
     wait_for(lambda: queue.job("big").state == "waiting", "the 2-GPU job to wait")
-    assert queue.job("first").state in ("starting", "running")
     smalls = [f"small{i}" for i in range(3)]
     for name in smalls:
         queue.submit(sleeper, name=name, gpus=1)
+    if patience:
+        wait_for(
+            lambda: any(queue.job(n).state == "running" for n in smalls),
+            "a small job on the free GPU",
+        )
+    else:
+        wait_for(
+            lambda: all(queue.job(n).state == "waiting" for n in smalls),
+            "the small jobs to wait behind the big one",
+        )
+    gate.touch()
     finished(queue, "first", "big", *smalls)
 
     big = seconds(queue.job("big").started_at)
