@@ -15,7 +15,6 @@ from typing import Any, Callable, NoReturn, TypeVar
 
 import click
 
-from dvc_task.app.watch import NEW_FILES, FolderWaiter
 from dvc_task.cli_control import (
     hold,
     job_options,
@@ -187,7 +186,7 @@ def _stream(queue: JobQueue, name: str, start: bool) -> int:
 
 
 def _wait_started(queue: JobQueue, name: str, start: bool) -> None:
-    waiter = FolderWaiter(queue.jobs_dir, 0.01, events=NEW_FILES)
+    waiter = queue.changes()
     try:
         while not queue.left_queue(name):
             if start:
@@ -337,10 +336,7 @@ def logs(queue: JobQueue, follow: bool, tail: int | None, name: str) -> None:
                 out.write(chunk)
                 out.flush()
             return
-        if (
-            not queue.record_path(name).exists()
-            and not queue.output_path(name).exists()
-        ):
+        if not queue.has_record(name) and not queue.output_path(name).exists():
             queue.job(name)  # unknown: raises
         out.flush()
         queue.copy_output(name, out.fileno(), tail)

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dvc_task.app.broker import list_messages
-from dvc_task.files import write_atomic
-from dvc_task.jobs.listing import UNREADABLE, folders, records
+from dvc_task.jobs.listing import UNREADABLE, folders
 from dvc_task.jobs.record import (
     FINAL_STATES,
     KILLED,
@@ -54,7 +53,7 @@ def kill(queue: JobQueue, name: str, force: bool = False) -> str:
         JobError: it has finished, or its record cannot be read.
     """
     sig = signal.SIGKILL if force else signal.SIGTERM
-    if not queue.record_path(name).exists():
+    if not queue.has_record(name):
         return _kill_process(queue, name, sig)
     job = queue.job(name)
     if job.state == LOST:
@@ -62,9 +61,9 @@ def kill(queue: JobQueue, name: str, force: bool = False) -> str:
         return _kill_process(queue, name, sig)
     if job.finished:
         raise JobError(f"job {name!r} has finished ({job.state})")
-    # The request is on disk before the lock is taken: a worker that is
+    # The request is stored before the lock is taken: a worker that is
     # about to start the job sees it under the lock and does not start it.
-    write_atomic(queue.kill_request_path(name), str(int(sig)).encode("ascii"))
+    queue.store.request_kill(name, int(sig))
     with queue.locked():
         record = queue.load(name)
         # Killed before it ran, by us now or by the worker that saw the request.
@@ -83,7 +82,7 @@ def kill(queue: JobQueue, name: str, force: bool = False) -> str:
         queue.promote()  # the jobs that wait for it fail
         return f"job {name} will not run (killed while {job.state})"
     try:
-        queue.manager.send_signal(name, sig, group=True)
+        queue.signal_job(name, sig)
     except ProcessLookupError:
         # Not started yet: the worker sends the signal once it has.
         pass
@@ -119,7 +118,7 @@ def remove(queue: JobQueue, name: str, force: bool = False) -> None:
         UnknownJobError: no such job.
         JobError: it has not finished and ``force`` is false.
     """
-    if not queue.record_path(name).exists():
+    if not queue.has_record(name):
         if queue.manager.get(name) is None:
             raise UnknownJobError(name)
         try:
@@ -136,7 +135,8 @@ def remove(queue: JobQueue, name: str, force: bool = False) -> None:
     if not job.finished:
         if not force:
             raise JobNotFinishedError(name, job.state)
-        pids = [job.pid, *descendants(job.pid)] if job.pid else []
+        local = job.pid and job.host in (None, queue.host)
+        pids = [job.pid, *descendants(job.pid)] if local and job.pid else []
         try:
             kill(queue, name, force=True)
         except JobError:
@@ -158,12 +158,19 @@ def delete(queue: JobQueue, name: str, task_ids: dict[str, Path] | None = None) 
         task_id = None
     remove_path(queue.procs_dir / name)
     if task_id is not None:
-        remove_path(queue.app_dir / "result" / f"celery-task-meta-{task_id}")
-        paths = task_ids if task_ids is not None else _processed(queue)
-        if task_id in paths:
-            remove_path(paths[task_id])
-    remove_path(queue.kill_request_path(name))
-    remove_path(queue.record_path(name))
+        queue.forget_message(task_id, task_ids)
+    queue.forget_output(name)
+    queue.store.delete(name)
+
+
+def forget_message(
+    queue: JobQueue, task_id: str, task_ids: dict[str, Path] | None = None
+) -> None:
+    """Remove the processed message and the result of ``task_id``."""
+    remove_path(queue.app_dir / "result" / f"celery-task-meta-{task_id}")
+    paths = task_ids if task_ids is not None else _processed(queue)
+    if task_id in paths:
+        remove_path(paths[task_id])
 
 
 def _processed(queue: JobQueue) -> dict[str, Path]:
@@ -197,12 +204,11 @@ def cleanup(queue: JobQueue, older_than: float | None = None) -> list[Job]:
     with queue.locked():
         for job in removed:
             delete(queue, job.name, processed)
-    kept = set()
-    for path in records(queue.jobs_dir):
-        try:
-            kept.add(JobRecord.load(path).task_id)
-        except (FileNotFoundError, InvalidJobRecordError):
-            continue
+    kept = {
+        entry.task_id
+        for entry in queue.store.entries().values()
+        if isinstance(entry, JobRecord)
+    }
     for task_id, path in processed.items():
         if task_id not in kept:
             remove_path(path)

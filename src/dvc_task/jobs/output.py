@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from dvc_task.app.watch import CHANGED_FILES, NEW_FILES, FolderWaiter
+from dvc_task.app.watch import CHANGED_FILES, FolderWaiter
 from dvc_task.files import open_regular
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ def follow(queue: JobQueue, name: str, tail: int | None = None) -> Iterator[byte
 
 def _open_once_started(queue: JobQueue, name: str, path: Path) -> IO[bytes] | None:
     """The output file once the job has one; None if it ended without."""
-    waiter = FolderWaiter(queue.jobs_dir, POLL_S, events=NEW_FILES)
+    waiter = queue.changes()
     try:
         while not queue.left_queue(name):
             waiter.wait(0.5)

@@ -14,8 +14,10 @@ import dataclasses
 import functools
 import logging
 import os
+import socket
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,14 +28,14 @@ from dvc_task.app.broker import (
     check_private,
     make_private_folder,
 )
-from dvc_task.app.watch import NEW_FILES, FolderWaiter
-from dvc_task.files import FileLock, check_name, read_regular, write_atomic
+from dvc_task.files import check_name
 from dvc_task.jobs import control, output, schedule, slots
 from dvc_task.jobs import workers as worker_ops
-from dvc_task.jobs.listing import UNREADABLE, folders, records
+from dvc_task.jobs.listing import UNREADABLE, folders
 from dvc_task.jobs.record import (
     DEPENDENCY_FAILED,
     FINAL_STATES,
+    LOST,
     NOT_STARTED,
     QUEUED,
     STARTING,
@@ -43,8 +45,8 @@ from dvc_task.jobs.record import (
     JobError,
     JobRecord,
     UnknownJobError,
-    folder_lock,
 )
+from dvc_task.jobs.store import FolderStore, JobStore, Waiter
 from dvc_task.jobs.view import (
     Job,
     being_queued,
@@ -58,20 +60,57 @@ from dvc_task.proc.info import utc_now
 from dvc_task.utils import StrPath
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from celery import Celery
+
     from dvc_task.app.filesystem import FSApp
 
 logger = logging.getLogger(__name__)
 
 #: The Celery task that runs a job (see :mod:`dvc_task.jobs.tasks`).
 JOB_TASK = "dvc_task.jobs.run"
+#: What :meth:`JobQueue.redelivered` may say of a started job's message.
+RUNS_ELSEWHERE = "runs elsewhere"
+#: The modules of the tasks that a job queue's app runs.
+TASK_MODULES = ["dvc_task.proc.tasks", "dvc_task.jobs.tasks"]
+TAKE_OVER = "take over"
+#: Where a Celery app made by a job queue keeps that queue.
+QUEUE_KEY = "dvc_task_queue"
+
+
+def queue_of(app: Celery, folder: str) -> JobQueue:
+    """The job queue that ``app`` was made for, else the one in ``folder``."""
+    queue = app.conf.get(QUEUE_KEY)
+    return queue if isinstance(queue, JobQueue) else JobQueue(folder)
+
+
+class AttemptLink:
+    """What a worker keeps up while a job's attempt runs (nothing here).
+
+    A queue on a broker server sends the job's output and liveness to the
+    server and listens for kill requests while the attempt runs.
+    """
+
+    def started(self) -> None:
+        """The job's command has started."""
+
+    def close(self) -> None:
+        """The command has ended: its last output goes out now."""
+
 
 _warned: set[str] = set()
 
 
-def _warn_once(path: Path, reason: str) -> None:
-    if str(path) not in _warned:
-        _warned.add(str(path))
+def _warn_once(key: str, reason: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
         logger.warning("%s", reason)
+
+
+def this_host() -> str:
+    """The name of this host in job records: ``DVC_TASK_HOST``, or the host name."""
+    return os.environ.get("DVC_TASK_HOST") or socket.gethostname()
 
 
 class JobQueue:
@@ -90,6 +129,9 @@ class JobQueue:
         self.app_dir = self.folder / "app"
         if self.folder.is_dir():
             check_private(self.folder)
+        self.store: JobStore = FolderStore(self.jobs_dir, self.folder)
+        #: This host's name, as recorded for the jobs its workers run.
+        self.host = this_host()
 
     def exists(self) -> bool:
         """Whether a job was ever queued here."""
@@ -106,7 +148,7 @@ class JobQueue:
             "dvc-task",
             wdir=self.app_dir,
             mkdir=True,
-            include=["dvc_task.proc.tasks", "dvc_task.jobs.tasks"],
+            include=TASK_MODULES,
         )
 
     @functools.cached_property
@@ -127,7 +169,7 @@ class JobQueue:
         return self.jobs_dir / f"{check_name(name, 'job')}.json"
 
     def output_path(self, name: str) -> Path:
-        """Path of job ``name``'s output (stdout and stderr)."""
+        """Path of job ``name``'s output (stdout and stderr) on this host."""
         check_name(name, "job")
         return self.procs_dir / name / f"{name}.out"
 
@@ -138,24 +180,24 @@ class JobQueue:
             UnknownJobError: no such job.
             InvalidJobRecordError: its record cannot be read.
         """
-        try:
-            return JobRecord.load(self.record_path(name))
-        except FileNotFoundError:
-            raise UnknownJobError(name) from None
+        check_name(name, "job")
+        return self.store.load(name)
 
     def save(self, record: JobRecord) -> None:
         """Write ``record`` (call it holding :meth:`locked`)."""
-        record.dump(self.record_path(record.name))
+        self.store.save(record)
 
-    def locked(self) -> FileLock:
+    def has_record(self, name: str) -> bool:
+        """Whether job ``name`` has a record (``ValueError`` for a bad name)."""
+        return self.store.has(check_name(name, "job"))
+
+    def locked(self) -> AbstractContextManager[object]:
         """The lock that every change of a job record is made under."""
-        self._make_jobs_dir()
-        return folder_lock(self.jobs_dir)
+        return self.store.locked()
 
-    def _make_jobs_dir(self) -> None:
-        if not self.jobs_dir.is_dir():
-            make_private_folder(self.folder)
-            make_private_folder(self.jobs_dir)
+    def changes(self) -> Waiter:
+        """A waiter woken when a job record is written (for loops that wait)."""
+        return self.store.changes()
 
     # --- queueing ------------------------------------------------------------
 
@@ -255,7 +297,7 @@ class JobQueue:
                 try:
                     self.send(record, app=app)
                 except BaseException:
-                    self.record_path(name).unlink()
+                    self.store.delete(name)
                     raise
         if record.waiting_for == WAITING_FOR_JOBS:
             schedule.promote(self)  # its jobs may have ended already
@@ -283,25 +325,23 @@ class JobQueue:
             JOB_TASK,
             kwargs={"name": record.name, "folder": str(self.folder)},
             task_id=record.task_id,
-            priority=record.priority or None,
+            priority=self._message_priority(record.priority),
             countdown=countdown or None,
         )
+
+    def _message_priority(self, priority: int) -> int | None:
+        """The message priority of a job's ``priority`` (higher: sooner)."""
+        return priority or None
 
     def unqueue(self, task_id: str) -> None:
         """Take the message of ``task_id`` off the queue, if it still waits."""
         control.unqueue(self, task_id)
 
     def _next_seq(self) -> int:
-        path = self.jobs_dir / ".seq"
-        try:
-            seq = int(read_regular(path)) + 1
-        except (OSError, ValueError):
-            seq = 1
-        write_atomic(path, str(seq).encode("ascii"))
-        return seq
+        return self.store.next_seq()
 
     def _in_use(self, name: str) -> bool:
-        return self.record_path(name).exists() or (self.procs_dir / name).exists()
+        return self.has_record(name) or (self.procs_dir / name).exists()
 
     def _free_name(self, seq: int) -> str:
         name = str(seq)
@@ -334,17 +374,23 @@ class JobQueue:
     def jobs(self, states: Iterable[str] | None = None) -> list[Job]:
         """Every job, in submission order (only those in ``states`` if given)."""
         wanted = set(states) if states is not None else None
-        view = queue_view(self.broker_folders)
+        view = self.queue_view()
         found: list[Job] = []
-        names: set[str] = set()
-        for path in records(self.jobs_dir):
-            name = path.name[: -len(".json")]
-            names.add(name)
-            found.append(self._job_at(name, path, view))
-        found.extend(self.processes_without_record(names))
+        entries = self.store.entries()
+        for name, entry in entries.items():
+            if isinstance(entry, InvalidJobRecordError):
+                _warn_once(name, f"{entry}; remove the job with 'rm'")
+                found.append(unreadable(name, str(entry)))
+            else:
+                found.append(self._from_record(entry, view))
+        found.extend(self.processes_without_record(entries))
         found.sort(key=lambda job: (job.seq, job.submitted_at or ""))
         found = schedule.show_failed_dependencies(found)
         return [job for job in found if wanted is None or job.state in wanted]
+
+    def queue_view(self) -> dict[str, str]:
+        """``task id -> queued | starting`` of the messages waiting or claimed."""
+        return queue_view(self.broker_folders)
 
     def processes_without_record(self, names: Collection[str]) -> list[Job]:
         """Jobs of process folders not in ``names`` (started by dvc-task 0.40)."""
@@ -355,16 +401,6 @@ class JobQueue:
                 if info is not None:
                     found.append(from_process(name, info, str(self.output_path(name))))
         return found
-
-    def _job_at(self, name: str, path: Path, view: dict[str, str]) -> Job:
-        try:
-            record = JobRecord.load(path)
-        except FileNotFoundError:
-            raise UnknownJobError(name) from None
-        except InvalidJobRecordError as exc:
-            _warn_once(path, f"{exc}; remove the job with 'rm'")
-            return unreadable(name, str(exc))
-        return self._from_record(record, view)
 
     def job_from_record(
         self, record: JobRecord, view: dict[str, str] | None = None
@@ -387,13 +423,9 @@ class JobQueue:
             InvalidJobRecordError: its record cannot be read.
             ValueError: an invalid name.
         """
-        path = self.record_path(name)
-        if path.exists():
-            view = queue_view(self.broker_folders)
-            try:
-                record = JobRecord.load(path)
-            except FileNotFoundError:
-                raise UnknownJobError(name) from None
+        if self.has_record(name):
+            view = self.queue_view()
+            record = self.load(name)
             job = self._from_record(record, view)
             failed = (
                 schedule.failed_dependency(self, record, {})
@@ -414,7 +446,7 @@ class JobQueue:
 
     def has_queued(self) -> bool:
         """Whether a message waits in the queue (or in a dead worker's claim)."""
-        view = queue_view(self.broker_folders)
+        view = self.queue_view()
         return any(state != STARTING for state in view.values())
 
     # --- control -------------------------------------------------------------
@@ -431,16 +463,56 @@ class JobQueue:
         """
         return control.kill(self, name, force)
 
-    def kill_request_path(self, name: str) -> Path:
-        """Where ``kill`` leaves the signal it asked for job ``name``."""
-        return self.jobs_dir / f"{check_name(name, 'job')}.kill"
-
     def kill_requested(self, name: str) -> int | None:
         """The signal that ``kill`` asked for job ``name``, if any."""
-        try:
-            return int(read_regular(self.kill_request_path(name)))
-        except (OSError, ValueError):
-            return None
+        return self.store.kill_requested(name)
+
+    def clear_kill_request(self, name: str) -> None:
+        """Forget the signal that ``kill`` asked for job ``name``."""
+        self.store.clear_kill_request(name)
+
+    def forget_message(
+        self, task_id: str, task_ids: dict[str, Path] | None = None
+    ) -> None:
+        """Remove the processed message and the result of ``task_id``.
+
+        ``task_ids`` maps task ids to processed messages (found if not given).
+        """
+        control.forget_message(self, task_id, task_ids)
+
+    def forget_output(self, name: str) -> None:
+        """Remove job ``name``'s output kept outside its process folder (none)."""
+
+    @contextmanager
+    def attempt_link(self, name: str) -> Iterator[AttemptLink]:
+        """Kept up by the worker while an attempt of job ``name`` runs."""
+        del name
+        yield AttemptLink()
+
+    def redelivered(self, record: JobRecord) -> str:
+        """What to do with a message of a job that a worker marked started.
+
+        :data:`LOST` (its worker died, the attempt is over),
+        :data:`RUNS_ELSEWHERE` (drop the message) or :data:`TAKE_OVER`
+        (run it again here). A folder's workers share a host: the attempt of a
+        dead one is over.
+        """
+        del record
+        return LOST
+
+    @contextmanager
+    def worker_session(self, node: str) -> Iterator[None]:
+        """Kept up while worker ``node`` of this queue runs (nothing here)."""
+        del node
+        yield
+
+    def signal_job(self, name: str, sig: int) -> None:
+        """Send ``sig`` to job ``name``'s whole process group, if it has one.
+
+        Raises:
+            ProcessLookupError: it has no process (yet, or any more).
+        """
+        self.manager.send_signal(name, sig, group=True)
 
     def wait(self, name: str, timeout: float | None = None) -> Job:
         """Wait until job ``name`` has finished; the job then.
@@ -450,9 +522,8 @@ class JobQueue:
             TimeoutError: it has not finished within ``timeout`` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._make_jobs_dir()
-        # The worker's last word on a job is a new record in the jobs folder.
-        waiter = FolderWaiter(self.jobs_dir, output.POLL_S, events=NEW_FILES)
+        # The worker's last word on a job is its record, written.
+        waiter = self.changes()
         try:
             while not self.ended(name):
                 if deadline is not None and time.monotonic() > deadline:

@@ -113,6 +113,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "gpus": (int,),
     "resources": (dict,),
     "assigned_gpus": (list,),
+    "host": _OPTIONAL_STR,
+    "handovers": (int,),
 }
 _FLAGS = frozenset({"timed_out", "held"})
 
@@ -207,6 +209,10 @@ class JobRecord:
     gpus: int = 0
     resources: dict[str, int] = field(default_factory=dict)
     assigned_gpus: list[str] = field(default_factory=list)
+    #: The host of the worker that ran (or runs) it.
+    host: str | None = None
+    #: Times a worker died mid-run and another one took the job over.
+    handovers: int = 0
 
     @classmethod
     def load(cls, path: Path) -> JobRecord:
@@ -220,20 +226,29 @@ class JobRecord:
             data = read_regular(path)
         except NotARegularFileError as exc:
             raise InvalidJobRecordError(str(path), str(exc)) from None
+        return cls.parse(data, str(path))
+
+    @classmethod
+    def parse(cls, data: bytes, where: str) -> JobRecord:
+        """The record in JSON ``data``, read from ``where`` (for errors).
+
+        Raises:
+            InvalidJobRecordError: ``data`` is not a valid record.
+        """
         try:
             raw = json.loads(data)
         except ValueError as exc:
-            raise InvalidJobRecordError(str(path), f"not JSON ({exc})") from None
+            raise InvalidJobRecordError(where, f"not JSON ({exc})") from None
         if not isinstance(raw, dict):
-            raise InvalidJobRecordError(str(path), "not a JSON object")
+            raise InvalidJobRecordError(where, "not a JSON object")
         known = {f.name for f in fields(cls)}
         try:
             record = cls(**{k: v for k, v in raw.items() if k in known})
         except TypeError as exc:
-            raise InvalidJobRecordError(str(path), str(exc)) from None
+            raise InvalidJobRecordError(where, str(exc)) from None
         problem = record._problem()
         if problem:
-            raise InvalidJobRecordError(str(path), problem)
+            raise InvalidJobRecordError(where, problem)
         return record
 
     def _problem(self) -> str | None:
@@ -295,7 +310,11 @@ class JobRecord:
 
     def dump(self, path: Path) -> None:
         """Write the record atomically and durably (0600)."""
-        write_atomic(path, json.dumps(asdict(self)).encode("utf-8"))
+        write_atomic(path, self.to_json())
+
+    def to_json(self) -> bytes:
+        """The record as JSON (what :meth:`parse` reads)."""
+        return json.dumps(asdict(self)).encode("utf-8")
 
 
 def folder_lock(folder: Path) -> FileLock:

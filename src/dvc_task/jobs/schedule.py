@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-from dvc_task.files import check_name, unlink_quietly, write_private_file
+from dvc_task.files import check_name
 from dvc_task.jobs.listing import UNREADABLE
 from dvc_task.jobs.record import (
     DEPENDENCY_FAILED,
@@ -47,8 +46,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Folder (inside ``jobs/``) of the markers of waiting jobs.
-WAITING_DIR = "waiting"
 #: What a job that another waits for is, once it is gone.
 REMOVED = "removed"
 #: States of an attempt that a retry follows, while attempts are left.
@@ -143,7 +140,7 @@ def check_after(queue: JobQueue, name: str, after: Iterable[str]) -> None:
     for dep in after:
         if dep == name:
             raise JobError(f"job {name!r} cannot wait for itself")
-        if not queue.record_path(dep).exists() and queue.manager.get(dep) is None:
+        if not queue.has_record(dep) and queue.manager.get(dep) is None:
             raise JobError(
                 f"job {name!r} waits for {dep!r}, but there is no job named {dep!r}"
             )
@@ -259,24 +256,15 @@ def show_failed_dependencies(jobs: list[Job]) -> list[Job]:
 
 def mark_waiting(queue: JobQueue, name: str) -> None:
     """Note that job ``name`` waits out of the queue (under the jobs lock)."""
-    folder = queue.jobs_dir / WAITING_DIR
-    if not folder.is_dir():
-        folder.mkdir(mode=0o700, exist_ok=True)
-    try:
-        write_private_file(folder / name, b"")
-    except FileExistsError:
-        pass
+    queue.store.mark_waiting(name)
 
 
 def _unmark(queue: JobQueue, name: str) -> None:
-    unlink_quietly(queue.jobs_dir / WAITING_DIR / name)
+    queue.store.unmark_waiting(name)
 
 
 def _waiting_names(queue: JobQueue) -> list[str]:
-    try:
-        return os.listdir(queue.jobs_dir / WAITING_DIR)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
+    return queue.store.waiting_names()
 
 
 def promote(queue: JobQueue, slots_freed: bool = True) -> list[str]:
@@ -381,6 +369,7 @@ def _archive_attempt(record: JobRecord) -> None:
             "started_at": record.started_at,
             "finished_at": record.finished_at,
             "worker": record.worker,
+            "host": record.host,
             "gpus": record.assigned_gpus,
             "error": record.error,
         }
@@ -397,6 +386,18 @@ def _reset(record: JobRecord) -> None:
     record.timed_out = False
     record.assigned_gpus = []
     record.retry_at = None
+    record.host = None
+
+
+def hand_over(record: JobRecord) -> None:
+    """Take over a job whose worker died mid-run: that run is kept as lost.
+
+    The job runs again without using up one of its retries.
+    """
+    record.finish(LOST, error="its worker died while it ran; another one took over")
+    _archive_attempt(record)
+    _reset(record)
+    record.handovers += 1
 
 
 def end_attempt(
@@ -467,7 +468,7 @@ def retry(queue: JobQueue, names: Iterable[str]) -> list[str]:
             _archive_attempt(record)
             _reset(record)
             record.attempt = 1
-            unlink_quietly(queue.kill_request_path(record.name))
+            queue.clear_kill_request(record.name)
             if record.after:
                 park(queue, record, WAITING_FOR_JOBS)
             elif record.held:

@@ -20,7 +20,7 @@ from celery import Celery, Task, shared_task
 
 from dvc_task.files import open_regular, unlink_quietly
 from dvc_task.jobs import schedule, slots
-from dvc_task.jobs.queue import JOB_TASK, JobQueue
+from dvc_task.jobs.queue import JOB_TASK, RUNS_ELSEWHERE, JobQueue, queue_of
 from dvc_task.jobs.record import (
     FAILED_TO_START,
     FINAL_STATES,
@@ -64,8 +64,12 @@ def worker_offer(app: Celery) -> slots.Offer:
 
 @shared_task(bind=True, name=JOB_TASK, acks_late=True, ignore_result=True)
 def run(self: Task, name: str, folder: str) -> None:
-    """Run job ``name`` of the jobs in ``folder``; its record says how."""
-    queue = JobQueue(folder)
+    """Run job ``name`` of the jobs in ``folder``; its record says how.
+
+    A worker of a queue on a broker server uses its own queue (its local
+    folder) whatever ``folder`` the sender had.
+    """
+    queue = queue_of(self.app, folder)
     offer = worker_offer(self.app)
     started = _mark_started(
         queue, name, str(self.request.id), str(self.request.hostname or ""), offer
@@ -92,29 +96,34 @@ def _run_attempt(queue: JobQueue, record: JobRecord, held: slots.Slots) -> None:
     proc = ManagedProcess(
         record.command, env=env, cwd=record.cwd, wdir=queue.procs_dir / name, name=name
     )
-    try:
-        _check_cwd(record.cwd)
-        if record.max_attempts > 1 or record.attempts:
-            _write_header(queue, record)
-        proc.run()
-    except (OSError, ProcessNotTerminatedError) as exc:
-        _record_failed_start(queue, name, proc, exc)
-        return
-    with queue.locked():
-        kill_signal = queue.kill_requested(name)
-    if kill_signal is not None:
-        # Killed while it was starting: stop it now that it exists.
+    with queue.attempt_link(name) as link:
         try:
-            queue.manager.send_signal(name, kill_signal, group=True)
-        except ProcessLookupError:
-            pass  # it has ended already
-    timed_out = False
-    try:
-        returncode = proc.wait(timeout=record.timeout)
-    except TimeoutExpired:
-        timed_out = True
-        returncode = _stop_timed_out(proc)
-    assert returncode is not None
+            _check_cwd(record.cwd)
+            if record.max_attempts > 1 or record.attempts:
+                _write_header(queue, record)
+            proc.run()
+        except (OSError, ProcessNotTerminatedError) as exc:
+            _append_line(queue, name, f"dvc-task: cannot run {proc.args[0]!r}: {exc}")
+            link.close()
+            _record_failed_start(queue, name, proc, exc)
+            return
+        link.started()
+        with queue.locked():
+            kill_signal = queue.kill_requested(name)
+        if kill_signal is not None:
+            # Killed while it was starting: stop it now that it exists.
+            try:
+                queue.manager.send_signal(name, kill_signal, group=True)
+            except ProcessLookupError:
+                pass  # it has ended already
+        timed_out = False
+        try:
+            returncode = proc.wait(timeout=record.timeout)
+        except TimeoutExpired:
+            timed_out = True
+            returncode = _stop_timed_out(proc)
+        assert returncode is not None
+        link.close()  # its last output is out before the job is seen ended
     with queue.locked():
         try:
             record = queue.load(name)
@@ -198,7 +207,9 @@ def _mark_started(
             logger.info("job %s: not run: %s", name, reason)
             return False
         if record.progress != NOT_STARTED:
-            return _record_redelivered(queue, record)
+            ended = _redelivered(queue, record)
+            if ended is not None:
+                return ended
         if _ends_before_start(queue, record):
             return True
         held = None
@@ -215,6 +226,7 @@ def _mark_started(
             unlink_quietly(queue.procs_dir / name / f"{name}.json")
         record.progress = STARTED
         record.worker = worker
+        record.host = queue.host
         record.worker_pid = os.getpid()
         record.worker_create_time = process_create_time(os.getpid())
         record.worker_start_id = process_start_id(os.getpid())
@@ -250,6 +262,19 @@ def _ends_before_start(queue: JobQueue, record: JobRecord) -> bool:
     queue.save(record)
     _log_end(record.name, record.progress, None, None)
     return True
+
+
+def _redelivered(queue: JobQueue, record: JobRecord) -> bool | None:
+    """Handle a message of a started job: whether it ended, None to run it."""
+    verdict = queue.redelivered(record)
+    if verdict == RUNS_ELSEWHERE:
+        logger.info("job %s: not run: it runs on %s", record.name, record.worker)
+        return False
+    if verdict == LOST:
+        return _record_redelivered(queue, record)
+    logger.warning("job %s: its worker died: taking it over", record.name)
+    schedule.hand_over(record)
+    return None
 
 
 def _record_redelivered(queue: JobQueue, record: JobRecord) -> bool:
@@ -299,7 +324,6 @@ def _record_failed_start(
         else NOT_EXECUTABLE_EXIT
     )
     message = f"dvc-task: cannot run {proc.args[0]!r}: {exc}"
-    _append_line(queue, name, message)
     with queue.locked():
         record = queue.load(name)
         schedule.end_attempt(

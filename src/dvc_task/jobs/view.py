@@ -64,6 +64,8 @@ class Job:
     priority: int = 0
     gpus: tuple[str, ...] = ()
     resources: tuple[tuple[str, int], ...] = ()
+    #: The host of the worker that ran it (None before it started).
+    host: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -115,6 +117,7 @@ class Job:
             "duration": self.duration,
             "pid": self.pid,
             "worker": self.worker,
+            "host": self.host,
             "error": self.error,
             "output": self.output,
             "attempt": self.attempt,
@@ -227,6 +230,7 @@ def derive(
         priority=record.priority,
         gpus=tuple(record.assigned_gpus),
         resources=tuple(sorted(record.resources.items())),
+        host=record.host,
     )
 
 

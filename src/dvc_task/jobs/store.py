@@ -1,0 +1,217 @@
+"""Where job records live: a folder (the default) or a Redis server.
+
+A :class:`JobStore` keeps what every host running the jobs must see the
+same way: the records, the lock that every change of one is made under, the
+job counter, the kill requests and the markers of jobs that wait out of the
+queue. :class:`FolderStore` keeps them in ``<folder>/jobs/``; the Redis one
+is in :mod:`dvc_task.jobs.redisqueue`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, Union
+
+from dvc_task.app.broker import make_private_folder
+from dvc_task.app.watch import NEW_FILES, FolderWaiter
+from dvc_task.files import (
+    check_name,
+    read_regular,
+    unlink_quietly,
+    write_atomic,
+    write_private_file,
+)
+from dvc_task.jobs.listing import records
+from dvc_task.jobs.record import (
+    InvalidJobRecordError,
+    JobRecord,
+    UnknownJobError,
+    folder_lock,
+)
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+logger = logging.getLogger(__name__)
+
+#: Folder (inside ``jobs/``) of the markers of waiting jobs.
+WAITING_DIR = "waiting"
+#: Seconds between looks at a folder where inotify is missing.
+POLL_S = 0.01
+#: A record, or why it could not be read.
+Entry = Union[JobRecord, InvalidJobRecordError]
+
+
+class Waiter(Protocol):
+    """Blocks until a job record may have changed, or time is up."""
+
+    def wait(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds; whether something changed."""
+
+    def close(self) -> None:
+        """Let go of what it watches."""
+
+
+class JobStore(Protocol):
+    """The records of a queue's jobs and what goes with them."""
+
+    def load(self, name: str) -> JobRecord:
+        """The record of job ``name`` (UnknownJobError, InvalidJobRecordError)."""
+
+    def save(self, record: JobRecord) -> None:
+        """Write ``record`` (holding :meth:`locked`)."""
+
+    def has(self, name: str) -> bool:
+        """Whether job ``name`` has a record (readable or not)."""
+
+    def delete(self, name: str) -> None:
+        """Delete job ``name``'s record, kill request and waiting marker."""
+
+    def entries(self) -> dict[str, Entry]:
+        """Every job's record (or why it cannot be read), by name."""
+
+    def locked(self) -> AbstractContextManager[object]:
+        """The lock that every change of a record is made under."""
+
+    def next_seq(self) -> int:
+        """The next job number (call it holding :meth:`locked`)."""
+
+    def request_kill(self, name: str, sig: int) -> None:
+        """Ask for signal ``sig`` to job ``name`` (its worker sends it)."""
+
+    def kill_requested(self, name: str) -> int | None:
+        """The signal asked for job ``name``, if any."""
+
+    def clear_kill_request(self, name: str) -> None:
+        """Forget the signal asked for job ``name``."""
+
+    def mark_waiting(self, name: str) -> None:
+        """Note that job ``name`` waits out of the queue."""
+
+    def unmark_waiting(self, name: str) -> None:
+        """Job ``name`` no longer waits out of the queue."""
+
+    def waiting_names(self) -> list[str]:
+        """The jobs noted as waiting out of the queue."""
+
+    def changes(self) -> Waiter:
+        """A waiter woken when a record is written."""
+
+
+class FolderStore:
+    """Records as ``<name>.json`` files in one private folder."""
+
+    def __init__(self, folder: Path, parent: Path) -> None:
+        """Keep records in ``folder`` (made, with ``parent``, when needed)."""
+        self.folder = folder
+        self.parent = parent
+
+    def path(self, name: str) -> Path:
+        """Path of job ``name``'s record (``ValueError`` for a bad name)."""
+        return self.folder / f"{check_name(name, 'job')}.json"
+
+    def kill_path(self, name: str) -> Path:
+        """Where a kill request for job ``name`` is left."""
+        return self.folder / f"{check_name(name, 'job')}.kill"
+
+    def make(self) -> None:
+        """Create the folder (private) if it is missing."""
+        if not self.folder.is_dir():
+            make_private_folder(self.parent)
+            make_private_folder(self.folder)
+
+    def load(self, name: str) -> JobRecord:
+        """The record of job ``name``."""
+        try:
+            return JobRecord.load(self.path(name))
+        except FileNotFoundError:
+            raise UnknownJobError(name) from None
+
+    def save(self, record: JobRecord) -> None:
+        """Write ``record`` atomically."""
+        record.dump(self.path(record.name))
+
+    def has(self, name: str) -> bool:
+        """Whether the record file exists."""
+        return self.path(name).exists()
+
+    def delete(self, name: str) -> None:
+        """Delete the record, its kill request and its waiting marker."""
+        for path in (
+            self.kill_path(name),
+            self.folder / WAITING_DIR / name,
+            self.path(name),
+        ):
+            unlink_quietly(path)
+
+    def entries(self) -> dict[str, Entry]:
+        """Every record file, read."""
+        found: dict[str, Entry] = {}
+        for path in records(self.folder):
+            name = path.name[: -len(".json")]
+            try:
+                found[name] = JobRecord.load(path)
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            except InvalidJobRecordError as exc:
+                found[name] = exc
+        return found
+
+    def locked(self) -> AbstractContextManager[object]:
+        """An OS lock on the folder's ``.lock`` file."""
+        self.make()
+        return folder_lock(self.folder)
+
+    def next_seq(self) -> int:
+        """The counter in ``.seq``, incremented."""
+        path = self.folder / ".seq"
+        try:
+            seq = int(read_regular(path)) + 1
+        except (OSError, ValueError):
+            seq = 1
+        write_atomic(path, str(seq).encode("ascii"))
+        return seq
+
+    def request_kill(self, name: str, sig: int) -> None:
+        """Leave ``<name>.kill`` with the signal's number."""
+        self.make()
+        write_atomic(self.kill_path(name), str(int(sig)).encode("ascii"))
+
+    def kill_requested(self, name: str) -> int | None:
+        """The number in ``<name>.kill``."""
+        try:
+            return int(read_regular(self.kill_path(name)))
+        except (OSError, ValueError):
+            return None
+
+    def clear_kill_request(self, name: str) -> None:
+        """Remove ``<name>.kill``."""
+        unlink_quietly(self.kill_path(name))
+
+    def mark_waiting(self, name: str) -> None:
+        """An empty file ``waiting/<name>``."""
+        folder = self.folder / WAITING_DIR
+        if not folder.is_dir():
+            folder.mkdir(mode=0o700, exist_ok=True)
+        try:
+            write_private_file(folder / name, b"")
+        except FileExistsError:
+            pass
+
+    def unmark_waiting(self, name: str) -> None:
+        """Remove ``waiting/<name>``."""
+        unlink_quietly(self.folder / WAITING_DIR / name)
+
+    def waiting_names(self) -> list[str]:
+        """The files in ``waiting/``."""
+        try:
+            return os.listdir(self.folder / WAITING_DIR)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def changes(self) -> Waiter:
+        """Woken by a new file in the folder (a record is written by rename)."""
+        self.make()
+        return FolderWaiter(self.folder, POLL_S, events=NEW_FILES)
