@@ -36,6 +36,7 @@ from dvc_task.jobs import (
     UnknownJobError,
     WorkerInfo,
     display,
+    open_queue,
 )
 from dvc_task.jobs.workers import IDLE_TIMEOUT_S, WORKER_NAME
 
@@ -55,8 +56,21 @@ def handle_errors(func: F) -> F:
             raise click.ClickException(str(exc)) from None
         except (DvcTaskError, OSError, ValueError, TimeoutError) as exc:
             raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            if not _is_redis_error(exc):
+                raise
+            raise click.ClickException(
+                f"the Redis server: {exc}: is it running and reachable, and is "
+                "--broker (DVC_TASK_BROKER) right?"
+            ) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _is_redis_error(exc: Exception) -> bool:
+    # The Redis client is imported only for a queue on a Redis server.
+    errors = sys.modules.get("redis.exceptions")
+    return errors is not None and isinstance(exc, errors.RedisError)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -69,9 +83,19 @@ def handle_errors(func: F) -> F:
     type=click.Path(file_okay=False),
     help="Folder of the queue and its jobs (or DVC_TASK_DIR).",
 )
+@click.option(
+    "--broker",
+    envvar="DVC_TASK_BROKER",
+    metavar="URL",
+    help=(
+        "Redis server that holds the jobs, for workers on many hosts, e.g. "
+        "redis://:PASSWORD@HOST:6379/0 (or DVC_TASK_BROKER); --dir then "
+        "holds only this host's processes and logs."
+    ),
+)
 @click.version_option(package_name="dvc-task")
 @click.pass_context
-def cli(ctx: click.Context, folder: str) -> None:
+def cli(ctx: click.Context, folder: str, broker: str | None) -> None:
     """Run commands in the background, without a broker server.
 
     \b
@@ -80,8 +104,8 @@ def cli(ctx: click.Context, folder: str) -> None:
       dvc-task status
     """
     try:
-        ctx.obj = JobQueue(folder)
-    except DvcTaskError as exc:
+        ctx.obj = open_queue(folder, broker)
+    except (DvcTaskError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

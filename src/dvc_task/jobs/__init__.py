@@ -13,7 +13,7 @@ The layer that the ``dvc-task`` command line and Python programs share::
 from __future__ import annotations
 
 from dvc_task.jobs.listing import UNREADABLE
-from dvc_task.jobs.queue import JobQueue
+from dvc_task.jobs.queue import JobQueue, open_queue
 from dvc_task.jobs.record import (
     DEPENDENCY_FAILED,
     FAILED,
@@ -66,4 +66,5 @@ __all__ = [
     "Offer",
     "UnknownJobError",
     "WorkerInfo",
+    "open_queue",
 ]

@@ -28,6 +28,7 @@ from dvc_task.app.broker import (
     check_private,
     make_private_folder,
 )
+from dvc_task.exceptions import DvcTaskError
 from dvc_task.files import check_name
 from dvc_task.jobs import control, output, schedule, slots
 from dvc_task.jobs import workers as worker_ops
@@ -106,6 +107,30 @@ def _warn_once(key: str, reason: str) -> None:
     if key not in _warned:
         _warned.add(key)
         logger.warning("%s", reason)
+
+
+def open_queue(folder: StrPath, broker: str | None = None) -> JobQueue:
+    """The jobs of ``folder``; on the Redis server at ``broker`` if given.
+
+    With ``broker``, ``folder`` holds only this host's processes and logs.
+
+    Raises:
+        ValueError: ``broker`` is not a Redis URL.
+        DvcTaskError: the ``redis`` extra is not installed.
+    """
+    if not broker:
+        return JobQueue(folder)
+    from dvc_task.app.redisapp import check_redis_url  # noqa: PLC0415
+
+    check_redis_url(broker)
+    try:
+        from dvc_task.jobs.redisqueue import RedisJobQueue  # noqa: PLC0415
+    except ImportError as exc:
+        raise DvcTaskError(
+            f"a Redis broker needs the Redis client ({exc}): "
+            "pip install 'dvc-task[redis]'"
+        ) from None
+    return RedisJobQueue(folder, broker)
 
 
 def this_host() -> str:
@@ -505,6 +530,10 @@ class JobQueue:
         """Kept up while worker ``node`` of this queue runs (nothing here)."""
         del node
         yield
+
+    def worker_env(self) -> dict[str, str] | None:
+        """The environment of a detached worker (None: this one)."""
+        return None
 
     def signal_job(self, name: str, sig: int) -> None:
         """Send ``sig`` to job ``name``'s whole process group, if it has one.

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 #: Name of the first detached worker; the next ones get ``-2``, ``-3``...
 WORKER_NAME = "dvc-task-worker"
+#: The app setting with a worker's number of jobs at once.
+CONCURRENCY_KEY = "dvc_task_concurrency"
 #: Seconds a detached worker waits for work before it exits.
 IDLE_TIMEOUT_S = 10.0
 
@@ -43,6 +45,8 @@ class WorkerInfo:
     idle_since: str | None
     #: Jobs at once (known for detached workers).
     concurrency: int | None = None
+    #: Its host (known for workers on a broker server).
+    host: str | None = None
 
     def asdict(self) -> dict[str, Any]:
         """As JSON-ready data."""
@@ -54,6 +58,7 @@ class WorkerInfo:
             "running": list(self.running),
             "idle_since": self.idle_since,
             "concurrency": self.concurrency,
+            "host": self.host,
         }
 
 
@@ -195,6 +200,7 @@ def start_workers(
             wdir=queue.workers_dir / name,
             name=name,
             cwd=queue.folder,
+            env=queue.worker_env(),
         )
         started.append(name)
     return started
@@ -258,8 +264,6 @@ def work(
     """
     from celery.signals import worker_shutting_down  # noqa: PLC0415
 
-    from dvc_task.worker import TemporaryWorker  # noqa: PLC0415
-
     if node_name(name) in _locked_workers(queue):
         return False
     asked_to_stop: list[bool] = []
@@ -269,22 +273,46 @@ def work(
 
     worker_shutting_down.connect(on_shutdown, weak=False)
     queue.app.conf[OFFER_KEY] = offer or Offer(detect_gpus(), {})
+    queue.app.conf[CONCURRENCY_KEY] = concurrency
     # Slots held by a worker that died are free again: try their jobs.
     queue.promote()
     try:
-        while True:
-            TemporaryWorker(
-                queue.app,
+        with queue.worker_session(node_name(name)):
+            _drain(
+                queue,
+                name,
                 timeout=timeout,
-                pool="threads",
                 concurrency=concurrency,
-                prefetch_multiplier=1,
-                without_heartbeat=True,
-                without_mingle=True,
-                without_gossip=True,
                 loglevel=loglevel,
-            ).start(name)
-            if asked_to_stop or not queue.has_queued():
-                return True
+                asked_to_stop=asked_to_stop,
+            )
     finally:
         worker_shutting_down.disconnect(on_shutdown)
+    return True
+
+
+def _drain(
+    queue: JobQueue,
+    name: str,
+    *,
+    timeout: float,
+    concurrency: int,
+    loglevel: str,
+    asked_to_stop: list[bool],
+) -> None:
+    from dvc_task.worker import TemporaryWorker  # noqa: PLC0415
+
+    while True:
+        TemporaryWorker(
+            queue.app,
+            timeout=timeout,
+            pool="threads",
+            concurrency=concurrency,
+            prefetch_multiplier=1,
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            loglevel=loglevel,
+        ).start(name)
+        if asked_to_stop or not queue.has_queued():
+            return

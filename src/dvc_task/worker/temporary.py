@@ -39,9 +39,13 @@ from celery.worker import state as worker_state
 
 from dvc_task.app.filesystem import FSApp
 from dvc_task.files import FileLock, check_name
+from dvc_task.utils import makedirs
 
 logger = logging.getLogger(__name__)
 
+#: The app setting that names a folder for the workers' name locks (an app
+#: on a broker server: the workers of one host may not share a name).
+LOCKS_KEY = "dvc_task_worker_locks"
 #: How often the worker looks whether it became idle while it has work.
 BUSY_CHECK_S = 0.05
 #: Longest wait for killed idle pool processes to be gone.
@@ -107,6 +111,21 @@ def _end_idle_pool(pids: Iterable[int]) -> None:
             time.sleep(0.001)
 
 
+def _message_count(conn: Any, queue: Any) -> int:
+    """Messages waiting in ``queue``; 0 where the broker has no such queue.
+
+    A Redis broker has no queue until a message is sent to it (an empty
+    list is no key).
+    """
+    try:
+        count: int = (
+            queue.bind(conn.default_channel).queue_declare(passive=True).message_count
+        )
+    except conn.channel_errors:
+        return 0
+    return count
+
+
 class TemporaryWorker:
     """A worker that shuts itself down once its queue has stayed empty.
 
@@ -168,9 +187,13 @@ class TemporaryWorker:
         return options
 
     def _lock_path(self, nodename: str) -> Path | None:
-        if not isinstance(self.app, FSApp):
+        if isinstance(self.app, FSApp):
+            return self.app.broker_folders.inbox.parent / f"worker-{nodename}.lock"
+        folder = self.app.conf.get(LOCKS_KEY)
+        if not folder:
             return None
-        return self.app.broker_folders.inbox.parent / f"worker-{nodename}.lock"
+        makedirs(folder, exist_ok=True, mode=0o700)
+        return Path(folder) / f"worker-{nodename}.lock"
 
     def start(self, name: str, fsapp_clean: bool = False) -> None:
         """Run worker ``name`` in this thread until its queue stays empty.
@@ -282,12 +305,8 @@ class TemporaryWorker:
             # Read the folder directly: no connection needed.
             waiting = self.app.folder_queue.waiting()
             return sum(len(waiting.get(name, ())) for name in names)
-        total = 0
         with self.app.connection_for_read() as conn:
-            channel = conn.default_channel
-            for queue in task_consumer.queues:
-                total += queue.bind(channel).queue_declare(passive=True).message_count
-        return total
+            return sum(_message_count(conn, queue) for queue in task_consumer.queues)
 
     def _busy(self) -> bool:
         """Whether anything is queued, reserved, scheduled or running."""
@@ -345,9 +364,4 @@ class TemporaryWorker:
             return any(True for _ in self.app.iter_queued())
         with self.app.connection_for_read() as conn:
             queue = self.app.amqp.queues[self.app.conf.task_default_queue]
-            count: int = (
-                queue.bind(conn.default_channel)
-                .queue_declare(passive=True)
-                .message_count
-            )
-            return count > 0
+            return _message_count(conn, queue) > 0

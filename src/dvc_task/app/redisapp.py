@@ -1,0 +1,102 @@
+"""A Celery app on a Redis server, for workers on many hosts.
+
+Needs the ``redis`` extra: ``pip install 'dvc-task[redis]'``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Celery
+
+#: Seconds a delivered message may go without its worker's heartbeat before
+#: Redis hands it to another worker (``DVC_TASK_VISIBILITY_TIMEOUT``).
+VISIBILITY_TIMEOUT_S = 30.0
+#: The schemes of the broker URLs that mean Redis.
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+socket://")
+
+
+def visibility_timeout() -> float:
+    """The visibility timeout: ``DVC_TASK_VISIBILITY_TIMEOUT`` or the default.
+
+    Raises:
+        ValueError: the variable is not a positive number.
+    """
+    text = os.environ.get("DVC_TASK_VISIBILITY_TIMEOUT")
+    if not text:
+        return VISIBILITY_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ValueError(
+            f"DVC_TASK_VISIBILITY_TIMEOUT={text!r} is not a positive number of seconds"
+        )
+    return value
+
+
+def check_redis_url(url: str) -> str:
+    """Return ``url`` if it names a Redis server, else raise ``ValueError``."""
+    if not url.startswith(REDIS_SCHEMES):
+        shown = url.rsplit("@", maxsplit=1)[-1]  # never a password in a message
+        raise ValueError(
+            f"broker {shown!r} is not a Redis URL: use redis://HOST:PORT/DB "
+            "(rediss:// for TLS, unix:///path for a socket)"
+        )
+    return url
+
+
+class RedisApp(Celery):
+    """A Celery app whose broker and result backend are one Redis server.
+
+    Messages, results and their settings are JSON. A message that a worker
+    took is acknowledged once its task has run (``acks_late``); if the
+    worker dies, Redis gives it to another worker once it has gone
+    ``visibility_timeout`` seconds without the worker's heartbeat (dvc-task's
+    workers renew it while they hold the message).
+    """
+
+    def __init__(
+        self,
+        main: str | None = None,
+        *,
+        url: str,
+        visibility: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """An app on the Redis server at ``url`` (``redis://[:password@]host:port/db``).
+
+        Arguments:
+            main: the app's name.
+            url: the server; ``rediss://`` for TLS.
+            visibility: the visibility timeout (default: :func:`visibility_timeout`).
+            kwargs: passed to :class:`celery.Celery`.
+
+        Raises:
+            ValueError: ``url`` is not a Redis URL.
+        """
+        super().__init__(main, broker=check_redis_url(url), backend=url, **kwargs)
+        timeout = visibility if visibility is not None else visibility_timeout()
+        self.visibility_timeout = timeout
+        transport = {
+            "visibility_timeout": timeout,
+            # Messages of dead workers are looked for every few seconds.
+            "unacked_restore_interval": max(1.0, min(10.0, timeout / 5)),
+            "unacked_restore_throttle": 1,
+            "queue_order_strategy": "priority",
+            "priority_steps": list(range(10)),
+        }
+        self.conf.update(
+            task_serializer="json",
+            result_serializer="json",
+            accept_content=["json"],
+            result_accept_content=["json"],
+            broker_transport_options=transport,
+            result_backend_transport_options={"retry_policy": {"timeout": 10.0}},
+            broker_connection_retry_on_startup=True,
+            task_acks_late=True,
+            worker_prefetch_multiplier=1,
+            result_expires=24 * 3600,
+        )

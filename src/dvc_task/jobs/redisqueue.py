@@ -1,0 +1,663 @@
+"""Jobs on a Redis server: the same job API, for workers on many hosts.
+
+Everything that every host must see lives on the server, under keys that
+start with ``dvc-task:``:
+
+- ``jobs``: a hash of the job records (JSON), by name; ``seq``: the counter;
+  ``lock``: the jobs lock (``SET NX PX`` with a token, renewed while held);
+- ``out:<name>``: a stream of the job's output, appended by its worker while
+  the command runs (``logs -f`` reads it on any host);
+- ``alive:<name>``: set while a worker runs the job, renewed every second,
+  gone a few seconds after the worker dies;
+- ``kill:<name>`` and ``killq:<name>``: the signal asked, and the list that
+  the running job's worker waits on;
+- ``waiting``: the jobs that wait out of the queue; ``workers``,
+  ``worker:<host>/<node>`` and ``stop:<host>/<node>``: the live workers;
+- ``changed``: a channel published on every record written.
+
+The messages are Celery's, on Redis (see :class:`~dvc_task.app.redisapp.RedisApp`).
+Each host keeps its local folder (``--dir``) for its processes and its
+workers' logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import BusyLoadingError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from dvc_task.app.broker import make_private_folder
+from dvc_task.app.redisapp import RedisApp, check_redis_url
+from dvc_task.files import check_name, open_regular
+from dvc_task.jobs import output, slots
+from dvc_task.jobs import workers as worker_ops
+from dvc_task.jobs.queue import (
+    QUEUE_KEY,
+    RUNS_ELSEWHERE,
+    TAKE_OVER,
+    TASK_MODULES,
+    AttemptLink,
+    JobQueue,
+)
+from dvc_task.jobs.record import (
+    FINAL_STATES,
+    LOST,
+    QUEUED,
+    RUNNING,
+    STARTED,
+    InvalidJobRecordError,
+    JobError,
+    JobRecord,
+    UnknownJobError,
+)
+from dvc_task.jobs.store import Entry
+from dvc_task.jobs.view import Job, derive
+from dvc_task.jobs.workers import WorkerInfo, short_name
+from dvc_task.proc.info import utc_now
+from dvc_task.utils import StrPath
+from dvc_task.worker.temporary import LOCKS_KEY
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from celery import Celery
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "dvc-task:"
+#: Seconds between a worker's heartbeats; a job or worker without one for
+#: ``ALIVE_S`` is taken for dead.
+BEAT_S = 1.0
+ALIVE_S = 5.0
+#: The jobs lock expires this long after its holder's last renewal.
+LOCK_TTL_S = 10.0
+#: How often a running job's worker looks for output and kill requests.
+LINK_POLL_S = 0.1
+#: How many times a job is taken over from dead workers before it is lost.
+MAX_HANDOVERS = 3
+#: Output sent to the stream at most in pieces of this size.
+OUTPUT_PIECE = 1 << 16
+#: How long one call waits for the server to come back (a restart).
+RECONNECT_S = 10.0
+
+
+def connect(url: str) -> redis.Redis:
+    """A client of the server at ``url`` that retries while it restarts."""
+    retries = int(RECONNECT_S / 0.5)
+    return redis.Redis.from_url(
+        url,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), retries),
+        retry_on_error=[BusyLoadingError, RedisConnectionError, RedisTimeoutError],
+        health_check_interval=30,
+    )
+
+
+class _Lock:
+    """The jobs lock: ``SET NX PX`` with a token, renewed while it is held."""
+
+    def __init__(self, client: redis.Redis, key: str) -> None:
+        self._lock = client.lock(
+            key, timeout=LOCK_TTL_S, sleep=0.002, thread_local=False
+        )
+        self._done = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def __enter__(self) -> _Lock:
+        self._lock.acquire(blocking=True)
+        self._done.clear()
+        self._renewer = threading.Thread(target=self._renew, daemon=True)
+        self._renewer.start()
+        return self
+
+    def _renew(self) -> None:
+        while not self._done.wait(LOCK_TTL_S / 3):
+            with contextlib.suppress(RedisError):
+                self._lock.reacquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        with contextlib.suppress(RedisError):
+            self._lock.release()
+
+
+class _ChannelWaiter:
+    """Woken by a message on the ``changed`` channel."""
+
+    def __init__(self, client: redis.Redis, channel: str) -> None:
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self._pubsub.subscribe(channel)
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                message = self._pubsub.get_message(timeout=max(0.0, left))
+            except RedisError:
+                time.sleep(min(0.2, max(0.0, left)))  # restarting: look again
+                message = None
+            if message is not None:
+                while self._pubsub.get_message(timeout=0) is not None:
+                    pass  # several changes: one wake-up
+                return True
+            if left <= 0:
+                return False
+
+    def close(self) -> None:
+        self._pubsub.close()
+
+
+class RedisStore:
+    """The job records and what goes with them on a Redis server."""
+
+    def __init__(self, client: redis.Redis, host: str) -> None:
+        """Keep records on the server of ``client``; ``host`` is this host."""
+        self.client = client
+        self.host = host
+
+    def key(self, *parts: str) -> str:
+        """A key of ours."""
+        return PREFIX + ":".join(parts)
+
+    def load(self, name: str) -> JobRecord:
+        """The record of job ``name``."""
+        data = self.client.hget(self.key("jobs"), name)
+        if data is None:
+            raise UnknownJobError(name)
+        return JobRecord.parse(cast(bytes, data), f"job record {name!r} on Redis")
+
+    def save(self, record: JobRecord) -> None:
+        """Write ``record``; a started one written by its worker is alive."""
+        pipe = self.client.pipeline()
+        pipe.hset(self.key("jobs"), record.name, record.to_json())
+        alive = self.key("alive", record.name)
+        if record.progress in FINAL_STATES:
+            pipe.delete(alive)
+        elif (
+            record.progress == STARTED
+            and record.host == self.host
+            and record.worker_pid == os.getpid()
+        ):
+            pipe.set(alive, b"{}", px=int(ALIVE_S * 1000), nx=True)
+        pipe.publish(self.key("changed"), record.name)
+        pipe.execute()
+
+    def has(self, name: str) -> bool:
+        """Whether the hash has the job."""
+        return bool(self.client.hexists(self.key("jobs"), name))
+
+    def delete(self, name: str) -> None:
+        """Delete the record and every key of the job."""
+        pipe = self.client.pipeline()
+        pipe.hdel(self.key("jobs"), name)
+        pipe.srem(self.key("waiting"), name)
+        pipe.delete(
+            *(self.key(kind, name) for kind in ("kill", "killq", "alive", "out"))
+        )
+        pipe.publish(self.key("changed"), name)
+        pipe.execute()
+
+    def entries(self) -> dict[str, Entry]:
+        """Every record, read in one call."""
+        found: dict[str, Entry] = {}
+        raw = cast(dict[bytes, bytes], self.client.hgetall(self.key("jobs")))
+        for key, data in raw.items():
+            name = key.decode("utf-8", "replace")
+            try:
+                found[name] = JobRecord.parse(data, f"job record {name!r} on Redis")
+            except InvalidJobRecordError as exc:
+                found[name] = exc
+        return found
+
+    def locked(self) -> AbstractContextManager[object]:
+        """The jobs lock."""
+        return _Lock(self.client, self.key("lock"))
+
+    def next_seq(self) -> int:
+        """``INCR`` of the counter."""
+        return int(self.client.incr(self.key("seq")))
+
+    def request_kill(self, name: str, sig: int) -> None:
+        """Store the signal and wake the worker that runs the job."""
+        pipe = self.client.pipeline()
+        pipe.set(self.key("kill", name), int(sig))
+        pipe.rpush(self.key("killq", name), int(sig))
+        pipe.expire(self.key("killq", name), 24 * 3600)
+        pipe.execute()
+
+    def kill_requested(self, name: str) -> int | None:
+        """The signal stored for the job."""
+        value = self.client.get(self.key("kill", name))
+        try:
+            return int(cast(bytes, value)) if value is not None else None
+        except ValueError:
+            return None
+
+    def clear_kill_request(self, name: str) -> None:
+        """Delete the signal and the wake-ups."""
+        self.client.delete(self.key("kill", name), self.key("killq", name))
+
+    def mark_waiting(self, name: str) -> None:
+        """Add the job to the ``waiting`` set."""
+        self.client.sadd(self.key("waiting"), name)
+
+    def unmark_waiting(self, name: str) -> None:
+        """Take the job out of the ``waiting`` set."""
+        self.client.srem(self.key("waiting"), name)
+
+    def waiting_names(self) -> list[str]:
+        """The ``waiting`` set."""
+        members = cast(set[bytes], self.client.smembers(self.key("waiting")))
+        return [name.decode("utf-8", "replace") for name in members]
+
+    def changes(self) -> _ChannelWaiter:
+        """A subscriber of the ``changed`` channel."""
+        return _ChannelWaiter(self.client, self.key("changed"))
+
+
+class _RedisLink(AttemptLink):
+    """Sends a running job's output and liveness to Redis; takes its kills."""
+
+    def __init__(self, queue: RedisJobQueue, name: str) -> None:
+        self.queue = queue
+        self.name = name
+        self.path = queue.output_path(name)
+        try:
+            self.offset = self.path.stat().st_size
+        except FileNotFoundError:
+            self.offset = 0
+        self._stop = threading.Event()
+        self._pid: int | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def started(self) -> None:
+        info = self.queue.manager.get(self.name)
+        self._pid = info.pid if info is not None else None
+        self._beat()
+
+    def close(self) -> None:
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join()
+
+    def _beat(self) -> None:
+        store = self.queue.store
+        value = json.dumps({"pid": self._pid, "host": self.queue.host})
+        store.client.set(store.key("alive", self.name), value, px=int(ALIVE_S * 1000))
+
+    def _run(self) -> None:
+        store = self.queue.store
+        killq = store.key("killq", self.name)
+        last_beat = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                popped = store.client.blpop([killq], timeout=LINK_POLL_S)
+                if popped is not None:
+                    self._signal(int(cast(tuple[bytes, bytes], popped)[1]))
+                self._forward()
+                if time.monotonic() - last_beat >= BEAT_S:
+                    last_beat = time.monotonic()
+                    self._beat()
+            except (RedisError, ValueError) as exc:
+                logger.warning("job %s: Redis: %s; trying again", self.name, exc)
+                self._stop.wait(LINK_POLL_S)
+        with contextlib.suppress(RedisError):
+            self._forward()
+
+    def _signal(self, sig: int) -> None:
+        try:
+            self.queue.manager.send_signal(self.name, sig, group=True)
+        except ProcessLookupError:
+            pass  # not started yet: the worker looks for the request then
+
+    def _forward(self) -> None:
+        try:
+            fd = open_regular(self.path)
+        except FileNotFoundError:
+            return
+        with os.fdopen(fd, "rb") as fobj:
+            fobj.seek(self.offset)
+            while piece := fobj.read(OUTPUT_PIECE):
+                self.queue.store.client.xadd(
+                    self.queue.store.key("out", self.name), {"o": piece}
+                )
+                self.offset += len(piece)
+
+
+class RedisJobQueue(JobQueue):
+    """A :class:`JobQueue` whose jobs, records and output are on a Redis server.
+
+    ``folder`` is this host's own: the processes its workers run and their
+    logs. Every host that uses the same server sees the same jobs.
+    """
+
+    def __init__(self, folder: StrPath, url: str) -> None:
+        """Jobs on the Redis server at ``url``; this host's files in ``folder``.
+
+        Raises:
+            UnsafeFolderError: ``folder`` exists but is not private to its owner.
+            ValueError: ``url`` is not a Redis URL.
+        """
+        super().__init__(folder)
+        check_redis_url(url)
+        self.url = url
+        self.client = connect(url)
+        self.store: RedisStore = RedisStore(self.client, self.host)
+
+    def exists(self) -> bool:
+        """Whether the server has jobs (or ever had)."""
+        return bool(self.client.exists(self.store.key("seq")))
+
+    @property
+    def app(self) -> Celery:
+        """The Celery app on the server."""
+        app = self.__dict__.get("_app")
+        if app is None:
+            make_private_folder(self.folder)
+            app = RedisApp("dvc-task", url=self.url, include=TASK_MODULES)
+            app.conf[QUEUE_KEY] = self
+            app.conf[LOCKS_KEY] = str(self.app_dir / "broker")
+            self.__dict__["_app"] = app
+        return app
+
+    def _message_priority(self, priority: int) -> int | None:
+        # Kombu's Redis transport starts the lowest number first, 0 to 9.
+        return max(0, min(9, 5 - priority))
+
+    def queue_view(self) -> dict[str, str]:
+        """Messages are not listed: a job that has not started is queued."""
+        return {}
+
+    def _from_record(self, record: JobRecord, view: dict[str, str]) -> Job:
+        job = derive(record, {record.task_id: QUEUED}, None, None)
+        if record.progress != STARTED:
+            return job
+        alive = self.client.get(self.store.key("alive", record.name))
+        if alive is None:
+            # Its worker died: its message goes back to the queue.
+            return replace(job, state=QUEUED, pid=None)
+        try:
+            pid = json.loads(cast(bytes, alive)).get("pid")
+        except (ValueError, AttributeError):
+            pid = None
+        return replace(job, state=RUNNING, pid=pid if isinstance(pid, int) else None)
+
+    def processes_without_record(self, names: Iterable[str]) -> list[Job]:
+        """None: every job on a server has a record."""
+        del names
+        return []
+
+    def has_queued(self) -> bool:
+        """Whether a message waits, or a worker holds one not yet acknowledged."""
+        queue = str(self.app.conf.task_default_queue)
+        sep = "\x06\x16"
+        keys = [queue, *(f"{queue}{sep}{step}" for step in range(1, 10))]
+        pipe = self.client.pipeline()
+        for key in keys:
+            pipe.llen(key)
+        pipe.hlen("unacked")
+        return any(cast(list[int], pipe.execute()))
+
+    def signal_job(self, name: str, sig: int) -> None:
+        """Nothing: the request stored by ``kill`` reaches the job's worker."""
+        del name, sig
+
+    def forget_message(
+        self, task_id: str, task_ids: dict[str, Path] | None = None
+    ) -> None:
+        """Nothing: the job task keeps no result on the server."""
+        del task_id, task_ids
+
+    def forget_output(self, name: str) -> None:
+        """Nothing more: the output stream goes with the record."""
+        del name
+
+    # --- the worker's side ---------------------------------------------------
+
+    @contextlib.contextmanager
+    def attempt_link(self, name: str) -> Iterator[AttemptLink]:
+        """Send the attempt's output and liveness; take kill requests."""
+        link = _RedisLink(self, name)
+        try:
+            yield link
+        finally:
+            link.close()
+
+    def redelivered(self, record: JobRecord) -> str:
+        """Drop it if a live worker runs the job, else take it over."""
+        if self.client.exists(self.store.key("alive", record.name)):
+            return RUNS_ELSEWHERE
+        if record.handovers >= MAX_HANDOVERS:
+            return LOST
+        return TAKE_OVER
+
+    @contextlib.contextmanager
+    def worker_session(self, node: str) -> Iterator[None]:
+        """Register worker ``node``; renew its messages and answer ``stop``."""
+        session = _WorkerSession(self, node)
+        try:
+            yield
+        finally:
+            session.close()
+
+    def worker_env(self) -> dict[str, str]:
+        """The environment of a detached worker: this one, with the server."""
+        return {**os.environ, "DVC_TASK_BROKER": self.url}
+
+    def workers(self, jobs: Iterable[Job] | None = None) -> list[WorkerInfo]:
+        """The live workers on every host, and the jobs each runs."""
+        return live_workers(self, jobs)
+
+    def ensure_worker(self) -> str | None:
+        """Start a detached worker here unless one lives on any host."""
+        if live_workers(self, []):
+            return None
+        return self.start_workers(1)[0]
+
+    def stop_workers(self, kill: bool = False) -> list[WorkerInfo]:
+        """Ask every live worker, on every host, to stop after its running jobs."""
+        return stop_workers(self, kill)
+
+    # --- output --------------------------------------------------------------
+
+    def _pieces(self, name: str, after: str = "-") -> list[tuple[str, bytes]]:
+        start = after if after == "-" else f"({after}"
+        found = []
+        for entry_id, fields in cast(
+            list[tuple[bytes, dict[bytes, bytes]]],
+            self.client.xrange(self.store.key("out", name), start, "+"),
+        ):
+            found.append((entry_id.decode("ascii"), fields.get(b"o", b"")))
+        return found
+
+    def read_output(self, name: str, tail: int | None = None) -> bytes:
+        """Job ``name``'s output so far (its last ``tail`` lines if given)."""
+        check_name(name, "job")
+        data = b"".join(piece for _, piece in self._pieces(name))
+        if tail is None:
+            return data
+        fobj = io.BytesIO(data)
+        return data[output.tail_offset(fobj, tail) :]
+
+    def copy_output(self, name: str, fd: int, tail: int | None = None) -> None:
+        """Write job ``name``'s output so far to file descriptor ``fd``."""
+        view = memoryview(self.read_output(name, tail))
+        while view:
+            view = view[os.write(fd, view) :]
+
+    def follow_output(self, name: str, tail: int | None = None) -> Iterator[bytes]:
+        """Yield job ``name``'s output as its worker sends it, until it ends."""
+        self.load(name)  # an unknown name raises here
+        return self._follow(name, tail)
+
+    def _follow(self, name: str, tail: int | None) -> Iterator[bytes]:
+        stream = self.store.key("out", name)
+        first = self.read_output(name, tail)
+        last = "0-0"
+        pieces = self._pieces(name)
+        if pieces:
+            last = pieces[-1][0]
+        if first:
+            yield first
+        ended = False
+        while True:
+            try:
+                found = cast(
+                    list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
+                    self.client.xread({stream: last}, block=500),
+                )
+            except RedisError:
+                found = []  # restarting: look again
+            for _, entries in found or []:
+                for entry_id, fields in entries:
+                    last = entry_id.decode("ascii")
+                    if fields.get(b"o"):
+                        yield fields[b"o"]
+            if found:
+                continue
+            if ended:
+                return
+            # Its worker sends the last output before it records the end:
+            # once it has ended, one more read gets everything.
+            ended = self.ended(name)
+
+
+class _WorkerSession:
+    """A worker's heartbeat: its entry, its messages' visibility, ``stop``."""
+
+    def __init__(self, queue: RedisJobQueue, node: str) -> None:
+        self.queue = queue
+        self.node = node
+        self.ident = f"{queue.host}/{node}"
+        store = queue.store
+        offer = queue.app.conf.get(slots.OFFER_KEY)
+        entry = {
+            "node": node,
+            "host": queue.host,
+            "pid": os.getpid(),
+            "started": utc_now(),
+            "concurrency": queue.app.conf.get(worker_ops.CONCURRENCY_KEY),
+            "gpus": list(offer.gpus) if isinstance(offer, slots.Offer) else [],
+        }
+        store.client.delete(store.key("stop", self.ident))
+        store.client.hset(store.key("workers"), self.ident, json.dumps(entry))
+        self._done = threading.Event()
+        self._beat()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        from celery.worker import state as worker_state  # noqa: PLC0415
+
+        store = self.queue.store
+        pipe = store.client.pipeline()
+        pipe.set(store.key("worker", self.ident), b"1", px=int(ALIVE_S * 1000))
+        now = time.time()
+        for request in list(worker_state.requests.values()):
+            tag = (request.delivery_info or {}).get("delivery_tag")
+            if tag:
+                pipe.zadd("unacked_index", {tag: now}, xx=True)
+        pipe.exists(store.key("stop", self.ident))
+        if pipe.execute()[-1]:
+            logger.info("asked to stop: stopping after the running jobs")
+            store.client.delete(store.key("stop", self.ident))
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def _run(self) -> None:
+        while not self._done.wait(BEAT_S):
+            try:
+                self._beat()
+            except RedisError as exc:
+                logger.warning("worker heartbeat: Redis: %s; trying again", exc)
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join()
+        store = self.queue.store
+        with contextlib.suppress(RedisError):
+            pipe = store.client.pipeline()
+            pipe.hdel(store.key("workers"), self.ident)
+            pipe.delete(store.key("worker", self.ident))
+            pipe.execute()
+
+
+def live_workers(queue: RedisJobQueue, jobs: Iterable[Job] | None) -> list[WorkerInfo]:
+    """The workers whose heartbeat is fresh, on every host."""
+    store = queue.store
+    raw = cast(dict[bytes, bytes], store.client.hgetall(store.key("workers")))
+    if not raw:
+        return []
+    idents = sorted(key.decode("utf-8", "replace") for key in raw)
+    pipe = store.client.pipeline()
+    for ident in idents:
+        pipe.exists(store.key("worker", ident))
+    alive = dict(zip(idents, cast(list[int], pipe.execute())))
+    running: dict[tuple[str | None, str | None], list[str]] = {}
+    last_end: dict[tuple[str | None, str | None], str] = {}
+    for job in queue.jobs() if jobs is None else jobs:
+        key = (job.host, job.worker)
+        if job.state == RUNNING:
+            running.setdefault(key, []).append(job.name)
+        elif job.finished_at and job.finished_at > last_end.get(key, ""):
+            last_end[key] = job.finished_at
+    found = []
+    for ident in idents:
+        if not alive[ident]:
+            continue
+        try:
+            entry: dict[str, Any] = json.loads(raw[ident.encode("utf-8")])
+        except ValueError:
+            continue
+        node, host = str(entry.get("node")), str(entry.get("host"))
+        key = (host, node)
+        busy = tuple(running.get(key, ()))
+        since = entry.get("started")
+        idle = None if busy else (last_end.get(key) or since)
+        pid = entry.get("pid")
+        concurrency = entry.get("concurrency")
+        found.append(
+            WorkerInfo(
+                short_name(node),
+                node,
+                pid if isinstance(pid, int) else None,
+                since,
+                busy,
+                idle,
+                concurrency if isinstance(concurrency, int) else None,
+                host=host,
+            )
+        )
+    return found
+
+
+def stop_workers(queue: RedisJobQueue, kill: bool = False) -> list[WorkerInfo]:
+    """Ask every live worker, on every host, to stop after its running jobs."""
+    workers = live_workers(queue, None)
+    for worker in workers:
+        if kill:
+            for name in worker.running:
+                with contextlib.suppress(JobError):
+                    queue.kill(name, force=True)  # unless it has just ended
+        queue.store.client.set(
+            queue.store.key("stop", f"{worker.host}/{worker.node}"), b"1", ex=60
+        )
+    return workers
