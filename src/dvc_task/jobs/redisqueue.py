@@ -364,8 +364,8 @@ class RedisJobQueue(JobQueue):
         self.store: RedisStore = RedisStore(self.client, self.host)
 
     def exists(self) -> bool:
-        """Whether the server has jobs (or ever had)."""
-        return bool(self.client.exists(self.store.key("seq")))
+        """Whether the server has jobs (or ever had) or workers."""
+        return bool(self.client.exists(self.store.key("seq"), self.store.key("workers")))
 
     @property
     def app(self) -> Celery:

