@@ -413,3 +413,50 @@ def test_bad_and_unreachable_servers_are_clear_errors(tmp_path: Path) -> None:
     assert "Redis server" in done.stderr
     assert "Traceback" not in done.stderr
     assert "secret" not in done.stderr
+
+
+def test_top_shows_and_kills_a_job_running_on_another_host(
+    hosts: tuple[Host, Host, Host],
+    workers: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("textual", reason="the monitor needs the 'tui' extra")
+    import asyncio  # noqa: PLC0415
+
+    from dvc_task.tui.app import TopApp  # noqa: PLC0415
+
+    a, b, c = hosts
+    gate = tmp_path / "gate"
+    script = (
+        f"echo first; while [ ! -e {gate} ]; do sleep 0.05; done; echo second; "
+        "sleep 600"
+    )
+    a.cli("run", "--no-start", "--name", "far", "--", "sh", "-c", script)
+    b.worker(workers, "--timeout", "30")
+    c.cli.wait_state("far", "running")
+    queue = open_queue(c.folder, c.env["DVC_TASK_BROKER"])
+
+    async def main() -> None:
+        app = TopApp(queue)
+        async with app.run_test(size=(160, 50)) as pilot:
+
+            async def until(predicate: Any, what: str) -> None:
+                deadline = time.monotonic() + 60
+                while not predicate():
+                    assert time.monotonic() < deadline, f"gave up waiting for {what}"
+                    await pilot.pause(0.02)
+
+            await until(lambda: app.selected == "far", "the job to be selected")
+            await until(lambda: app.buffer.lines == ["first"], "its first line")
+            gate.touch()
+            await until(lambda: "second" in app.buffer.lines, "its next line, live")
+            await pilot.press("k")
+            await until(lambda: len(app.screen_stack) == 2, "the question")
+            await pilot.press("y")
+            await until(
+                lambda: any(j.name == "far" and j.state == "killed" for j in app.jobs),
+                "the job to be killed",
+            )
+
+    asyncio.run(main())
+    assert rows(c)["far"]["host"] == "hb"

@@ -35,13 +35,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import BusyLoadingError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+import redis
 from dvc_task.app.broker import make_private_folder
 from dvc_task.app.redisapp import RedisApp, check_redis_url
 from dvc_task.files import check_name, open_regular
@@ -365,7 +365,9 @@ class RedisJobQueue(JobQueue):
 
     def exists(self) -> bool:
         """Whether the server has jobs (or ever had) or workers."""
-        return bool(self.client.exists(self.store.key("seq"), self.store.key("workers")))
+        return bool(
+            self.client.exists(self.store.key("seq"), self.store.key("workers"))
+        )
 
     @property
     def app(self) -> Celery:
@@ -479,7 +481,8 @@ class RedisJobQueue(JobQueue):
 
     # --- output --------------------------------------------------------------
 
-    def _pieces(self, name: str, after: str = "-") -> list[tuple[str, bytes]]:
+    def output_pieces(self, name: str, after: str = "-") -> list[tuple[str, bytes]]:
+        """Job ``name``'s output pieces after id ``after`` (``-``: all), with ids."""
         start = after if after == "-" else f"({after}"
         found = []
         for entry_id, fields in cast(
@@ -492,7 +495,7 @@ class RedisJobQueue(JobQueue):
     def read_output(self, name: str, tail: int | None = None) -> bytes:
         """Job ``name``'s output so far (its last ``tail`` lines if given)."""
         check_name(name, "job")
-        data = b"".join(piece for _, piece in self._pieces(name))
+        data = b"".join(piece for _, piece in self.output_pieces(name))
         if tail is None:
             return data
         fobj = io.BytesIO(data)
@@ -513,7 +516,7 @@ class RedisJobQueue(JobQueue):
         stream = self.store.key("out", name)
         first = self.read_output(name, tail)
         last = "0-0"
-        pieces = self._pieces(name)
+        pieces = self.output_pieces(name)
         if pieces:
             last = pieces[-1][0]
         if first:

@@ -9,9 +9,10 @@ hands the app what changed; while nothing changes it wakes once a second.
 from __future__ import annotations
 
 import shlex
+import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
-from typing import ClassVar
+from typing import ClassVar, cast
 
 from rich.text import Text
 from textual import on
@@ -24,7 +25,14 @@ from textual.widgets import DataTable, Footer, Header, Input, Label, Log, Static
 from dvc_task.exceptions import DvcTaskError
 from dvc_task.jobs import HELD, STARTING, STATES, Job, JobQueue, WorkerInfo
 from dvc_task.jobs.display import ago, printable
-from dvc_task.tui.model import JobsReader, OutputFollower, TermBuffer, Watcher
+from dvc_task.tui.model import (
+    JobsReader,
+    OutputFollower,
+    SharedOutput,
+    StreamFollower,
+    TermBuffer,
+    Watcher,
+)
 from dvc_task.tui.table import JobTable, header
 
 WORKER_COLUMNS = ("WORKER", "PID", "CONCURRENCY", "RUNNING", "IDLE SINCE")
@@ -112,8 +120,9 @@ class TopApp(App[None]):
         self.text_filter = ""
         self.state_filter: str | None = None
         self.selected: str | None = None
-        self.follower: OutputFollower | None = None
+        self.follower: OutputFollower | StreamFollower | None = None
         self.buffer = TermBuffer()
+        self._relay_stop = threading.Event()
         self.watcher = Watcher(
             [
                 queue.jobs_dir,
@@ -146,9 +155,22 @@ class TopApp(App[None]):
         self._show(self.reader.read(), self.queue.workers())
         self.query_one("#jobs", JobTable).focus()
         self.watcher.start()
+        if self.reader.shared:
+            # Records on a server: its change notices wake the watcher.
+            threading.Thread(target=self._relay_changes, daemon=True).start()
+
+    def _relay_changes(self) -> None:
+        changes = self.queue.changes()
+        try:
+            while not self._relay_stop.is_set():
+                if changes.wait(0.5):
+                    self.watcher.wake()
+        finally:
+            changes.close()
 
     def on_unmount(self) -> None:
         """Stop watching."""
+        self._relay_stop.set()
         self.watcher.stop()
 
     # --- data from the watcher thread ------------------------------------------
@@ -235,7 +257,11 @@ class TopApp(App[None]):
         self.buffer = TermBuffer(self.buffer.max_lines)
         self.query_one("#log", Log).clear()
         self.query_one("#current", Static).update("")
-        self.follower = OutputFollower(self.queue.output_path(name))
+        self.follower = (
+            StreamFollower(cast(SharedOutput, self.queue), name)
+            if self.reader.shared
+            else OutputFollower(self.queue.output_path(name))
+        )
         self.watcher.follow(self.queue.procs_dir / name)
         self._show_output(self.follower.read_new())
 

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from dvc_task.app.watch import CHANGED_FILES, FolderWaiter
 from dvc_task.files import open_regular
@@ -30,6 +31,7 @@ from dvc_task.jobs.record import (
     JobRecord,
 )
 from dvc_task.jobs.schedule import show_failed_dependencies
+from dvc_task.jobs.store import FolderStore
 from dvc_task.jobs.view import Job, queue_view, unreadable
 
 #: How long the watcher waits at most between two looks (ticking durations).
@@ -46,6 +48,9 @@ class JobsReader:
 
     def __init__(self, queue: JobQueue) -> None:
         self.queue = queue
+        #: Whether the records are on a server (read whole, every look).
+        self.shared = not isinstance(queue.store, FolderStore)
+        self._last: list[Job] = []
         self._records: dict[str, tuple[tuple[int, int], JobRecord | str]] = {}
         #: Names of the jobs that had not finished at the last look.
         self.active: set[str] = set()
@@ -54,6 +59,8 @@ class JobsReader:
 
     def read(self) -> list[Job]:
         """Every job, in submission order."""
+        if self.shared:
+            return self._read_shared()
         seen: dict[str, tuple[tuple[int, int], JobRecord | str]] = {}
         for entry in entries(self.queue.jobs_dir):
             if not entry.name.endswith(".json"):
@@ -81,6 +88,8 @@ class JobsReader:
 
         Cheap between two full reads: finished jobs are not touched.
         """
+        if self.shared:
+            return self._read_shared()
         active = self.active
         if not active:
             return jobs
@@ -106,6 +115,14 @@ class JobsReader:
         ]:
             return jobs  # the same list: nothing to draw
         return self._note(merged)
+
+    def _read_shared(self) -> list[Job]:
+        # The same list object when nothing changed: nothing to draw.
+        jobs = self.queue.jobs()
+        if jobs == self._last:
+            return self._last
+        self._last = jobs
+        return self._note(jobs)
 
     def _note(self, jobs: list[Job]) -> list[Job]:
         """Remember which of ``jobs`` have not finished, and whether any runs."""
@@ -211,6 +228,33 @@ class OutputFollower:
             data = fobj.read(size - self.offset)
         self.offset += len(data)
         return data
+
+
+class StreamFollower:
+    """Reads what a job's output stream on a server gained since the last look."""
+
+    def __init__(self, queue: SharedOutput, name: str) -> None:
+        self.queue = queue
+        self.name = name
+        self.last: str | None = None
+
+    def read_new(self) -> bytes:
+        """New bytes (at first, the last :data:`TAIL_BYTES`); empty if none."""
+        pieces = self.queue.output_pieces(self.name, self.last or "-")
+        if not pieces:
+            return b""
+        data = b"".join(piece for _, piece in pieces)
+        if self.last is None:
+            data = data[-TAIL_BYTES:]
+        self.last = pieces[-1][0]
+        return data
+
+
+class SharedOutput(Protocol):
+    """A queue whose jobs' output is a stream of pieces on a server."""
+
+    def output_pieces(self, name: str, after: str = "-") -> list[tuple[str, bytes]]:
+        """The pieces after ``after`` (``-``: all), with their ids."""
 
 
 class Watcher:
