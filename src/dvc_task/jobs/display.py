@@ -102,7 +102,7 @@ def job_row(job: Job, now: datetime) -> list[str]:
 def worker_row(worker: WorkerInfo, now: datetime) -> list[str]:
     """The cells of ``worker`` under :data:`WORKER_HEADER`."""
     return [
-        printable(worker.name),
+        printable(worker.label),
         str(worker.pid or ""),
         printable(", ".join(worker.running)) or "-",
         ago(worker.idle_since, now),

@@ -514,6 +514,10 @@ class JobQueue:
         del name
         yield AttemptLink()
 
+    def before_start(self, name: str) -> None:
+        """Called by a worker before it judges a message of job ``name`` (nothing)."""
+        del name
+
     def redelivered(self, record: JobRecord) -> str:
         """What to do with a message of a job that a worker marked started.
 

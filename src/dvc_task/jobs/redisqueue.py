@@ -444,6 +444,25 @@ class RedisJobQueue(JobQueue):
         finally:
             link.close()
 
+    def before_start(self, name: str) -> None:
+        """Before a message of a started job is judged: let a dead worker lapse.
+
+        Its job's heartbeat may outlive it by up to :data:`ALIVE_S` seconds;
+        the message may come back sooner (a short visibility timeout). This
+        waits outside the jobs lock, so that :meth:`redelivered` sees a
+        dead worker as dead.
+        """
+        try:
+            record = self.load(name)
+        except JobError:
+            return
+        if record.progress != STARTED:
+            return
+        alive = self.store.key("alive", name)
+        deadline = time.monotonic() + ALIVE_S + BEAT_S
+        while self.client.exists(alive) and time.monotonic() < deadline:
+            time.sleep(BEAT_S / 4)
+
     def redelivered(self, record: JobRecord) -> str:
         """Drop it if a live worker runs the job, else take it over."""
         if self.client.exists(self.store.key("alive", record.name)):
@@ -575,7 +594,8 @@ class _WorkerSession:
         pipe = store.client.pipeline()
         pipe.set(store.key("worker", self.ident), b"1", px=int(ALIVE_S * 1000))
         now = time.time()
-        for request in list(worker_state.requests.values()):
+        held = [*worker_state.requests.values(), *worker_state.scheduled_requests]
+        for request in held:
             tag = (request.delivery_info or {}).get("delivery_tag")
             if tag:
                 pipe.zadd("unacked_index", {tag: now}, xx=True)

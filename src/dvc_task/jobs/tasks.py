@@ -71,6 +71,7 @@ def run(self: Task, name: str, folder: str) -> None:
     """
     queue = queue_of(self.app, folder)
     offer = worker_offer(self.app)
+    queue.before_start(name)
     started = _mark_started(
         queue, name, str(self.request.id), str(self.request.hostname or ""), offer
     )

@@ -48,6 +48,11 @@ class WorkerInfo:
     #: Its host (known for workers on a broker server).
     host: str | None = None
 
+    @property
+    def label(self) -> str:
+        """How listings name it: ``name@host`` where the host is known."""
+        return self.name if self.host is None else f"{self.name}@{self.host}"
+
     def asdict(self) -> dict[str, Any]:
         """As JSON-ready data."""
         return {

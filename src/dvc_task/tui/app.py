@@ -45,7 +45,7 @@ STATE_FILTERS: tuple[str | None, ...] = (None, *STATES)
 def worker_cells(worker: WorkerInfo, now: datetime) -> tuple[Text, ...]:
     """The cells of ``worker`` under :data:`WORKER_COLUMNS`."""
     return (
-        Text(printable(worker.name)),
+        Text(printable(worker.label)),
         Text(str(worker.pid or "")),
         Text(str(worker.concurrency or "")),
         Text(printable(", ".join(worker.running)) or "-"),
