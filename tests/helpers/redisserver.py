@@ -36,10 +36,14 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A ``redis-server`` on 127.0.0.1 with append-only persistence in ``folder``."""
+    """A ``redis-server`` on 127.0.0.1 with append-only persistence in ``folder``.
 
-    def __init__(self, binary: str, folder: Path) -> None:
+    ``fsync``: Redis's ``appendfsync`` (``always``: nothing written is lost).
+    """
+
+    def __init__(self, binary: str, folder: Path, fsync: str = "always") -> None:
         self.binary = binary
+        self.fsync = fsync
         self.folder = folder
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -53,7 +57,7 @@ class RedisServer:
                     self.binary,
                     *("--port", str(self.port), "--bind", "127.0.0.1"),
                     *("--dir", str(self.folder), "--save", ""),
-                    *("--appendonly", "yes", "--appendfsync", "always"),
+                    *("--appendonly", "yes", "--appendfsync", self.fsync),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

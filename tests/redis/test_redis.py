@@ -378,3 +378,28 @@ def test_top_shows_and_kills_a_job_running_on_another_host(
 
     asyncio.run(main())
     assert rows(c)["far"]["host"] == "hb"
+
+
+def test_retry_rm_and_cleanup_from_any_host(
+    hosts: tuple[Host, Host, Host],
+    workers: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    a, b, c = hosts
+    flag = tmp_path / "flag"
+    c.cli(
+        "run", "--no-start", "--name", "f", "--", "sh", "-c", f"echo try; [ -e {flag} ]"
+    )
+    c.cli("run", "--no-start", "--name", "g", "--", "echo", "gone soon")
+    b.worker(workers, "--timeout", "60")
+    c.cli.wait_state("f", "failed")
+    c.cli.wait_state("g", "succeeded")
+    flag.touch()
+    a.cli("retry", "f")
+    c.cli.wait_state("f", "succeeded")
+    assert a.cli("logs", "f").stdout == "try\n--- dvc-task: run 2 ---\ntry\n"
+    a.cli("rm", "g")
+    assert "g" not in rows(c)
+    assert "no job named 'g'" in c.cli("logs", "g", check=1).stderr
+    a.cli("cleanup")
+    assert rows(b) == {}

@@ -10,7 +10,7 @@ start with ``dvc-task:``:
 - ``alive:<name>``: set while a worker runs the job, renewed every second,
   gone a few seconds after the worker dies;
 - ``kill:<name>`` and ``killq:<name>``: the signal asked, and the list that
-  the running job's worker waits on;
+  the running job's worker reads every 0.1 s;
 - ``waiting``: the jobs that wait out of the queue; ``workers``,
   ``worker:<host>/<node>`` and ``stop:<host>/<node>``: the live workers;
 - ``changed``: a channel published on every record written.
@@ -39,6 +39,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import BusyLoadingError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.lock import Lock
 from redis.retry import Retry
 
 import redis
@@ -108,6 +109,40 @@ def connect(url: str) -> redis.Redis:
     )
 
 
+class _Renewer:
+    """One thread per process that renews every Redis lock held here."""
+
+    def __init__(self) -> None:
+        self._held: set[Lock] = set()
+        self._guard = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, lock: Lock) -> None:
+        with self._guard:
+            self._held.add(lock)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="dvc-task-locks", daemon=True
+                )
+                self._thread.start()
+
+    def discard(self, lock: Lock) -> None:
+        with self._guard:
+            self._held.discard(lock)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(LOCK_TTL_S / 3)
+            with self._guard:
+                held = list(self._held)
+            for lock in held:
+                with contextlib.suppress(RedisError):
+                    lock.reacquire()
+
+
+_RENEWER = _Renewer()
+
+
 class _Lock:
     """The jobs lock: ``SET NX PX`` with a token, renewed while it is held."""
 
@@ -115,25 +150,14 @@ class _Lock:
         self._lock = client.lock(
             key, timeout=LOCK_TTL_S, sleep=0.002, thread_local=False
         )
-        self._done = threading.Event()
-        self._renewer: threading.Thread | None = None
 
     def __enter__(self) -> _Lock:
         self._lock.acquire(blocking=True)
-        self._done.clear()
-        self._renewer = threading.Thread(target=self._renew, daemon=True)
-        self._renewer.start()
+        _RENEWER.add(self._lock)
         return self
 
-    def _renew(self) -> None:
-        while not self._done.wait(LOCK_TTL_S / 3):
-            with contextlib.suppress(RedisError):
-                self._lock.reacquire()
-
     def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        if self._renewer is not None:
-            self._renewer.join()
+        _RENEWER.discard(self._lock)
         with contextlib.suppress(RedisError):
             self._lock.release()
 
@@ -308,18 +332,17 @@ class _RedisLink(AttemptLink):
         store = self.queue.store
         killq = store.key("killq", self.name)
         last_beat = time.monotonic()
-        while not self._stop.is_set():
+        while not self._stop.wait(LINK_POLL_S):
             try:
-                popped = store.client.blpop([killq], timeout=LINK_POLL_S)
+                popped = store.client.lpop(killq)
                 if popped is not None:
-                    self._signal(int(cast(tuple[bytes, bytes], popped)[1]))
+                    self._signal(int(cast(bytes, popped)))
                 self._forward()
                 if time.monotonic() - last_beat >= BEAT_S:
                     last_beat = time.monotonic()
                     self._beat()
             except (RedisError, ValueError) as exc:
                 logger.warning("job %s: Redis: %s; trying again", self.name, exc)
-                self._stop.wait(LINK_POLL_S)
         with contextlib.suppress(RedisError):
             self._forward()
 
