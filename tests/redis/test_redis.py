@@ -403,3 +403,15 @@ def test_retry_rm_and_cleanup_from_any_host(
     assert "no job named 'g'" in c.cli("logs", "g", check=1).stderr
     a.cli("cleanup")
     assert rows(b) == {}
+
+
+def test_run_wait_starts_one_worker_and_exits_with_the_code(
+    hosts: tuple[Host, Host, Host],
+) -> None:
+    a, _, c = hosts
+    done = a.cli("run", "--wait", "--", "sh", "-c", "echo hello; exit 3", check=3)
+    assert done.stdout == "hello\n"
+    listed = c.cli.workers()
+    assert [(w["name"], w["host"]) for w in listed] == [("dvc-task-worker", "ha")]
+    a.cli("stop")
+    wait_for(lambda: not c.cli.workers(), "the worker to stop")

@@ -512,10 +512,13 @@ class RedisJobQueue(JobQueue):
         return live_workers(self, jobs)
 
     def ensure_worker(self) -> str | None:
-        """Start a detached worker here unless one lives on any host."""
+        """Start a detached worker here unless one lives on any host.
+
+        One started here a moment ago counts before it has registered.
+        """
         if live_workers(self, []):
             return None
-        return self.start_workers(1)[0]
+        return super().ensure_worker()
 
     def stop_workers(self, kill: bool = False) -> list[WorkerInfo]:
         """Ask every live worker, on every host, to stop after its running jobs."""
