@@ -273,7 +273,7 @@ def status(queue: JobQueue, as_json: bool, states: tuple[str, ...]) -> None:
         if as_json:
             click.echo("[]")
         else:
-            click.echo(f"no queue in {queue.folder} yet: 'dvc-task run' makes one")
+            click.echo(f"no queue in {queue.location} yet: 'dvc-task run' makes one")
         return
     jobs = queue.jobs()
     shown = [job for job in jobs if wanted is None or job.state in wanted]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -19,10 +20,10 @@ from dvc_task.jobs import open_queue
 
 from conftest import HELPERS, SCRIPT, Cli, wait_for
 
-pytest.importorskip("redis", reason="the redis extra is not installed")
+redis = pytest.importorskip("redis", reason="the redis extra is not installed")
 sys.path.insert(0, str(HELPERS))
 
-from redisserver import RedisServer, free_port, server_binary
+from redisserver import RedisServer, free_port, server_binary  # noqa: E402
 
 
 @pytest.fixture
@@ -415,3 +416,25 @@ def test_run_wait_starts_one_worker_and_exits_with_the_code(
     assert [(w["name"], w["host"]) for w in listed] == [("dvc-task-worker", "ha")]
     a.cli("stop")
     wait_for(lambda: not c.cli.workers(), "the worker to stop")
+
+
+def test_a_corrupt_record_on_the_server_is_listed_and_removable(
+    hosts: tuple[Host, Host, Host],
+    workers: list[subprocess.Popen[bytes]],
+    redis_server: RedisServer,
+) -> None:
+    a, b, c = hosts
+    assert "no queue in redis://127.0.0.1:" in c.cli("status").stdout
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.hset("dvc-task:jobs", "broken", b"{not json")
+    finally:
+        client.close()
+    a.cli("run", "--no-start", "--name", "fine", "--", "true")
+    b.worker(workers, "--timeout", "30")
+    c.cli.wait_state("fine", "succeeded")
+    done = c.cli("status", "--json")
+    assert json.loads(done.stdout)[-1]["state"] == "unreadable"
+    assert "broken" in done.stderr  # reported, with what to do
+    c.cli("rm", "broken")
+    assert set(rows(c)) == {"fine"}

@@ -158,6 +158,11 @@ class JobQueue:
         #: This host's name, as recorded for the jobs its workers run.
         self.host = this_host()
 
+    @property
+    def location(self) -> str:
+        """Where the jobs are, for messages: the folder."""
+        return str(self.folder)
+
     def exists(self) -> bool:
         """Whether a job was ever queued here."""
         return self.jobs_dir.is_dir() or self.app_dir.is_dir()

@@ -386,6 +386,12 @@ class RedisJobQueue(JobQueue):
         self.client = connect(url)
         self.store: RedisStore = RedisStore(self.client, self.host)
 
+    @property
+    def location(self) -> str:
+        """The server's URL, without its password."""
+        scheme, sep, rest = self.url.partition("://")
+        return f"{scheme}{sep}{rest.rpartition('@')[2]}"
+
     def exists(self) -> bool:
         """Whether the server has jobs (or ever had) or workers."""
         return bool(

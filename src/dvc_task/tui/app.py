@@ -150,7 +150,7 @@ class TopApp(App[None]):
 
     def on_mount(self) -> None:
         """Set the tables up, show what is there, then watch."""
-        self.sub_title = str(self.queue.folder)
+        self.sub_title = self.queue.location
         self.query_one("#workers", DataTable).add_columns(*WORKER_COLUMNS)
         self._show(self.reader.read(), self.queue.workers())
         self.query_one("#jobs", JobTable).focus()
