@@ -278,7 +278,9 @@ def test_ctrl_c_detaches_run_wait_and_the_job_goes_on(
         "--",
         "sh",
         "-c",
-        "echo started; sleep 3; echo finished",
+        # Held until the test says: a slow worker start cannot let it end
+        # before the Ctrl-C.
+        "echo started; while [ ! -e gate ]; do sleep 0.02; done; echo finished",
         env=cli.env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -291,6 +293,8 @@ def test_ctrl_c_detaches_run_wait_and_the_job_goes_on(
     assert proc.wait(timeout=60) == 130
     assert proc.stderr is not None
     assert b"dvc-task logs -f bg" in proc.stderr.read()
+    assert cli.state("bg") == "running"  # it goes on without us
+    (tmp_path / "gate").touch()
     cli.wait_state("bg", "succeeded")
     assert cli("logs", "bg").stdout == "started\nfinished\n"
 

@@ -35,14 +35,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import BusyLoadingError, RedisError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.lock import Lock
-from redis.retry import Retry
+from redis.exceptions import RedisError
 
-import redis
 from dvc_task.app.broker import make_private_folder
 from dvc_task.app.redisapp import RedisApp, check_redis_url
 from dvc_task.files import check_name, open_regular
@@ -57,17 +51,14 @@ from dvc_task.jobs.queue import (
     JobQueue,
 )
 from dvc_task.jobs.record import (
-    FINAL_STATES,
     LOST,
     QUEUED,
     RUNNING,
     STARTED,
-    InvalidJobRecordError,
     JobError,
     JobRecord,
-    UnknownJobError,
 )
-from dvc_task.jobs.store import Entry
+from dvc_task.jobs.redisstore import ALIVE_S, BEAT_S, RedisStore, connect
 from dvc_task.jobs.view import Job, derive
 from dvc_task.jobs.workers import WorkerInfo, short_name
 from dvc_task.proc.info import utc_now
@@ -75,226 +66,16 @@ from dvc_task.utils import StrPath
 from dvc_task.worker.temporary import LOCKS_KEY
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-
     from celery import Celery
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "dvc-task:"
-#: Seconds between a worker's heartbeats; a job or worker without one for
-#: ``ALIVE_S`` is taken for dead.
-BEAT_S = 1.0
-ALIVE_S = 5.0
-#: The jobs lock expires this long after its holder's last renewal.
-LOCK_TTL_S = 10.0
 #: How often a running job's worker looks for output and kill requests.
 LINK_POLL_S = 0.1
 #: How many times a job is taken over from dead workers before it is lost.
 MAX_HANDOVERS = 3
 #: Output sent to the stream at most in pieces of this size.
 OUTPUT_PIECE = 1 << 16
-#: How long one call waits for the server to come back (a restart).
-RECONNECT_S = 10.0
-
-
-def connect(url: str) -> redis.Redis:
-    """A client of the server at ``url`` that retries while it restarts."""
-    retries = int(RECONNECT_S / 0.5)
-    return redis.Redis.from_url(
-        url,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), retries),
-        retry_on_error=[BusyLoadingError, RedisConnectionError, RedisTimeoutError],
-        health_check_interval=30,
-    )
-
-
-class _Renewer:
-    """One thread per process that renews every Redis lock held here."""
-
-    def __init__(self) -> None:
-        self._held: set[Lock] = set()
-        self._guard = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def add(self, lock: Lock) -> None:
-        with self._guard:
-            self._held.add(lock)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="dvc-task-locks", daemon=True
-                )
-                self._thread.start()
-
-    def discard(self, lock: Lock) -> None:
-        with self._guard:
-            self._held.discard(lock)
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(LOCK_TTL_S / 3)
-            with self._guard:
-                held = list(self._held)
-            for lock in held:
-                with contextlib.suppress(RedisError):
-                    lock.reacquire()
-
-
-_RENEWER = _Renewer()
-
-
-class _Lock:
-    """The jobs lock: ``SET NX PX`` with a token, renewed while it is held."""
-
-    def __init__(self, client: redis.Redis, key: str) -> None:
-        self._lock = client.lock(
-            key, timeout=LOCK_TTL_S, sleep=0.002, thread_local=False
-        )
-
-    def __enter__(self) -> _Lock:
-        self._lock.acquire(blocking=True)
-        _RENEWER.add(self._lock)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        _RENEWER.discard(self._lock)
-        with contextlib.suppress(RedisError):
-            self._lock.release()
-
-
-class _ChannelWaiter:
-    """Woken by a message on the ``changed`` channel."""
-
-    def __init__(self, client: redis.Redis, channel: str) -> None:
-        self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        self._pubsub.subscribe(channel)
-
-    def wait(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                message = self._pubsub.get_message(timeout=max(0.0, left))
-            except RedisError:
-                time.sleep(min(0.2, max(0.0, left)))  # restarting: look again
-                message = None
-            if message is not None:
-                while self._pubsub.get_message(timeout=0) is not None:
-                    pass  # several changes: one wake-up
-                return True
-            if left <= 0:
-                return False
-
-    def close(self) -> None:
-        self._pubsub.close()
-
-
-class RedisStore:
-    """The job records and what goes with them on a Redis server."""
-
-    def __init__(self, client: redis.Redis, host: str) -> None:
-        """Keep records on the server of ``client``; ``host`` is this host."""
-        self.client = client
-        self.host = host
-
-    def key(self, *parts: str) -> str:
-        """A key of ours."""
-        return PREFIX + ":".join(parts)
-
-    def load(self, name: str) -> JobRecord:
-        """The record of job ``name``."""
-        data = self.client.hget(self.key("jobs"), name)
-        if data is None:
-            raise UnknownJobError(name)
-        return JobRecord.parse(cast(bytes, data), f"job record {name!r} on Redis")
-
-    def save(self, record: JobRecord) -> None:
-        """Write ``record``; a started one written by its worker is alive."""
-        pipe = self.client.pipeline()
-        pipe.hset(self.key("jobs"), record.name, record.to_json())
-        alive = self.key("alive", record.name)
-        if record.progress in FINAL_STATES:
-            pipe.delete(alive)
-        elif (
-            record.progress == STARTED
-            and record.host == self.host
-            and record.worker_pid == os.getpid()
-        ):
-            pipe.set(alive, b"{}", px=int(ALIVE_S * 1000), nx=True)
-        pipe.publish(self.key("changed"), record.name)
-        pipe.execute()
-
-    def has(self, name: str) -> bool:
-        """Whether the hash has the job."""
-        return bool(self.client.hexists(self.key("jobs"), name))
-
-    def delete(self, name: str) -> None:
-        """Delete the record and every key of the job."""
-        pipe = self.client.pipeline()
-        pipe.hdel(self.key("jobs"), name)
-        pipe.srem(self.key("waiting"), name)
-        pipe.delete(
-            *(self.key(kind, name) for kind in ("kill", "killq", "alive", "out"))
-        )
-        pipe.publish(self.key("changed"), name)
-        pipe.execute()
-
-    def entries(self) -> dict[str, Entry]:
-        """Every record, read in one call."""
-        found: dict[str, Entry] = {}
-        raw = cast(dict[bytes, bytes], self.client.hgetall(self.key("jobs")))
-        for key, data in raw.items():
-            name = key.decode("utf-8", "replace")
-            try:
-                found[name] = JobRecord.parse(data, f"job record {name!r} on Redis")
-            except InvalidJobRecordError as exc:
-                found[name] = exc
-        return found
-
-    def locked(self) -> AbstractContextManager[object]:
-        """The jobs lock."""
-        return _Lock(self.client, self.key("lock"))
-
-    def next_seq(self) -> int:
-        """``INCR`` of the counter."""
-        return int(self.client.incr(self.key("seq")))
-
-    def request_kill(self, name: str, sig: int) -> None:
-        """Store the signal and wake the worker that runs the job."""
-        pipe = self.client.pipeline()
-        pipe.set(self.key("kill", name), int(sig))
-        pipe.rpush(self.key("killq", name), int(sig))
-        pipe.expire(self.key("killq", name), 24 * 3600)
-        pipe.execute()
-
-    def kill_requested(self, name: str) -> int | None:
-        """The signal stored for the job."""
-        value = self.client.get(self.key("kill", name))
-        try:
-            return int(cast(bytes, value)) if value is not None else None
-        except ValueError:
-            return None
-
-    def clear_kill_request(self, name: str) -> None:
-        """Delete the signal and the wake-ups."""
-        self.client.delete(self.key("kill", name), self.key("killq", name))
-
-    def mark_waiting(self, name: str) -> None:
-        """Add the job to the ``waiting`` set."""
-        self.client.sadd(self.key("waiting"), name)
-
-    def unmark_waiting(self, name: str) -> None:
-        """Take the job out of the ``waiting`` set."""
-        self.client.srem(self.key("waiting"), name)
-
-    def waiting_names(self) -> list[str]:
-        """The ``waiting`` set."""
-        members = cast(set[bytes], self.client.smembers(self.key("waiting")))
-        return [name.decode("utf-8", "replace") for name in members]
-
-    def changes(self) -> _ChannelWaiter:
-        """A subscriber of the ``changed`` channel."""
-        return _ChannelWaiter(self.client, self.key("changed"))
 
 
 class _RedisLink(AttemptLink):
