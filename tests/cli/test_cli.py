@@ -285,6 +285,9 @@ def test_ctrl_c_detaches_run_wait_and_the_job_goes_on(
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # As from a terminal, also when the tests run in a background job
+        # (whose commands inherit SIGINT ignored).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"started\n"

@@ -438,3 +438,36 @@ def test_a_corrupt_record_on_the_server_is_listed_and_removable(
     assert "broken" in done.stderr  # reported, with what to do
     c.cli("rm", "broken")
     assert set(rows(c)) == {"fine"}
+
+
+CELERY_PROGRAM = """
+import json, sys
+from dvc_task.app import RedisApp
+from dvc_task.worker import TemporaryWorker
+
+app = RedisApp("plain", url=sys.argv[1])
+
+@app.task(name="double")
+def double(x):
+    return 2 * x
+
+results = [double.delay(n) for n in range(5)]
+TemporaryWorker(app, timeout=0.5, pool="threads", concurrency=2).start("w1")
+print(json.dumps([r.get(timeout=10) for r in results]))
+"""
+
+
+def test_a_temporary_worker_drains_a_redis_app_then_exits(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CELERY_PROGRAM, redis_server.url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == [0, 2, 4, 6, 8]
+    assert "Traceback" not in done.stderr

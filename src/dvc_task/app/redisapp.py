@@ -37,13 +37,18 @@ def visibility_timeout() -> float:
     return value
 
 
+def redacted(url: str) -> str:
+    """``url`` without its user and password, to show in messages."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}"
+
+
 def check_redis_url(url: str) -> str:
     """Return ``url`` if it names a Redis server, else raise ``ValueError``."""
     if not url.startswith(REDIS_SCHEMES):
-        shown = url.rsplit("@", maxsplit=1)[-1]  # never a password in a message
         raise ValueError(
-            f"broker {shown!r} is not a Redis URL: use redis://HOST:PORT/DB "
-            "(rediss:// for TLS, unix:///path for a socket)"
+            f"broker {redacted(url)!r} is not a Redis URL: use "
+            "redis://HOST:PORT/DB (rediss:// for TLS, unix:///path for a socket)"
         )
     return url
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, cast
 from redis.exceptions import RedisError
 
 from dvc_task.app.broker import make_private_folder
-from dvc_task.app.redisapp import RedisApp, check_redis_url
+from dvc_task.app.redisapp import RedisApp, check_redis_url, redacted
 from dvc_task.files import check_name, open_regular
 from dvc_task.jobs import output, slots
 from dvc_task.jobs import workers as worker_ops
@@ -170,8 +170,7 @@ class RedisJobQueue(JobQueue):
     @property
     def location(self) -> str:
         """The server's URL, without its password."""
-        scheme, sep, rest = self.url.partition("://")
-        return f"{scheme}{sep}{rest.rpartition('@')[2]}"
+        return redacted(self.url)
 
     def exists(self) -> bool:
         """Whether the server has jobs (or ever had) or workers."""
