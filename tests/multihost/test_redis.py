@@ -471,3 +471,27 @@ def test_a_temporary_worker_drains_a_redis_app_then_exits(
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == [0, 2, 4, 6, 8]
     assert "Traceback" not in done.stderr
+
+
+def test_a_worker_taking_over_on_the_same_host_stops_the_leftover_command(
+    hosts: tuple[Host, Host, Host],
+    workers: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    a, _, c = hosts
+    pid_file = tmp_path / "pid"
+    script = (
+        f"if [ -e {tmp_path}/first ]; then echo second run; else "
+        f"touch {tmp_path}/first; echo $$ > {pid_file}; exec sleep 600; fi"
+    )
+    c.cli("run", "--no-start", "--name", "again", "--", "sh", "-c", script)
+    first = a.worker(workers, "--timeout", "60")
+    pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), "a run"))
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    assert psutil.pid_exists(pid)  # the worker's command outlives it...
+    a.worker(workers, "--timeout", "60")
+    c.cli.wait_state("again", "succeeded", timeout=120)
+    # ... until a worker of its host takes the job over.
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    assert c.cli("logs", "again").stdout.endswith("second run\n")

@@ -274,21 +274,27 @@ def _redelivered(queue: JobQueue, record: JobRecord) -> bool | None:
     if verdict == LOST:
         return _record_redelivered(queue, record)
     logger.warning("job %s: its worker died: taking it over", record.name)
+    _stop_leftover(queue, record.name)
     schedule.hand_over(record)
     return None
+
+
+def _stop_leftover(queue: JobQueue, name: str) -> None:
+    """Stop a command that a dead worker of this host left running."""
+    info = queue.manager.get(name)
+    if info is not None and info.returncode is None and info.command_alive():
+        logger.warning("job %s: stopping the command its dead worker left", name)
+        try:
+            wait_gone(signal_job(info.pid, signal.SIGKILL, group=True), _STOP_WAIT_S)
+        except ProcessLookupError:
+            pass
 
 
 def _record_redelivered(queue: JobQueue, record: JobRecord) -> bool:
     # Its worker died after it started the job: that attempt is over, and a
     # command it left running, which nobody waits for, is stopped. A retry
     # follows if attempts are left. Whether the job has ended.
-    info = queue.manager.get(record.name)
-    if info is not None and info.returncode is None and info.command_alive():
-        logger.warning("job %s: stopping the command its dead worker left", record.name)
-        try:
-            wait_gone(signal_job(info.pid, signal.SIGKILL, group=True), _STOP_WAIT_S)
-        except ProcessLookupError:
-            pass
+    _stop_leftover(queue, record.name)
     job = derive(record, {}, queue.manager.get(record.name), None)
     if job.finished and job.state != LOST:
         final = schedule.end_attempt(
