@@ -495,3 +495,43 @@ def test_a_worker_taking_over_on_the_same_host_stops_the_leftover_command(
     # ... until a worker of its host takes the job over.
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
     assert c.cli("logs", "again").stdout.endswith("second run\n")
+
+
+LISTING_PROGRAM = """
+import json, sys
+from dvc_task.app import RedisApp
+
+app = RedisApp("plain", url=sys.argv[1])
+sent = [app.send_task("double", args=(n,)).id for n in range(3)]
+listed = [m.headers["id"] for m in app.iter_queued()]
+tags = [m.delivery_tag for m in app.iter_queued()]
+app.reject(tags[1])
+try:
+    app.reject(tags[1])
+    again = "deleted twice"
+except ValueError as exc:
+    again = str(exc)
+left = [m.headers["id"] for m in app.iter_queued()]
+print(json.dumps({"sent": sent, "listed": listed, "left": left, "again": again,
+                  "processed": list(app.iter_processed())}))
+"""
+
+
+def test_a_redis_app_lists_and_rejects_waiting_messages(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", LISTING_PROGRAM, redis_server.url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    sent = report["sent"]
+    assert report["listed"] == sent  # oldest first
+    assert report["left"] == [sent[0], sent[2]]
+    assert "no waiting message" in report["again"]
+    assert report["processed"] == []

@@ -5,14 +5,17 @@ Needs the ``redis`` extra: ``pip install 'dvc-task[redis]'``.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from celery import Celery
+from kombu.message import Message
 
 #: Seconds a delivered message may go without its worker's heartbeat before
 #: Redis hands it to another worker (``DVC_TASK_VISIBILITY_TIMEOUT``).
-VISIBILITY_TIMEOUT_S = 30.0
+VISIBILITY_TIMEOUT_S = 15.0
 #: The schemes of the broker URLs that mean Redis.
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+socket://")
 
@@ -105,3 +108,48 @@ class RedisApp(Celery):
             worker_prefetch_multiplier=1,
             result_expires=24 * 3600,
         )
+
+    def _lists(self, channel: Any, queue: str | None) -> list[str]:
+        """The Redis lists of ``queue``, one per priority, first served first."""
+        name = queue or self.conf.task_default_queue
+        steps = sorted(set(channel.priority_steps))
+        return [channel._q_for_pri(name, step) for step in steps]
+
+    def pending(self, queue: str | None = None) -> int:
+        """Messages waiting in ``queue``, plus those workers took and not acked."""
+        with self.connection_for_read() as conn:
+            channel = conn.default_channel
+            pipe = channel.client.pipeline()
+            for key in self._lists(channel, queue):
+                pipe.llen(key)
+            pipe.hlen(channel.unacked_key)
+            return sum(pipe.execute())
+
+    def iter_queued(self, queue: str | None = None) -> Iterator[Message]:
+        """Messages waiting in ``queue`` (default queue if None), next first."""
+        with self.connection_for_read() as conn:
+            channel = conn.default_channel
+            for key in self._lists(channel, queue):
+                # Kombu pushes on the left and takes from the right.
+                for raw in reversed(channel.client.lrange(key, 0, -1)):
+                    yield channel.Message(json.loads(raw), channel=channel)
+
+    def iter_processed(self, queue: str | None = None) -> Iterator[Message]:
+        """None: Redis keeps no message once a worker has acknowledged it."""
+        del queue
+        yield from ()
+
+    def reject(self, delivery_tag: str) -> None:
+        """Delete the waiting message ``delivery_tag``; then it never runs.
+
+        Raises:
+            ValueError: no such message waits (a worker may have taken it).
+        """
+        with self.connection_for_write() as conn:
+            channel = conn.default_channel
+            for key in self._lists(channel, None):
+                for raw in channel.client.lrange(key, 0, -1):
+                    tag = json.loads(raw)["properties"].get("delivery_tag")
+                    if tag == delivery_tag and channel.client.lrem(key, 1, raw):
+                        return
+        raise ValueError(f"no waiting message {delivery_tag!r}")

@@ -219,14 +219,7 @@ class RedisJobQueue(JobQueue):
 
     def has_queued(self) -> bool:
         """Whether a message waits, or a worker holds one not yet acknowledged."""
-        queue = str(self.app.conf.task_default_queue)
-        sep = "\x06\x16"
-        keys = [queue, *(f"{queue}{sep}{step}" for step in range(1, 10))]
-        pipe = self.client.pipeline()
-        for key in keys:
-            pipe.llen(key)
-        pipe.hlen("unacked")
-        return any(cast(list[int], pipe.execute()))
+        return bool(cast(RedisApp, self.app).pending())
 
     def signal_job(self, name: str, sig: int) -> None:
         """Nothing: the request stored by ``kill`` reaches the job's worker."""
