@@ -281,16 +281,17 @@ def status(queue: JobQueue, as_json: bool, states: tuple[str, ...]) -> None:
         click.echo(json.dumps([job.asdict() for job in shown], indent=2))
         return
     colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    _print_jobs(shown, colour)
+    _print_jobs(shown, colour, hosts=queue.shared)
     _print_workers(queue.workers(jobs), jobs)
 
 
-def _print_jobs(jobs: Iterable[Job], colour: bool) -> None:
+def _print_jobs(jobs: Iterable[Job], colour: bool, hosts: bool = False) -> None:
     now = datetime.now(timezone.utc)
-    plain = [display.JOB_HEADER]
-    styled = [display.JOB_HEADER]
+    header = display.JOB_HEADER_HOSTS if hosts else display.JOB_HEADER
+    plain = [header]
+    styled = [header]
     for job in jobs:
-        cells = display.job_row(job, now)
+        cells = display.job_row(job, now, hosts)
         plain.append(cells)
         if colour:
             state = click.style(cells[1], fg=display.COLOURS.get(job.state))

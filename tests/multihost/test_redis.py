@@ -215,6 +215,9 @@ def test_kill_from_a_third_host_stops_the_job(
     row = rows(a)["long"]
     assert row["returncode"] == -signal.SIGTERM
     assert row["host"] == "hb"
+    table = c.cli("status").stdout.splitlines()
+    assert "HOST" in table[0].split()
+    assert "hb" in next(line for line in table if line.startswith("long")).split()
 
 
 def test_a_job_of_a_worker_killed_with_sigkill_runs_on_another(

@@ -44,6 +44,8 @@ COLOURS = {
     DEPENDENCY_FAILED: "red",
 }
 JOB_HEADER = ["NAME", "STATE", "EXIT", "SUBMITTED", "STARTED", "DURATION", "COMMAND"]
+#: The same with the host that ran each job (jobs on a server).
+JOB_HEADER_HOSTS = [*JOB_HEADER[:-1], "HOST", JOB_HEADER[-1]]
 WORKER_HEADER = ["WORKER", "PID", "RUNNING", "IDLE SINCE"]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -86,8 +88,8 @@ def state_text(job: Job) -> str:
     return job.state
 
 
-def job_row(job: Job, now: datetime) -> list[str]:
-    """The cells of ``job`` under :data:`JOB_HEADER`."""
+def job_row(job: Job, now: datetime, hosts: bool = False) -> list[str]:
+    """The cells of ``job`` under :data:`JOB_HEADER` (``JOB_HEADER_HOSTS``)."""
     return [
         printable(job.name),
         state_text(job),
@@ -95,6 +97,7 @@ def job_row(job: Job, now: datetime) -> list[str]:
         ago(job.submitted_at, now),
         ago(job.started_at, now),
         duration(job.duration),
+        *([printable(job.host or "")] if hosts else []),
         printable(shlex.join(job.command)),
     ]
 

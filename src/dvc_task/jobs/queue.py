@@ -141,6 +141,9 @@ def this_host() -> str:
 class JobQueue:
     """The jobs kept in one folder: queue them, list, follow, kill, remove."""
 
+    #: Whether the jobs are on a server that workers of many hosts share.
+    shared = False
+
     def __init__(self, folder: StrPath) -> None:
         """Use ``folder`` (created when the first job is queued).
 

@@ -154,6 +154,8 @@ class RedisJobQueue(JobQueue):
     logs. Every host that uses the same server sees the same jobs.
     """
 
+    shared = True
+
     def __init__(self, folder: StrPath, url: str) -> None:
         """Jobs on the Redis server at ``url``; this host's files in ``folder``.
 

@@ -31,7 +31,6 @@ from dvc_task.jobs.record import (
     JobRecord,
 )
 from dvc_task.jobs.schedule import show_failed_dependencies
-from dvc_task.jobs.store import FolderStore
 from dvc_task.jobs.view import Job, queue_view, unreadable
 
 #: How long the watcher waits at most between two looks (ticking durations).
@@ -49,7 +48,7 @@ class JobsReader:
     def __init__(self, queue: JobQueue) -> None:
         self.queue = queue
         #: Whether the records are on a server (read whole, every look).
-        self.shared = not isinstance(queue.store, FolderStore)
+        self.shared = queue.shared
         self._last: list[Job] = []
         self._records: dict[str, tuple[tuple[int, int], JobRecord | str]] = {}
         #: Names of the jobs that had not finished at the last look.
