@@ -538,3 +538,30 @@ def test_a_redis_app_lists_and_rejects_waiting_messages(
     assert report["left"] == [sent[0], sent[2]]
     assert "no waiting message" in report["again"]
     assert report["processed"] == []
+
+
+def test_a_long_server_outage_mid_drain_loses_nothing(
+    hosts: tuple[Host, Host, Host],
+    workers: list[subprocess.Popen[bytes]],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    a, b, c = hosts
+    ran = tmp_path / "ran"
+    queue = open_queue(c.folder, redis_server.url)
+    count = 30
+    for number in range(count):
+        queue.submit(
+            ["sh", "-c", f"sleep 0.3; echo $0 >> {ran}", f"o{number}"],
+            name=f"o{number}",
+        )
+    a.worker(workers, "--timeout", "120")
+    b.worker(workers, "--timeout", "120")
+    wait_for(lambda: ran.exists() and len(ran.read_text().split()) >= 4, "4 jobs")
+    redis_server.stop()
+    # The outage outlasts a command's patience (10 s), not a worker's.
+    time.sleep(12)
+    redis_server.start()
+    found = wait_for(lambda: all_ended(c, count), f"{count} jobs", timeout=300)
+    assert {row["state"] for row in found.values()} == {"succeeded"}
+    assert sorted(ran.read_text().split()) == sorted(f"o{n}" for n in range(count))

@@ -106,6 +106,10 @@ class RedisApp(Celery):
             broker_connection_retry_on_startup=True,
             task_acks_late=True,
             worker_prefetch_multiplier=1,
+            # A lost connection does not stop the running tasks: jobs that
+            # ran for hours go on, and dvc-task's records keep a message
+            # delivered again meanwhile from running a job twice.
+            worker_cancel_long_running_tasks_on_connection_loss=False,
             result_expires=24 * 3600,
         )
 

@@ -522,6 +522,11 @@ class JobQueue:
         del name
         yield AttemptLink()
 
+    def is_outage(self, exc: Exception) -> bool:
+        """Whether ``exc`` says that the server of the jobs is away (never here)."""
+        del exc
+        return False
+
     def before_start(self, name: str) -> None:
         """Called by a worker before it judges a message of job ``name`` (nothing)."""
         del name

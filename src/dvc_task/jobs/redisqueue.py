@@ -30,12 +30,16 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from redis.exceptions import RedisError
+from celery.signals import worker_ready
+from redis.exceptions import BusyLoadingError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dvc_task.app.broker import make_private_folder
 from dvc_task.app.redisapp import RedisApp, check_redis_url, redacted
@@ -74,6 +78,11 @@ logger = logging.getLogger(__name__)
 LINK_POLL_S = 0.1
 #: How many times a job is taken over from dead workers before it is lost.
 MAX_HANDOVERS = 3
+#: How long a worker's calls wait for the server to come back (a restart):
+#: a job's worker that gives up leaves the job to be run again.
+WORKER_RECONNECT_S = 120.0
+#: Celery's warning about cancelling tasks on a lost connection.
+_CANCEL_WARNING = r"(?s).*on connection loss cancels all currently executed tasks"
 #: Output sent to the stream at most in pieces of this size.
 OUTPUT_PIECE = 1 << 16
 
@@ -248,6 +257,12 @@ class RedisJobQueue(JobQueue):
         finally:
             link.close()
 
+    def is_outage(self, exc: Exception) -> bool:
+        """Whether ``exc`` is the server being away (not a refused command)."""
+        return isinstance(
+            exc, (RedisConnectionError, RedisTimeoutError, BusyLoadingError)
+        )
+
     def before_start(self, name: str) -> None:
         """Before a message of a started job is judged: let a dead worker lapse.
 
@@ -277,12 +292,21 @@ class RedisJobQueue(JobQueue):
 
     @contextlib.contextmanager
     def worker_session(self, node: str) -> Iterator[None]:
-        """Register worker ``node``; renew its messages and answer ``stop``."""
+        """Register worker ``node``; renew its messages and answer ``stop``.
+
+        Its calls to the server wait longer for a restart than a command's.
+        """
+        self.client = self.store.client = connect(self.url, WORKER_RECONNECT_S)
+        # Celery warns at every lost connection that it may one day cancel
+        # the running tasks; the app says it does not (see RedisApp). Its
+        # worker turns such warnings on as it starts: turned off once ready.
+        worker_ready.connect(_quiet_cancel_warning, weak=False)
         session = _WorkerSession(self, node)
         try:
             yield
         finally:
             session.close()
+            worker_ready.disconnect(_quiet_cancel_warning)
 
     def worker_env(self) -> dict[str, str]:
         """The environment of a detached worker: this one, with the server."""
@@ -368,6 +392,10 @@ class RedisJobQueue(JobQueue):
             # Its worker sends the last output before it records the end:
             # once it has ended, one more read gets everything.
             ended = self.ended(name)
+
+
+def _quiet_cancel_warning(**_: Any) -> None:
+    warnings.filterwarnings("ignore", message=_CANCEL_WARNING)
 
 
 class _WorkerSession:

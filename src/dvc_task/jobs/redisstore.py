@@ -46,13 +46,16 @@ BEAT_S = 1.0
 ALIVE_S = 5.0
 #: The jobs lock expires this long after its holder's last renewal.
 LOCK_TTL_S = 10.0
-#: How long one call waits for the server to come back (a restart).
+#: How long one call of a command waits for the server to come back.
 RECONNECT_S = 10.0
 
 
-def connect(url: str) -> redis.Redis:
-    """A client of the server at ``url`` that retries while it restarts."""
-    retries = int(RECONNECT_S / 0.5)
+def connect(url: str, patience: float = RECONNECT_S) -> redis.Redis:
+    """A client of the server at ``url`` that retries while it restarts.
+
+    A call gives up after about ``patience`` seconds without the server.
+    """
+    retries = max(1, int(patience / 0.5))
     return redis.Redis.from_url(
         url,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), retries),

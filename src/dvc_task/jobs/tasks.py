@@ -17,6 +17,7 @@ from typing import Any, Union
 
 import psutil
 from celery import Celery, Task, shared_task
+from celery.exceptions import Reject
 
 from dvc_task.files import open_regular, unlink_quietly
 from dvc_task.jobs import schedule, slots
@@ -67,13 +68,25 @@ def run(self: Task, name: str, folder: str) -> None:
     """Run job ``name`` of the jobs in ``folder``; its record says how.
 
     A worker of a queue on a broker server uses its own queue (its local
-    folder) whatever ``folder`` the sender had.
+    folder) whatever ``folder`` the sender had. If that server stays away
+    too long, the message goes back to the queue (once the server is back)
+    instead of being lost with the job.
     """
     queue = queue_of(self.app, folder)
-    offer = worker_offer(self.app)
+    try:
+        _run_job(self, queue, name)
+    except Exception as exc:
+        if not queue.is_outage(exc):
+            raise
+        logger.warning("job %s: the server is away (%s): queued again", name, exc)
+        raise Reject(exc, requeue=True) from exc
+
+
+def _run_job(task: Task, queue: JobQueue, name: str) -> None:
+    offer = worker_offer(task.app)
     queue.before_start(name)
     started = _mark_started(
-        queue, name, str(self.request.id), str(self.request.hostname or ""), offer
+        queue, name, str(task.request.id), str(task.request.hostname or ""), offer
     )
     if not isinstance(started, tuple):
         if started:  # it ended without running: its waiters move on
