@@ -565,3 +565,24 @@ def test_a_long_server_outage_mid_drain_loses_nothing(
     found = wait_for(lambda: all_ended(c, count), f"{count} jobs", timeout=300)
     assert {row["state"] for row in found.values()} == {"succeeded"}
     assert sorted(ran.read_text().split()) == sorted(f"o{n}" for n in range(count))
+
+
+def test_a_job_whose_message_was_lost_is_queued_again(
+    hosts: tuple[Host, Host, Host],
+    workers: list[subprocess.Popen[bytes]],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    # Kombu's Redis transport can lose a message taken off the queue just as
+    # the connection drops; here it is deleted by hand, with the same effect.
+    a, _, c = hosts
+    ran = tmp_path / "ran"
+    queue = open_queue(c.folder, redis_server.url)
+    queue.submit(["sh", "-c", f"echo once >> {ran}"], name="orphan")
+    app = queue.app
+    (message,) = list(app.iter_queued())
+    app.reject(message.delivery_tag)
+    assert c.cli.state("orphan") == "queued"
+    a.worker(workers, "--timeout", "120")
+    c.cli.wait_state("orphan", "succeeded", timeout=120)
+    assert ran.read_text() == "once\n"

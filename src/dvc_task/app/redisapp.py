@@ -129,6 +129,24 @@ class RedisApp(Celery):
             pipe.hlen(channel.unacked_key)
             return sum(pipe.execute())
 
+    def message_ids(self, queue: str | None = None) -> set[str]:
+        """Task ids of the messages waiting in ``queue`` or held by workers."""
+        found: set[str] = set()
+        with self.connection_for_read() as conn:
+            channel = conn.default_channel
+            pipe = channel.client.pipeline()
+            for key in self._lists(channel, queue):
+                pipe.lrange(key, 0, -1)
+            pipe.hvals(channel.unacked_key)
+            *lists, held = pipe.execute()
+        payloads = [json.loads(raw) for waiting in lists for raw in waiting]
+        payloads += [json.loads(raw)[0] for raw in held]
+        for payload in payloads:
+            task_id = (payload.get("headers") or {}).get("id")
+            if isinstance(task_id, str):
+                found.add(task_id)
+        return found
+
     def iter_queued(self, queue: str | None = None) -> Iterator[Message]:
         """Messages waiting in ``queue`` (default queue if None), next first."""
         with self.connection_for_read() as conn:

@@ -354,6 +354,15 @@ class JobQueue:
         record.queued_at = utc_now()
         record.waiting_for = None
         self.save(record)
+        self.publish(record, countdown, app)
+
+    def publish(
+        self,
+        record: JobRecord,
+        countdown: float | None = None,
+        app: FSApp | None = None,
+    ) -> None:
+        """Queue the message of ``record``'s current task id."""
         (app or self.app).send_task(
             JOB_TASK,
             kwargs={"name": record.name, "folder": str(self.folder)},

@@ -33,6 +33,7 @@ import time
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -55,7 +56,9 @@ from dvc_task.jobs.queue import (
     JobQueue,
 )
 from dvc_task.jobs.record import (
+    FINAL_STATES,
     LOST,
+    NOT_STARTED,
     QUEUED,
     RUNNING,
     STARTED,
@@ -63,7 +66,14 @@ from dvc_task.jobs.record import (
     JobRecord,
 )
 from dvc_task.jobs.redisstore import ALIVE_S, BEAT_S, RedisStore, connect
-from dvc_task.jobs.view import Job, derive
+from dvc_task.jobs.view import (
+    YOUNG_RECORD_S,
+    Job,
+    being_queued,
+    derive,
+    due_later,
+    parse_time,
+)
 from dvc_task.jobs.workers import WorkerInfo, short_name
 from dvc_task.proc.info import utc_now
 from dvc_task.utils import StrPath
@@ -81,6 +91,8 @@ MAX_HANDOVERS = 3
 #: How long a worker's calls wait for the server to come back (a restart):
 #: a job's worker that gives up leaves the job to be run again.
 WORKER_RECONNECT_S = 120.0
+#: How often one of the live workers looks for jobs whose message was lost.
+SWEEP_S = 10.0
 #: Celery's warning about cancelling tasks on a lost connection.
 _CANCEL_WARNING = r"(?s).*on connection loss cancels all currently executed tasks"
 #: Output sent to the stream at most in pieces of this size.
@@ -257,6 +269,44 @@ class RedisJobQueue(JobQueue):
         finally:
             link.close()
 
+    def resend_lost(self) -> list[str]:
+        """Queue again the jobs whose message is nowhere; their names.
+
+        Kombu's Redis transport takes a message off the queue, then notes it
+        as taken: a worker cut off (or a server stopped) in between loses it.
+        A job queued (or whose worker died) over :data:`YOUNG_RECORD_S` ago
+        with no message waiting or held gets its message again, with the
+        same task id: if the first one turns up after all, the job still runs
+        once (the record decides).
+        """
+        names = self.store.open_names()
+        if not names:
+            return []
+        present = cast(RedisApp, self.app).message_ids()
+        resent = []
+        with self.locked():
+            for name in names:
+                try:
+                    record = self.load(name)
+                except JobError:
+                    self.client.srem(self.store.key("open"), name)
+                    continue
+                if record.task_id in present or not self._lost_message(record):
+                    continue
+                logger.warning("job %s: its message was lost: queued again", name)
+                self.publish(record)
+                resent.append(name)
+        return resent
+
+    def _lost_message(self, record: JobRecord) -> bool:
+        if record.progress in FINAL_STATES or record.parked:
+            return False
+        if record.progress == NOT_STARTED:
+            return not being_queued(record) and not due_later(record)
+        started = parse_time(record.started_at or record.submitted_at)
+        old = (datetime.now(timezone.utc) - started).total_seconds() > YOUNG_RECORD_S
+        return old and not self.client.exists(self.store.key("alive", record.name))
+
     def is_outage(self, exc: Exception) -> bool:
         """Whether ``exc`` is the server being away (not a refused command)."""
         return isinstance(
@@ -421,6 +471,8 @@ class _WorkerSession:
         self._beat()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+        self._sweeper = threading.Thread(target=self._sweep, daemon=True)
+        self._sweeper.start()
 
     def _beat(self) -> None:
         from celery.worker import state as worker_state  # noqa: PLC0415
@@ -447,9 +499,22 @@ class _WorkerSession:
             except RedisError as exc:
                 logger.warning("worker heartbeat: Redis: %s; trying again", exc)
 
+    def _sweep(self) -> None:
+        """Every :data:`SWEEP_S`, one live worker looks for lost messages."""
+        store = self.queue.store
+        while not self._done.wait(SWEEP_S):
+            try:
+                if store.client.set(
+                    store.key("sweep"), b"1", nx=True, px=int(SWEEP_S * 1000)
+                ):
+                    self.queue.resend_lost()
+            except RedisError as exc:
+                logger.warning("looking for lost messages: Redis: %s", exc)
+
     def close(self) -> None:
         self._done.set()
         self._thread.join()
+        self._sweeper.join()
         store = self.queue.store
         with contextlib.suppress(RedisError):
             pipe = store.client.pipeline()

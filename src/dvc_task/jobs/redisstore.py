@@ -8,7 +8,8 @@ by name; ``seq``, the job counter; ``lock``, the jobs lock (``SET NX PX``
 with a token, renewed while held); ``kill:<name>`` and ``killq:<name>``, the
 signal asked and the list the job's worker reads; ``waiting``, the jobs that
 wait out of the queue; ``alive:<name>``, set while a worker runs the job;
-``changed``, a channel published on every record written.
+``changed``, a channel published on every record written; ``open``, the
+jobs queued or running, whose message a worker looks for now and then.
 """
 
 from __future__ import annotations
@@ -167,6 +168,11 @@ class RedisStore:
         """Write ``record``; a started one written by its worker is alive."""
         pipe = self.client.pipeline()
         pipe.hset(self.key("jobs"), record.name, record.to_json())
+        # The jobs that should have a message somewhere (see "open").
+        if record.progress in FINAL_STATES or record.parked:
+            pipe.srem(self.key("open"), record.name)
+        else:
+            pipe.sadd(self.key("open"), record.name)
         alive = self.key("alive", record.name)
         if record.progress in FINAL_STATES:
             pipe.delete(alive)
@@ -188,6 +194,7 @@ class RedisStore:
         pipe = self.client.pipeline()
         pipe.hdel(self.key("jobs"), name)
         pipe.srem(self.key("waiting"), name)
+        pipe.srem(self.key("open"), name)
         pipe.delete(
             *(self.key(kind, name) for kind in ("kill", "killq", "alive", "out"))
         )
@@ -242,11 +249,18 @@ class RedisStore:
         """Take the job out of the ``waiting`` set."""
         self.client.srem(self.key("waiting"), name)
 
+    def open_names(self) -> list[str]:
+        """The jobs queued or running (whose message should exist)."""
+        return _names(self.client.smembers(self.key("open")))
+
     def waiting_names(self) -> list[str]:
         """The ``waiting`` set."""
-        members = cast(set[bytes], self.client.smembers(self.key("waiting")))
-        return [name.decode("utf-8", "replace") for name in members]
+        return _names(self.client.smembers(self.key("waiting")))
 
     def changes(self) -> _ChannelWaiter:
         """A subscriber of the ``changed`` channel."""
         return _ChannelWaiter(self.client, self.key("changed"))
+
+
+def _names(members: object) -> list[str]:
+    return [name.decode("utf-8", "replace") for name in cast(set[bytes], members)]

@@ -202,7 +202,7 @@ def derive(
         state = HELD
     elif record.waiting_for is not None and record.progress == NOT_STARTED:
         state = WAITING
-    elif record.progress == NOT_STARTED and _due_later(record):
+    elif record.progress == NOT_STARTED and due_later(record):
         state = QUEUED  # a retry that a worker keeps until it is due
     elif record.progress == NOT_STARTED:
         state = view.get(record.task_id) or _missing(record)
@@ -260,7 +260,8 @@ def _started_state(
     return state, returncode, info.finished_at
 
 
-def _due_later(record: JobRecord) -> bool:
+def due_later(record: JobRecord) -> bool:
+    """Whether ``record`` is a retry whose delay has not passed yet."""
     try:
         return record.retry_at is not None and parse_time(
             record.retry_at
