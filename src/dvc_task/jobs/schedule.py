@@ -259,7 +259,8 @@ def mark_waiting(queue: JobQueue, name: str) -> None:
     queue.store.mark_waiting(name)
 
 
-def _unmark(queue: JobQueue, name: str) -> None:
+def unmark(queue: JobQueue, name: str) -> None:
+    """Job ``name`` no longer waits out of the queue (under the jobs lock)."""
     queue.store.unmark_waiting(name)
 
 
@@ -287,41 +288,73 @@ def promote(queue: JobQueue, slots_freed: bool = True) -> list[str]:
                 try:
                     record = queue.load(name)
                 except (UnknownJobError, InvalidJobRecordError, ValueError):
-                    _unmark(queue, name)
+                    unmark(queue, name)
                     continue
-                if record.progress != NOT_STARTED:
-                    _unmark(queue, name)
-                    continue
-                if record.waiting_for == WAITING_FOR_JOBS:
-                    failed = failed_dependency(queue, record, cache)
-                    if failed is not None:
-                        dep, state = failed
-                        record.finish(
-                            DEPENDENCY_FAILED,
-                            error=f"job {dep!r} it waits for is {state}",
-                        )
-                        queue.save(record)
-                        _unmark(queue, name)
-                        cache[name] = DEPENDENCY_FAILED
-                        logger.info("job %s %s", name, DEPENDENCY_FAILED)
-                        changed = True
-                        continue
-                    if not _dependencies_done(queue, record, cache):
-                        continue
-                    record.waiting_for = None
-                    queue.save(record)
-                elif record.waiting_for == WAITING_FOR_SLOTS:
-                    if not slots_freed:
-                        continue
-                    record.waiting_for = None  # a worker tries its slots again
-                    queue.save(record)
-                if not record.held:
+                verdict = _verdict(queue, record, slots_freed, cache)
+                if verdict == _FAILED:
+                    changed = True
+                elif verdict == _READY:
                     ready.append(record)
             for record in sorted(ready, key=lambda r: r.seq):
                 queue.send(record)
-                _unmark(queue, record.name)
+                if not _queued_for_slots(record):
+                    unmark(queue, record.name)
                 queued.append(record.name)
     return queued
+
+
+_READY, _FAILED, _WAITS = "ready", "failed", "waits"
+
+
+def _verdict(
+    queue: JobQueue,
+    record: JobRecord,
+    slots_freed: bool,
+    cache: dict[str, str | None],
+) -> str:
+    """Whether a marked job is ready to queue, has failed, or waits on."""
+    name = record.name
+    if record.progress != NOT_STARTED:
+        unmark(queue, name)
+        return _WAITS
+    if _queued_for_slots(record):
+        return _WAITS  # its marker stays until it starts (patience)
+    if record.waiting_for == WAITING_FOR_JOBS:
+        failed = failed_dependency(queue, record, cache)
+        if failed is not None:
+            dep, state = failed
+            record.finish(
+                DEPENDENCY_FAILED, error=f"job {dep!r} it waits for is {state}"
+            )
+            queue.save(record)
+            unmark(queue, name)
+            cache[name] = DEPENDENCY_FAILED
+            logger.info("job %s %s", name, DEPENDENCY_FAILED)
+            return _FAILED
+        if not _dependencies_done(queue, record, cache):
+            return _WAITS
+        record.waiting_for = None
+        queue.save(record)
+    elif record.waiting_for == WAITING_FOR_SLOTS:
+        if not slots_freed:
+            return _WAITS
+        record.waiting_for = None  # a worker tries its slots again
+        queue.save(record)
+    return _WAITS if record.held else _READY
+
+
+def _queued_for_slots(record: JobRecord) -> bool:
+    """Whether ``record`` waited for slots and is queued again for them.
+
+    Its marker stays until it starts: a worker that would start a younger
+    slot job meanwhile must still see that an older one has waited.
+    """
+    return (
+        record.progress == NOT_STARTED
+        and record.waiting_for is None
+        and record.waiting_since is not None
+        and not record.held
+    )
 
 
 def park(queue: JobQueue, record: JobRecord, reason: str | None) -> None:
@@ -499,6 +532,7 @@ def hold(queue: JobQueue, name: str) -> bool:
             return False
         queued = not record.parked
         record.held = True
+        record.waiting_since = None  # held: no longer first in line for slots
         park(queue, record, record.waiting_for)
         if queued:
             # A worker that claimed it meanwhile sees it held and leaves it.

@@ -246,7 +246,10 @@ def _mark_started(
         record.worker_start_id = process_start_id(os.getpid())
         record.started_at = utc_now()
         record.assigned_gpus = held.gpus
-        record.waiting_since = None
+        if record.waiting_since is not None:
+            # It no longer holds younger slot jobs back (see promote).
+            record.waiting_since = None
+            schedule.unmark(queue, name)
         queue.save(record)
     return record, held
 
