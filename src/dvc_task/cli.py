@@ -52,6 +52,9 @@ def handle_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except BrokenPipeError:
+            _quiet_stdout()  # its reader has gone (`| head`): no error
+            return None
         except UnknownJobError as exc:
             raise click.ClickException(str(exc)) from None
         except (DvcTaskError, OSError, ValueError, TimeoutError) as exc:

@@ -14,6 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from dvc_task.jobs import JobQueue
+
 from conftest import SCRIPT, Cli, JobsLock, Processes, wait_for
 
 
@@ -300,6 +302,25 @@ def test_ctrl_c_detaches_run_wait_and_the_job_goes_on(
     (tmp_path / "gate").touch()
     cli.wait_state("bg", "succeeded")
     assert cli("logs", "bg").stdout == "started\nfinished\n"
+
+
+def test_status_into_a_pipe_closed_early_ends_quietly(cli: Cli) -> None:
+    queue = JobQueue(cli.folder)
+    for number in range(300):  # a listing longer than a pipe holds
+        queue.submit(["echo", "x" * 300], name=f"long-{number}")
+    proc = subprocess.Popen(
+        [str(SCRIPT), "status"],
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    assert proc.stdout.readline().split()[0] == b"NAME"
+    proc.stdout.close()  # as `dvc-task status | head -1` does
+    assert proc.wait(timeout=60) == 0
+    assert proc.stderr.read() == b""
+    proc.stderr.close()
 
 
 def test_logs_pass_bytes_through_unchanged(cli: Cli, tmp_path: Path) -> None:
