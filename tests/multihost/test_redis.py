@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -243,32 +243,59 @@ def test_a_job_of_a_worker_killed_with_sigkill_runs_on_another(
     assert c.cli("logs", "handed").stdout.endswith("done\n")
 
 
+def drain_through(
+    hosts: tuple[Host, Host, Host],
+    workers: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+    url: str,
+    *,
+    count: int,
+    seconds: float,
+    started: int,
+    interrupt: Callable[[], None],
+) -> None:
+    """Two workers drain ``count`` jobs; ``interrupt`` after ``started`` ran.
+
+    Each job ran exactly once and succeeded, whatever the interruption did.
+    """
+    a, b, c = hosts
+    ran = tmp_path / "ran"
+    queue = open_queue(c.folder, url)
+    names = [f"j{number}" for number in range(count)]
+    for name in names:
+        queue.submit(
+            ["sh", "-c", f"sleep {seconds}; echo $0 >> {ran}", name], name=name
+        )
+    a.worker(workers, "--timeout", "120")
+    b.worker(workers, "--timeout", "120")
+    wait_for(
+        lambda: ran.exists() and len(ran.read_text().split()) >= started,
+        f"{started} jobs to run",
+    )
+    interrupt()
+    found = wait_for(
+        lambda: all_ended(c, count), f"{count} jobs to end", timeout=300, interval=1
+    )
+    assert {row["state"] for row in found.values()} == {"succeeded"}
+    assert sorted(ran.read_text().split()) == sorted(names)
+
+
 def test_nothing_is_lost_when_the_server_restarts_mid_drain(
     hosts: tuple[Host, Host, Host],
     workers: list[subprocess.Popen[bytes]],
     redis_server: RedisServer,
     tmp_path: Path,
 ) -> None:
-    a, b, c = hosts
-    ran = tmp_path / "ran"
-    queue = open_queue(c.folder, redis_server.url)
-    count = 60
-    for number in range(count):
-        queue.submit(
-            ["sh", "-c", f"sleep 0.1; echo $0 >> {ran}", f"r{number}"],
-            name=f"r{number}",
-        )
-    a.worker(workers, "--timeout", "60")
-    b.worker(workers, "--timeout", "60")
-    wait_for(
-        lambda: ran.exists() and len(ran.read_text().split()) >= 10, "10 jobs to run"
+    drain_through(
+        hosts,
+        workers,
+        tmp_path,
+        redis_server.url,
+        count=60,
+        seconds=0.1,
+        started=10,
+        interrupt=redis_server.restart,
     )
-    redis_server.restart()
-    found = wait_for(
-        lambda: all_ended(c, count), f"{count} jobs to end", timeout=300, interval=1
-    )
-    assert {row["state"] for row in found.values()} == {"succeeded"}
-    assert sorted(ran.read_text().split()) == sorted(f"r{n}" for n in range(count))
 
 
 def test_dependencies_and_retries_keep_their_meaning(
@@ -546,25 +573,22 @@ def test_a_long_server_outage_mid_drain_loses_nothing(
     redis_server: RedisServer,
     tmp_path: Path,
 ) -> None:
-    a, b, c = hosts
-    ran = tmp_path / "ran"
-    queue = open_queue(c.folder, redis_server.url)
-    count = 30
-    for number in range(count):
-        queue.submit(
-            ["sh", "-c", f"sleep 0.3; echo $0 >> {ran}", f"o{number}"],
-            name=f"o{number}",
-        )
-    a.worker(workers, "--timeout", "120")
-    b.worker(workers, "--timeout", "120")
-    wait_for(lambda: ran.exists() and len(ran.read_text().split()) >= 4, "4 jobs")
-    redis_server.stop()
-    # The outage outlasts a command's patience (10 s), not a worker's.
-    time.sleep(12)
-    redis_server.start()
-    found = wait_for(lambda: all_ended(c, count), f"{count} jobs", timeout=300)
-    assert {row["state"] for row in found.values()} == {"succeeded"}
-    assert sorted(ran.read_text().split()) == sorted(f"o{n}" for n in range(count))
+    def outage() -> None:
+        redis_server.stop()
+        # The outage outlasts a command's patience (10 s), not a worker's.
+        time.sleep(12)
+        redis_server.start()
+
+    drain_through(
+        hosts,
+        workers,
+        tmp_path,
+        redis_server.url,
+        count=30,
+        seconds=0.3,
+        started=4,
+        interrupt=outage,
+    )
 
 
 def test_a_job_whose_message_was_lost_is_queued_again(

@@ -717,6 +717,10 @@ class JobQueue:
         """Start a detached worker unless one lives; its name, or None."""
         return worker_ops.ensure_worker(self)
 
+    def ask_to_stop(self, worker: worker_ops.WorkerInfo) -> None:
+        """Ask live ``worker`` to stop after its running jobs."""
+        worker_ops.ask_to_stop(worker)
+
     def stop_workers(self, kill: bool = False) -> list[worker_ops.WorkerInfo]:
         """Stop every live worker after its running jobs (kill them with ``kill``)."""
         return worker_ops.stop_workers(self, kill)

@@ -375,9 +375,10 @@ class RedisJobQueue(JobQueue):
             return None
         return super().ensure_worker()
 
-    def stop_workers(self, kill: bool = False) -> list[WorkerInfo]:
-        """Ask every live worker, on every host, to stop after its running jobs."""
-        return stop_workers(self, kill)
+    def ask_to_stop(self, worker: WorkerInfo) -> None:
+        """Flag ``worker``, on whatever host: its heartbeat sees it and stops it."""
+        key = self.store.key("stop", f"{worker.host}/{worker.node}")
+        self.client.set(key, b"1", ex=60)
 
     # --- output --------------------------------------------------------------
 
@@ -395,11 +396,7 @@ class RedisJobQueue(JobQueue):
     def read_output(self, name: str, tail: int | None = None) -> bytes:
         """Job ``name``'s output so far (its last ``tail`` lines if given)."""
         check_name(name, "job")
-        data = b"".join(piece for _, piece in self.output_pieces(name))
-        if tail is None:
-            return data
-        fobj = io.BytesIO(data)
-        return data[output.tail_offset(fobj, tail) :]
+        return _joined(self.output_pieces(name), tail)
 
     def copy_output(self, name: str, fd: int, tail: int | None = None) -> None:
         """Write job ``name``'s output so far to file descriptor ``fd``."""
@@ -414,11 +411,10 @@ class RedisJobQueue(JobQueue):
 
     def _follow(self, name: str, tail: int | None) -> Iterator[bytes]:
         stream = self.store.key("out", name)
-        first = self.read_output(name, tail)
-        last = "0-0"
+        # One read: what is appended after it comes from the stream below.
         pieces = self.output_pieces(name)
-        if pieces:
-            last = pieces[-1][0]
+        last = pieces[-1][0] if pieces else "0-0"
+        first = _joined(pieces, tail)
         if first:
             yield first
         ended = False
@@ -442,6 +438,14 @@ class RedisJobQueue(JobQueue):
             # Its worker sends the last output before it records the end:
             # once it has ended, one more read gets everything.
             ended = self.ended(name)
+
+
+def _joined(pieces: list[tuple[str, bytes]], tail: int | None) -> bytes:
+    """The output in ``pieces`` (its last ``tail`` lines if given)."""
+    data = b"".join(piece for _, piece in pieces)
+    if tail is None:
+        return data
+    return data[output.tail_offset(io.BytesIO(data), tail) :]
 
 
 def _quiet_cancel_warning(**_: Any) -> None:
@@ -570,17 +574,3 @@ def live_workers(queue: RedisJobQueue, jobs: Iterable[Job] | None) -> list[Worke
             )
         )
     return found
-
-
-def stop_workers(queue: RedisJobQueue, kill: bool = False) -> list[WorkerInfo]:
-    """Ask every live worker, on every host, to stop after its running jobs."""
-    workers = live_workers(queue, None)
-    for worker in workers:
-        if kill:
-            for name in worker.running:
-                with contextlib.suppress(JobError):
-                    queue.kill(name, force=True)  # unless it has just ended
-        queue.store.client.set(
-            queue.store.key("stop", f"{worker.host}/{worker.node}"), b"1", ex=60
-        )
-    return workers

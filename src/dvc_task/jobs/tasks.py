@@ -21,7 +21,13 @@ from celery.exceptions import Reject
 
 from dvc_task.files import open_regular, unlink_quietly
 from dvc_task.jobs import schedule, slots
-from dvc_task.jobs.queue import JOB_TASK, RUNS_ELSEWHERE, JobQueue, queue_of
+from dvc_task.jobs.queue import (
+    JOB_TASK,
+    RUNS_ELSEWHERE,
+    AttemptLink,
+    JobQueue,
+    queue_of,
+)
 from dvc_task.jobs.record import (
     FAILED_TO_START,
     FINAL_STATES,
@@ -117,9 +123,7 @@ def _run_attempt(queue: JobQueue, record: JobRecord, held: slots.Slots) -> None:
                 _write_header(queue, record)
             proc.run()
         except (OSError, ProcessNotTerminatedError) as exc:
-            _append_line(queue, name, f"dvc-task: cannot run {proc.args[0]!r}: {exc}")
-            link.close()
-            _record_failed_start(queue, name, proc, exc)
+            _record_failed_start(queue, name, proc, exc, link)
             return
         link.started()
         with queue.locked():
@@ -339,14 +343,17 @@ def _check_cwd(cwd: str) -> None:
 
 
 def _record_failed_start(
-    queue: JobQueue, name: str, proc: ManagedProcess, exc: Exception
+    queue: JobQueue, name: str, proc: ManagedProcess, exc: Exception, link: AttemptLink
 ) -> None:
+    """Say why in the job's output, send that out, then record the failure."""
     returncode = (
         NOT_FOUND_EXIT
         if isinstance(exc, (FileNotFoundError, NotADirectoryError))
         else NOT_EXECUTABLE_EXIT
     )
     message = f"dvc-task: cannot run {proc.args[0]!r}: {exc}"
+    _append_line(queue, name, message)
+    link.close()
     with queue.locked():
         record = queue.load(name)
         schedule.end_attempt(

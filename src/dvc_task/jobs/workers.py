@@ -223,7 +223,7 @@ def stop_workers(queue: JobQueue, kill: bool = False) -> list[WorkerInfo]:
 
     With ``kill``, their running jobs are killed (SIGKILL) first.
     """
-    workers = live_workers(queue)
+    workers = queue.workers()
     for worker in workers:
         if kill:
             for name in worker.running:
@@ -231,12 +231,17 @@ def stop_workers(queue: JobQueue, kill: bool = False) -> list[WorkerInfo]:
                     queue.kill(name, force=True)
                 except JobError:
                     continue  # it has just ended
-        if worker.pid is not None:
-            try:
-                os.kill(worker.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
+        queue.ask_to_stop(worker)
     return workers
+
+
+def ask_to_stop(worker: WorkerInfo) -> None:
+    """SIGTERM to a worker of this host: it stops after its running jobs."""
+    if worker.pid is not None:
+        try:
+            os.kill(worker.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass  # it has just stopped
 
 
 def offer_options(offer: Offer | None) -> list[str]:
