@@ -86,6 +86,9 @@ logger = logging.getLogger(__name__)
 
 #: How often a running job's worker looks for output and kill requests.
 LINK_POLL_S = 0.1
+#: How long a job's heartbeat must stay away, with the server answering,
+#: before its worker counts as dead (a cut-off worker beats again by then).
+CONFIRM_S = 3 * BEAT_S
 #: How many times a job is taken over from dead workers before it is lost.
 MAX_HANDOVERS = 3
 #: How long a worker's calls wait for the server to come back (a restart):
@@ -314,12 +317,16 @@ class RedisJobQueue(JobQueue):
         )
 
     def before_start(self, name: str) -> None:
-        """Before a message of a started job is judged: let a dead worker lapse.
+        """Before a message of a started job is judged: tell dead from cut off.
 
-        Its job's heartbeat may outlive it by up to :data:`ALIVE_S` seconds;
-        the message may come back sooner (a short visibility timeout). This
-        waits outside the jobs lock, so that :meth:`redelivered` sees a
-        dead worker as dead.
+        A dead worker's job heartbeat may outlive it by up to :data:`ALIVE_S`
+        seconds, and the message may come back sooner (a short visibility
+        timeout): wait for the heartbeat to lapse. A live worker's heartbeat
+        lapses too while the server is away, and Celery hands its messages
+        back when it reconnects: so the heartbeat must then stay away for
+        :data:`CONFIRM_S` more, while the server answers, before the worker
+        counts as dead. This waits outside the jobs lock; :meth:`redelivered`
+        then judges by the heartbeat.
         """
         try:
             record = self.load(name)
@@ -330,6 +337,11 @@ class RedisJobQueue(JobQueue):
         alive = self.store.key("alive", name)
         deadline = time.monotonic() + ALIVE_S + BEAT_S
         while self.client.exists(alive) and time.monotonic() < deadline:
+            time.sleep(BEAT_S / 4)
+        absent_since = time.monotonic()
+        while time.monotonic() - absent_since < CONFIRM_S:
+            if self.client.exists(alive):
+                return  # its worker lives: the message is a duplicate
             time.sleep(BEAT_S / 4)
 
     def redelivered(self, record: JobRecord) -> str:
