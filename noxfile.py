@@ -10,11 +10,28 @@ import nox
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
+#: The pinned development and test tools (see its header).
+CONSTRAINTS = ("-c", "constraints.txt")
+#: The DVC release whose experiment queue `nox -s dvc` runs on this package.
+DVC_VERSION = "3.67.1"
+
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite."""
-    session.install("-e", ".[tests]")
+    session.install("-e", ".[tests]", *CONSTRAINTS)
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def latest(session: nox.Session) -> None:
+    """Lint and tests on the newest releases of every tool and dependency.
+
+    Not pinned, unlike every other session: drift is seen here on purpose.
+    """
+    session.install("--upgrade", "-e", ".[dev]")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "examples", "noxfile.py")
+    session.run("mypy")
     session.run("python", "-m", "pytest", *session.posargs)
 
 
@@ -31,14 +48,23 @@ LOWEST = (
 @nox.session
 def lowest(session: nox.Session) -> None:
     """The test suite on the oldest dependency releases that setup.cfg allows."""
-    session.install("-e", ".[tests]", *LOWEST)
+    lowest = {pin.split("==")[0] for pin in LOWEST}
+    pins = Path(session.create_tmp()) / "constraints.txt"
+    pins.write_text(
+        "".join(
+            line + "\n"
+            for line in Path("constraints.txt").read_text().splitlines()
+            if line.split("==")[0].lower() not in lowest
+        )
+    )
+    session.install("-e", ".[tests]", *LOWEST, "-c", str(pins))
     session.run("python", "-m", "pytest", *session.posargs)
 
 
 @nox.session
 def reliability(session: nox.Session) -> None:
     """The crash, fuzz and permission suite at full size; figures to docs/."""
-    session.install("-e", ".[tests]")
+    session.install("-e", ".[tests]", *CONSTRAINTS)
     session.run(
         "python",
         "-m",
@@ -72,7 +98,7 @@ def dvc(session: nox.Session) -> None:
     ``nox -s dvc -- --no-bench`` skips the timing against dvc-task 0.40.2.
     """
     bench = "--no-bench" not in session.posargs
-    session.install("-e", ".[tests]", "dvc[tests]")
+    session.install("-e", ".[tests]", f"dvc[tests]=={DVC_VERSION}")
     session.run("python", "-m", "pytest", "tests/integration", "-p", "no:cacheprovider")
     version = session.run(
         "python", "-c", "import dvc; print(dvc.__version__)", silent=True
@@ -149,7 +175,7 @@ def _dvc_test_suite(session: nox.Session, version: str, tmp: Path) -> Path:
 @nox.session
 def lint(session: nox.Session) -> None:
     """Ruff (lint and format) and mypy --strict on src/."""
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev]", *CONSTRAINTS)
     session.run("ruff", "check", "src", "tests", "benchmarks", "examples", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "examples")
     session.run("mypy")

@@ -122,7 +122,7 @@ class _ChannelWaiter:
     """Woken by a message on the ``changed`` channel."""
 
     def __init__(self, client: redis.Redis, channel: str) -> None:
-        self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         self._pubsub.subscribe(channel)
 
     def wait(self, timeout: float) -> bool:
