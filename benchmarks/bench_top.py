@@ -36,14 +36,13 @@ IDLE_S = 10.0
 def make_jobs(folder: Path, count: int) -> JobQueue:
     queue = JobQueue(folder)
     queue.submit(["true"], name="first", held=True)
-    base = json.loads(queue.record_path("first").read_text())
+    base = json.loads((queue.jobs_dir / "first.json").read_text())
     for i in range(count - 1):
         record = {
             **base,
             "name": f"j{i:05d}",
             "seq": i + 2,
-            "held": False,
-            "progress": "succeeded" if i % 9 else "failed",
+            "phase": "succeeded" if i % 9 else "failed",
             "returncode": 0 if i % 9 else 1,
             "command": ["python", "train.py", f"--seed={i}"],
             "started_at": base["submitted_at"],

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from dvc_task.app.broker import BrokerFolders, make_private_folder
+from dvc_task.app.broker import BrokerFolders
+from dvc_task.folders import make_private_folder
 from dvc_task.app.folderqueue import FolderQueue
 from dvc_task.files import FileLock, lock_is_held
 

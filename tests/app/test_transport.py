@@ -18,7 +18,7 @@ import pytest
 from kombu import Connection
 
 from dvc_task.app import FSApp
-from dvc_task.app.watch import FolderWaiter
+from dvc_task.watch import FolderWaiter
 
 from conftest import HELPERS, Processes, lines, wait_for
 

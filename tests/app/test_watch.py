@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dvc_task.app.watch import FolderWaiter
+from dvc_task.watch import FolderWaiter
 
 from conftest import HELPERS, Processes, lines, wait_for
 
@@ -72,7 +72,7 @@ def test_waiter_works_with_descriptors_above_1024(tmp_path: Path) -> None:
     program = """
 import os, resource, sys, threading
 from pathlib import Path
-from dvc_task.app.watch import FolderWaiter
+from dvc_task.watch import FolderWaiter
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
 held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]

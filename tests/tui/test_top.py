@@ -211,7 +211,7 @@ def test_hold_release_retry_and_remove_keys(queue: JobQueue) -> None:
             pilot,
             lambda: (
                 queue.job("job").state == "failed"
-                and len(json.loads(queue.record_path("job").read_text())["attempts"])
+                and len(json.loads((queue.jobs_dir / "job.json").read_text())["attempts"])
                 == 1
             ),
             "retry",
@@ -225,14 +225,13 @@ def test_hold_release_retry_and_remove_keys(queue: JobQueue) -> None:
 
 def test_ten_thousand_finished_jobs_load_and_scroll(queue: JobQueue) -> None:
     queue.submit(["true"], name="first", held=True)
-    base = json.loads(queue.record_path("first").read_text())
+    base = json.loads((queue.jobs_dir / "first.json").read_text())
     for i in range(10_000):
         record = {
             **base,
             "name": f"j{i:05d}",
             "seq": i + 2,
-            "held": False,
-            "progress": "succeeded",
+            "phase": "succeeded",
             "returncode": 0,
             "started_at": base["submitted_at"],
             "finished_at": base["submitted_at"],

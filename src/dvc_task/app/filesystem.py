@@ -16,6 +16,7 @@ from kombu.serialization import registry
 
 from dvc_task.app import broker, transport
 from dvc_task.app.folderqueue import FolderQueue
+from dvc_task.folders import check_private, make_private_folder
 from dvc_task.utils import StrPath, remove, unc_path
 
 logger = logging.getLogger(__name__)
@@ -66,11 +67,11 @@ def _get_fs_config(
     ours = [Path(unc_path(broker_path)), *folders.all(), result_path]
     for path in ours:
         if mkdir:
-            broker.make_private_folder(path)
+            make_private_folder(path)
         elif path.is_dir():
             # Opening an existing queue checks it as creating one does: a
             # folder others may write to could hold their job messages.
-            broker.check_private(path)
+            check_private(path)
     accept = sorted({_content_type(task_serializer)})
     return {
         "broker_url": f"{transport.ALIAS}://",

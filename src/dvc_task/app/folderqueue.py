@@ -44,13 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from dvc_task.app.broker import (
-    FOLDER_MODE,
     MSG_SUFFIX,
     BrokerFolders,
-    ensure_folder,
     list_messages,
     message_name,
-    queue_of,
+    queue_of_message,
     sort_key,
 )
 from dvc_task.app.reader import (
@@ -68,6 +66,7 @@ from dvc_task.files import (
     write_atomic,
     write_private_file,
 )
+from dvc_task.folders import FOLDER_MODE, ensure_folder
 from dvc_task.utils import remove
 
 logger = logging.getLogger(__name__)
@@ -189,7 +188,7 @@ class FolderQueue:
         """Names in ``in/`` by queue, each in delivery order."""
         by_queue: dict[str, deque[str]] = {}
         for name in list_messages(self.folders.inbox):
-            queue = queue_of(name)
+            queue = queue_of_message(name)
             if queue is not None:
                 by_queue.setdefault(queue, deque()).append(name)
         return by_queue
@@ -197,7 +196,9 @@ class FolderQueue:
     def size(self, queue: str) -> int:
         """How many messages wait in ``queue``."""
         return sum(
-            1 for name in list_messages(self.folders.inbox) if queue_of(name) == queue
+            1
+            for name in list_messages(self.folders.inbox)
+            if queue_of_message(name) == queue
         )
 
     def purge(self, queue: str) -> int:
@@ -205,7 +206,7 @@ class FolderQueue:
         return sum(
             self.delete(self.folders.inbox / name)
             for name in list_messages(self.folders.inbox)
-            if queue_of(name) == queue
+            if queue_of_message(name) == queue
         )
 
     def delete(self, path: Path) -> bool:

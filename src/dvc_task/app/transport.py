@@ -49,9 +49,9 @@ from kombu.utils.scheduling import FairCycle
 
 from dvc_task.app import broker, reader
 from dvc_task.app.folderqueue import FolderQueue
-from dvc_task.app.watch import FolderWaiter
 from dvc_task.exceptions import DvcTaskError
 from dvc_task.files import FILE_MODE
+from dvc_task.watch import FolderWaiter
 
 logger = logging.getLogger(__name__)
 

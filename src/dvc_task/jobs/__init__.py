@@ -12,8 +12,9 @@ The layer that the ``dvc-task`` command line and Python programs share::
 
 from __future__ import annotations
 
+from dvc_task.jobs.factory import open_queue
 from dvc_task.jobs.listing import UNREADABLE
-from dvc_task.jobs.queue import JobQueue, open_queue
+from dvc_task.jobs.queue import JobQueue
 from dvc_task.jobs.record import (
     DEPENDENCY_FAILED,
     FAILED,
@@ -37,8 +38,7 @@ from dvc_task.jobs.record import (
     UnknownJobError,
 )
 from dvc_task.jobs.slots import Offer
-from dvc_task.jobs.view import Job
-from dvc_task.jobs.workers import WorkerInfo
+from dvc_task.jobs.view import Job, WorkerInfo
 
 __all__ = [
     "DEPENDENCY_FAILED",

@@ -23,8 +23,7 @@ from dvc_task.jobs.record import (
     TIMED_OUT,
     WAITING,
 )
-from dvc_task.jobs.view import Job, parse_time
-from dvc_task.jobs.workers import WorkerInfo
+from dvc_task.jobs.view import Job, WorkerInfo, parse_time
 
 #: Colour of each state (names as click and Textual know them).
 COLOURS = {

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from dvc_task.app.watch import CHANGED_FILES, FolderWaiter
 from dvc_task.files import open_regular
+from dvc_task.watch import CHANGED_FILES, FolderWaiter
 
 if TYPE_CHECKING:
-    from dvc_task.jobs.queue import JobQueue
+    from dvc_task.jobs.backend import Backend
 
 #: Read size while catching up with a fast writer.
 CHUNK = 1 << 20
@@ -91,7 +91,7 @@ def copy(path: Path, out_fd: int, tail: int | None = None) -> None:
                 view = view[os.write(out_fd, view) :]
 
 
-def follow(queue: JobQueue, name: str, tail: int | None = None) -> Iterator[bytes]:
+def follow(queue: Backend, name: str, tail: int | None = None) -> Iterator[bytes]:
     """Yield job ``name``'s output as written until it ends (see JobQueue)."""
     path = queue.output_path(name)
     fobj = _open_once_started(queue, name, path)
@@ -107,7 +107,7 @@ def follow(queue: JobQueue, name: str, tail: int | None = None) -> Iterator[byte
         fobj.close()
 
 
-def _open_once_started(queue: JobQueue, name: str, path: Path) -> IO[bytes] | None:
+def _open_once_started(queue: Backend, name: str, path: Path) -> IO[bytes] | None:
     """The output file once the job has one; None if it ended without."""
     waiter = queue.changes()
     try:
@@ -126,7 +126,7 @@ def _open_once_started(queue: JobQueue, name: str, path: Path) -> IO[bytes] | No
 
 
 def _follow_file(
-    queue: JobQueue, name: str, fobj: IO[bytes], waiter: FolderWaiter
+    queue: Backend, name: str, fobj: IO[bytes], waiter: FolderWaiter
 ) -> Iterator[bytes]:
     last_check = 0.0
     ended = False

@@ -23,22 +23,24 @@ from typing import TYPE_CHECKING
 
 from shortuuid import uuid
 
-from dvc_task.app.broker import (
-    BrokerFolders,
-    check_private,
-    make_private_folder,
-)
-from dvc_task.exceptions import DvcTaskError
+from dvc_task.app.taskindex import TaskIndex
 from dvc_task.files import check_name
-from dvc_task.jobs import control, output, schedule, slots
+from dvc_task.folders import check_private, make_private_folder
+from dvc_task.jobs import control, lifecycle, output, slots
 from dvc_task.jobs import workers as worker_ops
+from dvc_task.jobs.backend import LOST_ATTEMPT, AttemptLink
+from dvc_task.jobs.dependencies import (
+    Outcomes,
+    check_after,
+    failure_text,
+    show_failed_dependencies,
+)
 from dvc_task.jobs.listing import UNREADABLE, folders
+from dvc_task.jobs.options import JobOptions
 from dvc_task.jobs.record import (
     DEPENDENCY_FAILED,
-    FINAL_STATES,
-    LOST,
-    NOT_STARTED,
     QUEUED,
+    STARTED,
     STARTING,
     WAITING,
     WAITING_FOR_JOBS,
@@ -46,14 +48,15 @@ from dvc_task.jobs.record import (
     JobError,
     JobRecord,
     UnknownJobError,
+    check_job_name,
 )
 from dvc_task.jobs.store import FolderStore, JobStore, Waiter
 from dvc_task.jobs.view import (
     Job,
+    WorkerInfo,
     being_queued,
     derive,
     from_process,
-    queue_view,
     unreadable,
 )
 from dvc_task.proc import ProcessManager
@@ -63,41 +66,18 @@ from dvc_task.utils import StrPath
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
-    from celery import Celery
-
     from dvc_task.app.filesystem import FSApp
 
 logger = logging.getLogger(__name__)
 
 #: The Celery task that runs a job (see :mod:`dvc_task.jobs.tasks`).
 JOB_TASK = "dvc_task.jobs.run"
-#: What :meth:`JobQueue.redelivered` may say of a started job's message.
-RUNS_ELSEWHERE = "runs elsewhere"
 #: The modules of the tasks that a job queue's app runs.
 TASK_MODULES = ["dvc_task.proc.tasks", "dvc_task.jobs.tasks"]
-TAKE_OVER = "take over"
 #: Where a Celery app made by a job queue keeps that queue.
 QUEUE_KEY = "dvc_task_queue"
-
-
-def queue_of(app: Celery, folder: str) -> JobQueue:
-    """The job queue that ``app`` was made for, else the one in ``folder``."""
-    queue = app.conf.get(QUEUE_KEY)
-    return queue if isinstance(queue, JobQueue) else JobQueue(folder)
-
-
-class AttemptLink:
-    """What a worker keeps up while a job's attempt runs (nothing here).
-
-    A queue on a broker server sends the job's output and liveness to the
-    server and listens for kill requests while the attempt runs.
-    """
-
-    def started(self) -> None:
-        """The job's command has started."""
-
-    def close(self) -> None:
-        """The command has ended: its last output goes out now."""
+#: Tasks whose processed messages a cleanup may delete: ours.
+OUR_TASKS = frozenset({JOB_TASK, "dvc_task.proc.tasks.run"})
 
 
 _warned: set[str] = set()
@@ -109,37 +89,17 @@ def _warn_once(key: str, reason: str) -> None:
         logger.warning("%s", reason)
 
 
-def open_queue(folder: StrPath, broker: str | None = None) -> JobQueue:
-    """The jobs of ``folder``; on the Redis server at ``broker`` if given.
-
-    With ``broker``, ``folder`` holds only this host's processes and logs.
-
-    Raises:
-        ValueError: ``broker`` is not a Redis URL.
-        DvcTaskError: the ``redis`` extra is not installed.
-    """
-    if not broker:
-        return JobQueue(folder)
-    from dvc_task.app.redisapp import check_redis_url  # noqa: PLC0415
-
-    check_redis_url(broker)
-    try:
-        from dvc_task.jobs.redisqueue import RedisJobQueue  # noqa: PLC0415
-    except ImportError as exc:
-        raise DvcTaskError(
-            f"a Redis broker needs the Redis client ({exc}): "
-            "pip install 'dvc-task[redis]'"
-        ) from None
-    return RedisJobQueue(folder, broker)
-
-
 def this_host() -> str:
     """The name of this host in job records: ``DVC_TASK_HOST``, or the host name."""
     return os.environ.get("DVC_TASK_HOST") or socket.gethostname()
 
 
 class JobQueue:
-    """The jobs kept in one folder: queue them, list, follow, kill, remove."""
+    """The jobs kept in one folder: queue them, list, follow, kill, remove.
+
+    A facade: what happens to a job is :mod:`~dvc_task.jobs.lifecycle`'s;
+    this class is also the folder's :class:`~dvc_task.jobs.backend.Backend`.
+    """
 
     #: Whether the jobs are on a server that workers of many hosts share.
     shared = False
@@ -189,17 +149,12 @@ class JobQueue:
         """The process manager of the jobs' processes."""
         return ProcessManager(self.procs_dir)
 
-    @property
-    def broker_folders(self) -> BrokerFolders:
-        """The folders of the queue (they may not exist yet)."""
-        inbox = self.app_dir / "broker" / "in"
-        return BrokerFolders.from_options({"data_folder_in": str(inbox)})
+    @functools.cached_property
+    def tasks(self) -> TaskIndex:
+        """The queue's messages by task id."""
+        return TaskIndex(self.app_dir)
 
     # --- records -------------------------------------------------------------
-
-    def record_path(self, name: str) -> Path:
-        """Path of job ``name``'s record (``ValueError`` for a bad name)."""
-        return self.jobs_dir / f"{check_name(name, 'job')}.json"
 
     def output_path(self, name: str) -> Path:
         """Path of job ``name``'s output (stdout and stderr) on this host."""
@@ -231,6 +186,54 @@ class JobQueue:
     def changes(self) -> Waiter:
         """A waiter woken when a job record is written (for loops that wait)."""
         return self.store.changes()
+
+    # --- messages ------------------------------------------------------------
+
+    def publish(self, record: JobRecord, countdown: float | None = None) -> None:
+        """Queue the message of ``record``'s current task id."""
+        self.app.send_task(
+            JOB_TASK,
+            kwargs={"name": record.name, "folder": str(self.folder)},
+            task_id=record.task_id,
+            priority=self._message_priority(record.priority),
+            countdown=countdown or None,
+        )
+
+    def _message_priority(self, priority: int) -> int | None:
+        """The message priority of a job's ``priority`` (higher: sooner)."""
+        return priority or None
+
+    def unqueue(self, task_id: str) -> None:
+        """Take the message of ``task_id`` off the queue, if it still waits."""
+        self.tasks.unqueue(task_id)
+
+    def message_states(self) -> dict[str, str]:
+        """``task id -> queued | starting`` of the messages waiting or claimed."""
+        return self.tasks.states()
+
+    def forget_messages(self, task_ids: Collection[str]) -> None:
+        """Remove the processed messages and results of ``task_ids``."""
+        processed = self.tasks.processed(OUR_TASKS)
+        for task_id in task_ids:
+            self.tasks.forget(task_id, processed)
+
+    def forget_orphans(self) -> None:
+        """Remove processed messages and results of jobs no record has."""
+        kept = {
+            entry.task_id
+            for entry in self.store.entries().values()
+            if isinstance(entry, JobRecord)
+        }
+        processed = self.tasks.processed(OUR_TASKS)
+        for task_id in [t for t in processed if t not in kept]:
+            self.tasks.forget(task_id, processed)
+
+    def forget_output(self, name: str) -> None:
+        """Remove job ``name``'s output kept outside its process folder (none)."""
+
+    def has_queued(self) -> bool:
+        """Whether a message waits in the queue (or in a dead worker's claim)."""
+        return any(state != STARTING for state in self.message_states().values())
 
     # --- queueing ------------------------------------------------------------
 
@@ -283,7 +286,7 @@ class JobQueue:
                 ``after`` does not exist or waits for this one, or more
                 GPUs than the machine has.
         """
-        options = schedule.JobOptions(
+        options = JobOptions(
             retries=retries,
             retry_delay=retry_delay,
             retry_backoff=retry_backoff,
@@ -296,23 +299,22 @@ class JobQueue:
             resources=dict(resources or {}),
         )
         command = [str(arg) for arg in command]
-        if not command:
+        if not command or not command[0]:
             raise ValueError("empty command: give the program to run and its arguments")
         if name is not None:
-            check_name(name, "job")
+            check_job_name(name)
         workdir = os.path.abspath(os.fspath(cwd) if cwd is not None else os.getcwd())
         if not os.path.isdir(workdir):
             raise JobError(f"working directory '{workdir}' is not a folder")
         if gpus:
             slots.check_gpus(gpus)
-        app = self.app
+        self.app  # noqa: B018 - the queue's folders, before the lock
         with self.locked():
-            seq = self._next_seq()
+            seq = self.store.next_seq()
             if name is None:
                 name = self._free_name(seq)
-                schedule.check_after(self, name, options.after)
-            else:
-                schedule.check_after(self, name, options.after)
+            check_after(self, name, options.after)
+            if self._in_use(name):
                 self._take_name(name, replace)
             record = JobRecord(
                 name=name,
@@ -321,66 +323,17 @@ class JobQueue:
                 cwd=workdir,
                 env=dict(os.environ if env is None else env),
                 submitted_at=utc_now(),
-                task_id=uuid(),
+                task_id="",
             )
             options.apply(record)
-            if record.parked:
-                schedule.park(self, record, record.waiting_for)
-            else:
-                try:
-                    self.send(record, app=app)
-                except BaseException:
-                    self.store.delete(name)
-                    raise
-        if record.waiting_for == WAITING_FOR_JOBS:
-            schedule.promote(self)  # its jobs may have ended already
+            lifecycle.submit(self, record, held)
+        if record.parked:
+            lifecycle.promote(self)  # the jobs it waits for may have ended
             return self.job(name)
         # Queued, as of now: no need to read every waiting message to say so.
         return derive(
             record, {record.task_id: QUEUED}, None, str(self.output_path(name))
         )
-
-    def send(
-        self,
-        record: JobRecord,
-        countdown: float | None = None,
-        app: FSApp | None = None,
-    ) -> None:
-        """Save ``record`` with a new task id and queue its message.
-
-        Called under the jobs lock; ``countdown`` delays the start.
-        """
-        record.task_id = uuid()
-        record.queued_at = utc_now()
-        record.waiting_for = None
-        self.save(record)
-        self.publish(record, countdown, app)
-
-    def publish(
-        self,
-        record: JobRecord,
-        countdown: float | None = None,
-        app: FSApp | None = None,
-    ) -> None:
-        """Queue the message of ``record``'s current task id."""
-        (app or self.app).send_task(
-            JOB_TASK,
-            kwargs={"name": record.name, "folder": str(self.folder)},
-            task_id=record.task_id,
-            priority=self._message_priority(record.priority),
-            countdown=countdown or None,
-        )
-
-    def _message_priority(self, priority: int) -> int | None:
-        """The message priority of a job's ``priority`` (higher: sooner)."""
-        return priority or None
-
-    def unqueue(self, task_id: str) -> None:
-        """Take the message of ``task_id`` off the queue, if it still waits."""
-        control.unqueue(self, task_id)
-
-    def _next_seq(self) -> int:
-        return self.store.next_seq()
 
     def _in_use(self, name: str) -> bool:
         return self.has_record(name) or (self.procs_dir / name).exists()
@@ -392,8 +345,6 @@ class JobQueue:
         return name
 
     def _take_name(self, name: str, replace: bool) -> None:
-        if not self._in_use(name):
-            return
         try:
             job = self.job(name)
         except InvalidJobRecordError:
@@ -409,14 +360,17 @@ class JobQueue:
                 f"job {name!r} exists ({state}): choose another name, or replace "
                 "it (--replace) to remove it and run it again"
             )
-        control.delete(self, name)
+        if self.has_record(name):
+            lifecycle.replace(self, name)
+        else:
+            self.manager.remove(name)  # a process of an older dvc-task
 
     # --- listing -------------------------------------------------------------
 
     def jobs(self, states: Iterable[str] | None = None) -> list[Job]:
         """Every job, in submission order (only those in ``states`` if given)."""
         wanted = set(states) if states is not None else None
-        view = self.queue_view()
+        view = self.message_states()
         found: list[Job] = []
         entries = self.store.entries()
         for name, entry in entries.items():
@@ -424,15 +378,11 @@ class JobQueue:
                 _warn_once(name, f"{entry}; remove the job with 'rm'")
                 found.append(unreadable(name, str(entry)))
             else:
-                found.append(self._from_record(entry, view))
+                found.append(self.job_from_record(entry, view))
         found.extend(self.processes_without_record(entries))
         found.sort(key=lambda job: (job.seq, job.submitted_at or ""))
-        found = schedule.show_failed_dependencies(found)
+        found = show_failed_dependencies(found)
         return [job for job in found if wanted is None or job.state in wanted]
-
-    def queue_view(self) -> dict[str, str]:
-        """``task id -> queued | starting`` of the messages waiting or claimed."""
-        return queue_view(self.broker_folders)
 
     def processes_without_record(self, names: Collection[str]) -> list[Job]:
         """Jobs of process folders not in ``names`` (started by dvc-task 0.40)."""
@@ -447,49 +397,35 @@ class JobQueue:
     def job_from_record(
         self, record: JobRecord, view: dict[str, str] | None = None
     ) -> Job:
-        """The job of ``record`` (``view``: :func:`queue_view`, read before it)."""
-        return self._from_record(record, view or {})
-
-    def _from_record(self, record: JobRecord, view: dict[str, str]) -> Job:
+        """The job of ``record`` (``view``: :meth:`message_states`, read before it)."""
         # Only a job that has started has a process record worth reading.
-        info = None
-        if record.progress not in (NOT_STARTED, *FINAL_STATES):
-            info = self.manager.get(record.name)
-        return derive(record, view, info, str(self.output_path(record.name)))
+        info = self.manager.get(record.name) if record.phase == STARTED else None
+        return derive(record, view or {}, info, str(self.output_path(record.name)))
 
     def job(self, name: str) -> Job:
-        """Job ``name`` as it is now.
+        """Job ``name`` as it is now (as :meth:`jobs` lists it).
 
         Raises:
             UnknownJobError: no such job.
             InvalidJobRecordError: its record cannot be read.
             ValueError: an invalid name.
         """
-        if self.has_record(name):
-            view = self.queue_view()
-            record = self.load(name)
-            job = self._from_record(record, view)
-            failed = (
-                schedule.failed_dependency(self, record, {})
-                if job.state == WAITING
-                else None
-            )
-            if failed is None:
-                return job
-            return dataclasses.replace(
-                job,
-                state=DEPENDENCY_FAILED,
-                error=f"job {failed[0]!r} it waits for is {failed[1]}",
-            )
-        info = self.manager.get(name)
-        if info is None:
-            raise UnknownJobError(name)
-        return from_process(name, info, str(self.output_path(name)))
-
-    def has_queued(self) -> bool:
-        """Whether a message waits in the queue (or in a dead worker's claim)."""
-        view = self.queue_view()
-        return any(state != STARTING for state in view.values())
+        if not self.has_record(name):
+            info = self.manager.get(name)
+            if info is None:
+                raise UnknownJobError(name)
+            return from_process(name, info, str(self.output_path(name)))
+        record = self.load(name)
+        view = self.message_states() if record.not_started else {}
+        job = self.job_from_record(record, view)
+        if job.state != WAITING or record.phase != WAITING_FOR_JOBS:
+            return job
+        failed = Outcomes(self).failed(record)
+        if failed is None:
+            return job
+        return dataclasses.replace(
+            job, state=DEPENDENCY_FAILED, error=failure_text(*failed)
+        )
 
     # --- control -------------------------------------------------------------
 
@@ -504,26 +440,6 @@ class JobQueue:
             JobError: it has finished, or its record cannot be read.
         """
         return control.kill(self, name, force)
-
-    def kill_requested(self, name: str) -> int | None:
-        """The signal that ``kill`` asked for job ``name``, if any."""
-        return self.store.kill_requested(name)
-
-    def clear_kill_request(self, name: str) -> None:
-        """Forget the signal that ``kill`` asked for job ``name``."""
-        self.store.clear_kill_request(name)
-
-    def forget_message(
-        self, task_id: str, task_ids: dict[str, Path] | None = None
-    ) -> None:
-        """Remove the processed message and the result of ``task_id``.
-
-        ``task_ids`` maps task ids to processed messages (found if not given).
-        """
-        control.forget_message(self, task_id, task_ids)
-
-    def forget_output(self, name: str) -> None:
-        """Remove job ``name``'s output kept outside its process folder (none)."""
 
     @contextmanager
     def attempt_link(self, name: str) -> Iterator[AttemptLink]:
@@ -543,13 +459,11 @@ class JobQueue:
     def redelivered(self, record: JobRecord) -> str:
         """What to do with a message of a job that a worker marked started.
 
-        :data:`LOST` (its worker died, the attempt is over),
-        :data:`RUNS_ELSEWHERE` (drop the message) or :data:`TAKE_OVER`
-        (run it again here). A folder's workers share a host: the attempt of a
-        dead one is over.
+        A folder's workers share a host: the attempt of a dead one is over
+        (:data:`~dvc_task.jobs.backend.LOST_ATTEMPT`).
         """
         del record
-        return LOST
+        return LOST_ATTEMPT
 
     @contextmanager
     def worker_session(self, node: str) -> Iterator[None]:
@@ -591,8 +505,8 @@ class JobQueue:
     def ended(self, name: str) -> bool:
         """Whether job ``name`` has finished (or is gone); cheaper than :meth:`job`.
 
-        It reads the queue (every waiting message) only for a job that has
-        not started and whose record is old enough to be lost.
+        It reads the queue (every waiting message) only for a queued job
+        whose record is old enough for its message to be lost.
         """
         try:
             record = self.load(name)
@@ -600,11 +514,13 @@ class JobQueue:
             return self.manager.get(name) is None or self.job(name).finished
         except InvalidJobRecordError:
             return True
-        if record.progress in FINAL_STATES:
+        if record.finished:
             return True
-        if record.progress == NOT_STARTED:
+        if record.phase == WAITING_FOR_JOBS:
+            return Outcomes(self).failed(record) is not None
+        if record.not_started:
             return self._lost_before_start(record)
-        return self._from_record(record, {}).finished
+        return self.job_from_record(record).finished
 
     def left_queue(self, name: str) -> bool:
         """Whether job ``name`` is past waiting: started, ended, lost or gone.
@@ -616,12 +532,16 @@ class JobQueue:
             record = self.load(name)
         except (UnknownJobError, InvalidJobRecordError):
             return True
-        return record.progress != NOT_STARTED or self._lost_before_start(record)
+        return not record.not_started or self._lost_before_start(record)
 
     def _lost_before_start(self, record: JobRecord) -> bool:
-        # Its message is read (with every other waiting one) only once the
-        # record is old enough for the message to be missing for good.
-        return not being_queued(record) and self.job(record.name).finished
+        # Its message is looked for (with every other waiting one) only once
+        # the record is old enough for the message to be missing for good.
+        return (
+            not record.parked
+            and not being_queued(record)
+            and self.job(record.name).finished
+        )
 
     def retry(self, names: Iterable[str]) -> list[str]:
         """Queue finished jobs again, as they were submitted; their names.
@@ -630,7 +550,7 @@ class JobQueue:
             UnknownJobError: no such job.
             JobError: a job has not finished.
         """
-        return schedule.retry(self, names)
+        return lifecycle.retry(self, names)
 
     def hold(self, name: str) -> bool:
         """Keep queued job ``name`` from starting; False if it was held already.
@@ -639,7 +559,7 @@ class JobQueue:
             UnknownJobError: no such job.
             JobError: it has started or finished.
         """
-        return schedule.hold(self, name)
+        return lifecycle.hold(self, name)
 
     def release(self, name: str) -> None:
         """Let held job ``name`` start (once the jobs it waits for are done).
@@ -648,11 +568,11 @@ class JobQueue:
             UnknownJobError: no such job.
             JobError: it is not held.
         """
-        schedule.release(self, name)
+        lifecycle.release(self, name)
 
     def promote(self) -> list[str]:
         """Queue waiting jobs that are ready now; their names (workers call it)."""
-        return schedule.promote(self)
+        return lifecycle.promote(self)
 
     def remove(self, name: str, force: bool = False) -> None:
         """Forget job ``name``: its record, output, message and result.
@@ -699,7 +619,7 @@ class JobQueue:
 
     # --- workers -------------------------------------------------------------
 
-    def workers(self, jobs: Iterable[Job] | None = None) -> list[worker_ops.WorkerInfo]:
+    def workers(self, jobs: Iterable[Job] | None = None) -> list[WorkerInfo]:
         """The live workers of this folder and the jobs each runs."""
         return worker_ops.live_workers(self, jobs)
 
@@ -714,14 +634,14 @@ class JobQueue:
         return worker_ops.start_workers(self, count, timeout, concurrency, offer)
 
     def ensure_worker(self) -> str | None:
-        """Start a detached worker unless one lives; its name, or None."""
+        """Start a detached worker unless one serves the queue; its name, or None."""
         return worker_ops.ensure_worker(self)
 
-    def ask_to_stop(self, worker: worker_ops.WorkerInfo) -> None:
+    def ask_to_stop(self, worker: WorkerInfo) -> None:
         """Ask live ``worker`` to stop after its running jobs."""
         worker_ops.ask_to_stop(worker)
 
-    def stop_workers(self, kill: bool = False) -> list[worker_ops.WorkerInfo]:
+    def stop_workers(self, kill: bool = False) -> list[WorkerInfo]:
         """Stop every live worker after its running jobs (kill them with ``kill``)."""
         return worker_ops.stop_workers(self, kill)
 

@@ -1,9 +1,11 @@
 """A job's record: what was asked for, and what became of it.
 
-One JSON file per job, ``<jobs>/<name>.json`` (0600 in a 0700 folder),
-written when the job is queued and updated, under the folder's lock, by the
-worker that starts it and by ``kill``. The state a user sees is derived from
-the record, the queue and the process record (see :mod:`.queue`).
+One record per job, written when the job is queued. Its :attr:`JobRecord.phase`
+is the job's one true place in its life, changed only by
+:mod:`dvc_task.jobs.lifecycle`, under the jobs lock; ``has_message`` says
+whether a message of its current task id was sent and not yet taken. The
+state a user sees is derived from the phase and, for a started job, its
+process record (see :mod:`dvc_task.jobs.view`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from dvc_task.exceptions import DvcTaskError
-from dvc_task.files import FileLock, NotARegularFileError, read_regular, write_atomic
-from dvc_task.proc.info import utc_now
+from dvc_task.files import (
+    FileLock,
+    NotARegularFileError,
+    check_name,
+    read_regular,
+    write_atomic,
+)
 
 QUEUED = "queued"
 STARTING = "starting"
@@ -63,12 +70,20 @@ FINAL_STATES = frozenset(
 )
 #: Final states that count as success for the jobs that wait for them.
 SUCCESS_STATES = frozenset({SUCCEEDED, SKIPPED})
-#: Why a job that has not started is not in the queue (besides being held).
-WAITING_FOR_JOBS = "jobs"
-WAITING_FOR_SLOTS = "slots"
-#: What a record says before a worker has taken the job, and after.
-NOT_STARTED = "not started"
+#: The phases of a job that has not started. Queued: its message waits (or
+#: a worker holds it); waiting to retry: its message waits out a retry's
+#: delay; the three parked phases have no message.
+WAITING_FOR_JOBS = "waiting for jobs"
+WAITING_FOR_SLOTS = "waiting for slots"
+RETRY_WAIT = "waiting to retry"
+#: A worker has taken the job and runs it (its process says how far).
 STARTED = "started"
+#: Phases without a message, left by ``release`` or :func:`promote`.
+PARKED_PHASES = frozenset({HELD, WAITING_FOR_JOBS, WAITING_FOR_SLOTS})
+#: Phases of a job that has not started.
+NOT_STARTED_PHASES = frozenset({QUEUED, RETRY_WAIT, *PARKED_PHASES})
+#: Every phase; the final ones are the final states.
+PHASES = (*NOT_STARTED_PHASES, STARTED, *FINAL_STATES)
 
 #: Exit codes of a command that could not be started, as shells have them.
 NOT_FOUND_EXIT = 127
@@ -85,7 +100,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "env": (dict,),
     "submitted_at": (str,),
     "task_id": (str,),
-    "progress": (str,),
+    "phase": (str,),
+    "has_message": (bool,),
     "worker": _OPTIONAL_STR,
     "worker_pid": _OPTIONAL_INT,
     "worker_create_time": (float, int, type(None)),
@@ -105,8 +121,6 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "timed_out": (bool,),
     "after": (list,),
     "priority": (int,),
-    "held": (bool,),
-    "waiting_for": _OPTIONAL_STR,
     "queued_at": _OPTIONAL_STR,
     "waiting_since": _OPTIONAL_STR,
     "creates": (list,),
@@ -116,7 +130,25 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "host": _OPTIONAL_STR,
     "handovers": (int,),
 }
-_FLAGS = frozenset({"timed_out", "held"})
+_FLAGS = frozenset({"timed_out", "has_message"})
+
+
+def check_job_name(name: str) -> str:
+    """``name`` if a new job may have it (see :func:`check_name`).
+
+    Besides what no file name may be, a job's name may not start with ``.``
+    (listings skip such files) or ``-`` (it would read as an option).
+
+    Raises:
+        ValueError: saying what is wrong with it.
+
+    """
+    check_name(name, "job")
+    if name[0] in ".-":
+        raise ValueError(
+            f"invalid job name {name!r}: it may not start with {name[0]!r}"
+        )
+    return name
 
 
 class JobError(DvcTaskError):
@@ -164,8 +196,10 @@ class JobRecord:
     env: dict[str, str]
     submitted_at: str
     task_id: str
-    #: ``not started``, ``started`` or one of :data:`FINAL_STATES`.
-    progress: str = NOT_STARTED
+    #: One of :data:`PHASES`; only :mod:`dvc_task.jobs.lifecycle` sets it.
+    phase: str = QUEUED
+    #: Whether a message of ``task_id`` was sent and no worker took it yet.
+    has_message: bool = False
     worker: str | None = None
     worker_pid: int | None = None
     worker_create_time: float | None = None
@@ -194,11 +228,6 @@ class JobRecord:
     after: list[str] = field(default_factory=list)
     #: Higher first; FIFO within one priority.
     priority: int = 0
-    #: Kept from starting until released.
-    held: bool = False
-    #: Why it is not in the queue: :data:`WAITING_FOR_JOBS` or
-    #: :data:`WAITING_FOR_SLOTS` (None: queued, or held only).
-    waiting_for: str | None = None
     #: When its current message was queued (None: when it was submitted).
     queued_at: str | None = None
     #: Since when it has waited for slots (None: it does not).
@@ -241,6 +270,8 @@ class JobRecord:
             raise InvalidJobRecordError(where, f"not JSON ({exc})") from None
         if not isinstance(raw, dict):
             raise InvalidJobRecordError(where, "not a JSON object")
+        if "phase" not in raw:
+            _upgrade(raw)
         known = {f.name for f in fields(cls)}
         try:
             record = cls(**{k: v for k, v in raw.items() if k in known})
@@ -273,35 +304,36 @@ class JobRecord:
             yield "'attempts' is not a list of objects"
         if not all(isinstance(v, str) for v in (*self.env, *self.env.values())):
             yield "'env' is not a mapping of strings"
-        if self.progress not in (NOT_STARTED, STARTED, *FINAL_STATES):
-            yield f"unknown progress {self.progress!r:.80}"
-        for when in (self.submitted_at, self.started_at, self.finished_at):
+        if self.phase not in PHASES:
+            yield f"unknown phase {self.phase!r:.80}"
+        for when in (
+            self.submitted_at,
+            self.started_at,
+            self.finished_at,
+            self.queued_at,
+            self.retry_at,
+            self.waiting_since,
+        ):
             try:
                 if when is not None:
                     datetime.fromisoformat(when)
             except ValueError:
                 yield f"{when!r:.80} is not a time"
 
-    def finish(
-        self,
-        progress: str,
-        returncode: int | None = None,
-        error: str | None = None,
-        finished_at: str | None = None,
-    ) -> None:
-        """Record how the job ended (at ``finished_at``, default now)."""
-        self.progress = progress
-        self.returncode = returncode
-        if error is not None:
-            self.error = error
-        self.finished_at = finished_at or utc_now()
+    @property
+    def not_started(self) -> bool:
+        """Whether no worker has taken it yet (and it has not ended)."""
+        return self.phase in NOT_STARTED_PHASES
 
     @property
     def parked(self) -> bool:
         """Whether it is kept out of the queue (held, or waiting for something)."""
-        return self.progress == NOT_STARTED and (
-            self.held or self.waiting_for is not None
-        )
+        return self.phase in PARKED_PHASES
+
+    @property
+    def finished(self) -> bool:
+        """Whether it is in a final phase."""
+        return self.phase in FINAL_STATES
 
     @property
     def max_attempts(self) -> int:
@@ -317,6 +349,22 @@ class JobRecord:
         return json.dumps(asdict(self)).encode("utf-8")
 
 
-def folder_lock(folder: Path) -> FileLock:
-    """Exclusive lock of ``folder`` (its ``.lock`` file), to use in ``with``."""
+def _upgrade(raw: dict[str, Any]) -> None:
+    """Give a record written before phases existed its phase (in place)."""
+    progress = raw.get("progress")
+    if progress in FINAL_STATES:
+        raw["phase"] = progress
+    elif progress == STARTED:
+        raw["phase"] = STARTED
+    elif raw.get("held") is True:
+        raw["phase"] = HELD
+    elif raw.get("waiting_for") in ("jobs", "slots"):
+        raw["phase"] = f"waiting for {raw['waiting_for']}"
+    else:
+        raw["phase"] = QUEUED
+        raw["has_message"] = True
+
+
+def jobs_lock(folder: Path) -> FileLock:
+    """Exclusive lock of the jobs folder (its ``.lock`` file), to use in ``with``."""
     return FileLock(folder / ".lock")

@@ -31,10 +31,9 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from celery.signals import worker_ready
@@ -42,23 +41,19 @@ from redis.exceptions import BusyLoadingError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from dvc_task.app.broker import make_private_folder
 from dvc_task.app.redisapp import RedisApp, check_redis_url, redacted
 from dvc_task.files import check_name, open_regular
+from dvc_task.folders import make_private_folder
 from dvc_task.jobs import output, slots
 from dvc_task.jobs import workers as worker_ops
-from dvc_task.jobs.queue import (
-    QUEUE_KEY,
+from dvc_task.jobs.backend import (
+    LOST_ATTEMPT,
     RUNS_ELSEWHERE,
     TAKE_OVER,
-    TASK_MODULES,
     AttemptLink,
-    JobQueue,
 )
+from dvc_task.jobs.queue import QUEUE_KEY, TASK_MODULES, JobQueue
 from dvc_task.jobs.record import (
-    FINAL_STATES,
-    LOST,
-    NOT_STARTED,
     QUEUED,
     RUNNING,
     STARTED,
@@ -69,12 +64,13 @@ from dvc_task.jobs.redisstore import ALIVE_S, BEAT_S, RedisStore, connect
 from dvc_task.jobs.view import (
     YOUNG_RECORD_S,
     Job,
+    WorkerInfo,
     being_queued,
     derive,
     due_later,
     parse_time,
 )
-from dvc_task.jobs.workers import WorkerInfo, short_name
+from dvc_task.jobs.workers import short_name
 from dvc_task.proc.info import utc_now
 from dvc_task.utils import StrPath
 from dvc_task.worker.temporary import LOCKS_KEY
@@ -220,13 +216,17 @@ class RedisJobQueue(JobQueue):
         # Kombu's Redis transport starts the lowest number first, 0 to 9.
         return max(0, min(9, 5 - priority))
 
-    def queue_view(self) -> dict[str, str]:
+    def message_states(self) -> dict[str, str]:
         """Messages are not listed: a job that has not started is queued."""
         return {}
 
-    def _from_record(self, record: JobRecord, view: dict[str, str]) -> Job:
+    def job_from_record(
+        self, record: JobRecord, view: dict[str, str] | None = None
+    ) -> Job:
+        """The job of ``record``; a started one is running while its worker beats."""
+        del view
         job = derive(record, {record.task_id: QUEUED}, None, None)
-        if record.progress != STARTED:
+        if record.phase != STARTED:
             return job
         alive = self.client.get(self.store.key("alive", record.name))
         if alive is None:
@@ -251,11 +251,12 @@ class RedisJobQueue(JobQueue):
         """Nothing: the request stored by ``kill`` reaches the job's worker."""
         del name, sig
 
-    def forget_message(
-        self, task_id: str, task_ids: dict[str, Path] | None = None
-    ) -> None:
+    def forget_messages(self, task_ids: Collection[str]) -> None:
         """Nothing: the job task keeps no result on the server."""
-        del task_id, task_ids
+        del task_ids
+
+    def forget_orphans(self) -> None:
+        """Nothing: the job task keeps no result on the server."""
 
     def forget_output(self, name: str) -> None:
         """Nothing more: the output stream goes with the record."""
@@ -302,9 +303,9 @@ class RedisJobQueue(JobQueue):
         return resent
 
     def _lost_message(self, record: JobRecord) -> bool:
-        if record.progress in FINAL_STATES or record.parked:
+        if record.finished or record.parked:
             return False
-        if record.progress == NOT_STARTED:
+        if record.not_started:
             return not being_queued(record) and not due_later(record)
         started = parse_time(record.started_at or record.submitted_at)
         old = (datetime.now(timezone.utc) - started).total_seconds() > YOUNG_RECORD_S
@@ -332,7 +333,7 @@ class RedisJobQueue(JobQueue):
             record = self.load(name)
         except JobError:
             return
-        if record.progress != STARTED:
+        if record.phase != STARTED:
             return
         alive = self.store.key("alive", name)
         deadline = time.monotonic() + ALIVE_S + BEAT_S
@@ -349,7 +350,7 @@ class RedisJobQueue(JobQueue):
         if self.client.exists(self.store.key("alive", record.name)):
             return RUNS_ELSEWHERE
         if record.handovers >= MAX_HANDOVERS:
-            return LOST
+            return LOST_ATTEMPT
         return TAKE_OVER
 
     @contextlib.contextmanager

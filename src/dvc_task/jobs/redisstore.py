@@ -29,7 +29,6 @@ from redis.lock import Lock
 from redis.retry import Retry
 
 from dvc_task.jobs.record import (
-    FINAL_STATES,
     STARTED,
     InvalidJobRecordError,
     JobRecord,
@@ -169,15 +168,15 @@ class RedisStore:
         pipe = self.client.pipeline()
         pipe.hset(self.key("jobs"), record.name, record.to_json())
         # The jobs that should have a message somewhere (see "open").
-        if record.progress in FINAL_STATES or record.parked:
+        if record.finished or record.parked:
             pipe.srem(self.key("open"), record.name)
         else:
             pipe.sadd(self.key("open"), record.name)
         alive = self.key("alive", record.name)
-        if record.progress in FINAL_STATES:
+        if record.finished:
             pipe.delete(alive)
         elif (
-            record.progress == STARTED
+            record.phase == STARTED
             and record.host == self.host
             and record.worker_pid == os.getpid()
         ):

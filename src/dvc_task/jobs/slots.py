@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dvc_task.app.broker import make_private_folder
 from dvc_task.files import FileLock, check_name
+from dvc_task.folders import make_private_folder
 from dvc_task.jobs.record import JobError, JobRecord
 
 #: Where the GPU locks of this user live (overridable for tests).

@@ -14,8 +14,6 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Union
 
-from dvc_task.app.broker import make_private_folder
-from dvc_task.app.watch import NEW_FILES, FolderWaiter
 from dvc_task.files import (
     check_name,
     read_regular,
@@ -23,13 +21,15 @@ from dvc_task.files import (
     write_atomic,
     write_private_file,
 )
+from dvc_task.folders import make_private_folder
 from dvc_task.jobs.listing import records
 from dvc_task.jobs.record import (
     InvalidJobRecordError,
     JobRecord,
     UnknownJobError,
-    folder_lock,
+    jobs_lock,
 )
+from dvc_task.watch import NEW_FILES, FolderWaiter
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -162,7 +162,7 @@ class FolderStore:
     def locked(self) -> AbstractContextManager[object]:
         """An OS lock on the folder's ``.lock`` file."""
         self.make()
-        return folder_lock(self.folder)
+        return jobs_lock(self.folder)
 
     def next_seq(self) -> int:
         """The counter in ``.seq``, incremented."""

@@ -13,47 +13,29 @@ import logging
 import os
 import signal
 import time
-from typing import Any, Union
+from typing import Any
 
 import psutil
 from celery import Celery, Task, shared_task
 from celery.exceptions import Reject
 
-from dvc_task.files import open_regular, unlink_quietly
-from dvc_task.jobs import schedule, slots
-from dvc_task.jobs.queue import (
-    JOB_TASK,
-    RUNS_ELSEWHERE,
-    AttemptLink,
-    JobQueue,
-    queue_of,
-)
+from dvc_task.files import open_regular
+from dvc_task.jobs import lifecycle, slots
+from dvc_task.jobs.backend import AttemptLink
+from dvc_task.jobs.queue import JOB_TASK, QUEUE_KEY, JobQueue
 from dvc_task.jobs.record import (
     FAILED_TO_START,
-    FINAL_STATES,
-    KILLED,
-    LOST,
     NOT_EXECUTABLE_EXIT,
     NOT_FOUND_EXIT,
-    NOT_STARTED,
-    SKIPPED,
-    STARTED,
-    WAITING_FOR_SLOTS,
-    InvalidJobRecordError,
     JobRecord,
-    UnknownJobError,
 )
-from dvc_task.jobs.view import derive, final_state
 from dvc_task.proc import ManagedProcess
 from dvc_task.proc.exceptions import ProcessNotTerminatedError, TimeoutExpired
-from dvc_task.proc.info import process_create_time, process_start_id, utc_now
-from dvc_task.proc.tree import descendants, signal_job, wait_ended, wait_gone
+from dvc_task.proc.tree import descendants, signal_job, wait_ended
 from dvc_task.utils import makedirs
 
 logger = logging.getLogger(__name__)
 
-#: How long a worker waits for a dead worker's leftover command to go.
-_STOP_WAIT_S = 10.0
 #: Seconds between SIGTERM and SIGKILL to a job past its time limit.
 TIMEOUT_GRACE_S = 5.0
 #: The variable that names a job's GPUs (as ``CUDA_VISIBLE_DEVICES`` does).
@@ -69,6 +51,12 @@ def worker_offer(app: Celery) -> slots.Offer:
     return offer
 
 
+def job_queue_for(app: Celery, folder: str) -> JobQueue:
+    """The job queue that ``app`` was made for, else the one in ``folder``."""
+    queue = app.conf.get(QUEUE_KEY)
+    return queue if isinstance(queue, JobQueue) else JobQueue(folder)
+
+
 @shared_task(bind=True, name=JOB_TASK, acks_late=True, ignore_result=True)
 def run(self: Task, name: str, folder: str) -> None:
     """Run job ``name`` of the jobs in ``folder``; its record says how.
@@ -78,7 +66,7 @@ def run(self: Task, name: str, folder: str) -> None:
     too long, the message goes back to the queue (once the server is back)
     instead of being lost with the job.
     """
-    queue = queue_of(self.app, folder)
+    queue = job_queue_for(self.app, folder)
     try:
         _run_job(self, queue, name)
     except Exception as exc:
@@ -89,22 +77,27 @@ def run(self: Task, name: str, folder: str) -> None:
 
 
 def _run_job(task: Task, queue: JobQueue, name: str) -> None:
-    offer = worker_offer(task.app)
+    """Take the job, run its attempt, record how it ended, promote its waiters."""
+    worker = str(task.request.hostname or "")
     queue.before_start(name)
-    started = _mark_started(
-        queue, name, str(task.request.id), str(task.request.hostname or ""), offer
+    taken = lifecycle.take(
+        queue,
+        name,
+        str(task.request.id),
+        worker=worker,
+        offer=worker_offer(task.app),
+        slot_folder=queue.app_dir / "slots" / worker,
     )
-    if not isinstance(started, tuple):
-        if started:  # it ended without running: its waiters move on
-            schedule.promote(queue, slots_freed=False)
+    if taken.record is None or taken.held is None:
+        if taken.ended:  # it ended without running: its waiters move on
+            lifecycle.promote(queue, slots_freed=False)
         return
-    record, held = started
-    had_slots = bool(held.locks)
+    had_slots = bool(taken.held.locks)
     try:
-        _run_attempt(queue, record, held)
+        _run_attempt(queue, taken.record, taken.held)
     finally:
-        held.release()
-    schedule.promote(queue, slots_freed=had_slots)
+        taken.held.release()
+    lifecycle.promote(queue, slots_freed=had_slots)
 
 
 def _run_attempt(queue: JobQueue, record: JobRecord, held: slots.Slots) -> None:
@@ -126,8 +119,7 @@ def _run_attempt(queue: JobQueue, record: JobRecord, held: slots.Slots) -> None:
             _record_failed_start(queue, name, proc, exc, link)
             return
         link.started()
-        with queue.locked():
-            kill_signal = queue.kill_requested(name)
+        kill_signal = queue.store.kill_requested(name)
         if kill_signal is not None:
             # Killed while it was starting: stop it now that it exists.
             try:
@@ -142,16 +134,9 @@ def _run_attempt(queue: JobQueue, record: JobRecord, held: slots.Slots) -> None:
             returncode = _stop_timed_out(proc)
         assert returncode is not None
         link.close()  # its last output is out before the job is seen ended
-    with queue.locked():
-        try:
-            record = queue.load(name)
-        except (UnknownJobError, InvalidJobRecordError) as exc:
-            logger.warning("job %s: its record is gone: %s", name, exc)
-            return
-        record.timed_out = timed_out
-        state = final_state(returncode, record.kill_signal, timed_out)
-        schedule.end_attempt(queue, record, state, returncode=returncode)
-    _log_end(name, state, returncode, time.monotonic() - begun)
+    ended = lifecycle.end_running(queue, name, returncode, timed_out)
+    if ended is not None:
+        _log_end(name, ended.phase, returncode, time.monotonic() - begun)
 
 
 def _write_header(queue: JobQueue, record: JobRecord) -> None:
@@ -202,141 +187,6 @@ def _stop_timed_out(proc: ManagedProcess) -> int | None:
     return proc.wait()
 
 
-Started = Union[tuple[JobRecord, slots.Slots], bool]
-
-
-def _mark_started(
-    queue: JobQueue, name: str, task_id: str, worker: str, offer: slots.Offer
-) -> Started:
-    """Mark the job started by this worker, with the slots it holds.
-
-    Otherwise whether the job ended without running (the jobs that wait
-    for it may go on). A message that is not the job's current one (queued
-    again since: a retry, a release) is dropped.
-    """
-    with queue.locked():
-        try:
-            record = queue.load(name)
-        except (UnknownJobError, InvalidJobRecordError) as exc:
-            logger.warning("job %s: not run: %s", name, exc)
-            return False
-        reason = _reason_not_to_run(record, task_id)
-        if reason is not None:
-            logger.info("job %s: not run: %s", name, reason)
-            return False
-        if record.progress != NOT_STARTED:
-            ended = _redelivered(queue, record)
-            if ended is not None:
-                return ended
-        if _ends_before_start(queue, record):
-            return True
-        held = None
-        if not (record.gpus or record.resources) or not (
-            schedule.overtakes_a_patient_job(queue, record, offer.patience)
-        ):
-            held = slots.take(record, offer, queue.app_dir / "slots" / worker)
-        if held is None:
-            schedule.park(queue, record, WAITING_FOR_SLOTS)
-            logger.info("job %s waits for its slots", name)
-            return False
-        if record.attempt > 1 or record.attempts:
-            # The last attempt's process record would stand for this one.
-            unlink_quietly(queue.procs_dir / name / f"{name}.json")
-        record.progress = STARTED
-        record.worker = worker
-        record.host = queue.host
-        record.worker_pid = os.getpid()
-        record.worker_create_time = process_create_time(os.getpid())
-        record.worker_start_id = process_start_id(os.getpid())
-        record.started_at = utc_now()
-        record.assigned_gpus = held.gpus
-        if record.waiting_since is not None:
-            # It no longer holds younger slot jobs back (see promote).
-            record.waiting_since = None
-            schedule.unmark(queue, name)
-        queue.save(record)
-    return record, held
-
-
-def _reason_not_to_run(record: JobRecord, task_id: str) -> str | None:
-    if record.task_id != task_id:
-        return "the message is an old one (it was queued again since)"
-    if record.progress in FINAL_STATES:
-        return f"it is {record.progress}"
-    if record.parked:
-        return "it was held meanwhile"  # release queues it again
-    return None
-
-
-def _ends_before_start(queue: JobQueue, record: JobRecord) -> bool:
-    """Record a job killed while starting, or one to skip; whether it ended."""
-    kill_signal = queue.kill_requested(record.name)
-    if kill_signal is not None:
-        record.kill_signal = kill_signal
-        record.finish(KILLED, error="killed while starting: it never ran")
-    elif record.creates and all(
-        os.path.exists(os.path.join(record.cwd, path)) for path in record.creates
-    ):
-        record.finish(SKIPPED, error="everything it creates exists")
-    else:
-        return False
-    queue.save(record)
-    _log_end(record.name, record.progress, None, None)
-    return True
-
-
-def _redelivered(queue: JobQueue, record: JobRecord) -> bool | None:
-    """Handle a message of a started job: whether it ended, None to run it."""
-    verdict = queue.redelivered(record)
-    if verdict == RUNS_ELSEWHERE:
-        logger.info("job %s: not run: it runs on %s", record.name, record.worker)
-        return False
-    if verdict == LOST:
-        return _record_redelivered(queue, record)
-    logger.warning("job %s: its worker died: taking it over", record.name)
-    _stop_leftover(queue, record.name)
-    schedule.hand_over(record)
-    return None
-
-
-def _stop_leftover(queue: JobQueue, name: str) -> None:
-    """Stop a command that a dead worker of this host left running."""
-    info = queue.manager.get(name)
-    if info is not None and info.returncode is None and info.command_alive():
-        logger.warning("job %s: stopping the command its dead worker left", name)
-        try:
-            wait_gone(signal_job(info.pid, signal.SIGKILL, group=True), _STOP_WAIT_S)
-        except ProcessLookupError:
-            pass
-
-
-def _record_redelivered(queue: JobQueue, record: JobRecord) -> bool:
-    # Its worker died after it started the job: that attempt is over, and a
-    # command it left running, which nobody waits for, is stopped. A retry
-    # follows if attempts are left. Whether the job has ended.
-    _stop_leftover(queue, record.name)
-    job = derive(record, {}, queue.manager.get(record.name), None)
-    if job.finished and job.state != LOST:
-        final = schedule.end_attempt(
-            queue,
-            record,
-            job.state,
-            returncode=job.returncode,
-            finished_at=job.finished_at,
-        )
-    else:
-        final = schedule.end_attempt(
-            queue,
-            record,
-            LOST,
-            returncode=job.returncode,
-            error="its worker died while it ran",
-            finished_at=job.finished_at,
-        )
-    _log_end(record.name, record.progress, record.returncode, None)
-    return final
-
-
 def _check_cwd(cwd: str) -> None:
     if not os.path.isdir(cwd):
         raise NotADirectoryError(f"working directory '{cwd}' is not a folder")
@@ -354,11 +204,7 @@ def _record_failed_start(
     message = f"dvc-task: cannot run {proc.args[0]!r}: {exc}"
     _append_line(queue, name, message)
     link.close()
-    with queue.locked():
-        record = queue.load(name)
-        schedule.end_attempt(
-            queue, record, FAILED_TO_START, returncode=returncode, error=message
-        )
+    lifecycle.end_not_started(queue, name, FAILED_TO_START, returncode, message)
     _log_end(name, FAILED_TO_START, returncode, None)
 
 

@@ -1,38 +1,36 @@
-"""What a job looks like to its users: one state, derived from what is on disk.
+"""What a job looks like to its users: one state, read from its phase.
 
-A job's state comes from three places that a job moves through in order: its
-message in the queue (``queued``, or ``starting`` once a live worker has
-claimed it), its record (the worker marks it started, or final), and its
-process record (``running`` until a return code is recorded).
+Read only. A job's record holds its phase (see
+:mod:`~dvc_task.jobs.lifecycle`); what a user sees adds two things to it:
+for a queued job, whether its message waits (``queued``), was claimed by a
+live worker (``starting``) or is nowhere to be found (``lost``); for a
+started one, its process record (``running`` until a return code is
+recorded, ``lost`` if its worker died).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from dvc_task.app.broker import BrokerFolders, list_messages
-from dvc_task.app.folderqueue import FolderQueue
-from dvc_task.files import read_regular
 from dvc_task.jobs.listing import UNREADABLE
 from dvc_task.jobs.record import (
     FAILED,
     FINAL_STATES,
-    HELD,
     KILLED,
     LOST,
-    NOT_STARTED,
     QUEUED,
+    RETRY_WAIT,
     RUNNING,
     SKIPPED,
+    STARTED,
     STARTING,
     SUCCEEDED,
     TIMED_OUT,
     WAITING,
+    WAITING_FOR_JOBS,
+    WAITING_FOR_SLOTS,
     JobRecord,
 )
 from dvc_task.proc.info import LOST_RETURNCODE, ProcessInfo, process_alive
@@ -148,41 +146,6 @@ def final_state(
     return FAILED
 
 
-def message_task_id(path: Path, tasks: Collection[str] | None = None) -> str | None:
-    """The Celery task id in message file ``path`` (None if unreadable).
-
-    With ``tasks``, None also for a message of a task not among them.
-    """
-    try:
-        headers = json.loads(read_regular(path))["headers"]
-        task_id = headers["id"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if tasks is not None and headers.get("task") not in tasks:
-        return None
-    return task_id if isinstance(task_id, str) else None
-
-
-def queue_view(folders: BrokerFolders) -> dict[str, str]:
-    """``task id -> queued | starting`` of every message waiting or claimed.
-
-    The inbox is read before the claims: a message that a worker claims
-    meanwhile moves forward, into a folder read later.
-    """
-    view: dict[str, str] = {}
-    for name in list_messages(folders.inbox):
-        task_id = message_task_id(folders.inbox / name)
-        if task_id:
-            view[task_id] = QUEUED
-    for owner, alive in FolderQueue(folders).claims():
-        state = STARTING if alive else QUEUED
-        for name in list_messages(owner):
-            task_id = message_task_id(owner / name)
-            if task_id:
-                view[task_id] = state
-    return view
-
-
 def derive(
     record: JobRecord,
     view: dict[str, str],
@@ -194,19 +157,17 @@ def derive(
     ``info`` is the process record (None if there is none), read after the
     job record; ``view`` is :func:`queue_view`, read before it.
     """
-    state = record.progress
+    state = record.phase
     returncode = record.returncode
     finished_at = record.finished_at
     pid = info.pid if info is not None else None
-    if record.held and record.progress == NOT_STARTED:
-        state = HELD
-    elif record.waiting_for is not None and record.progress == NOT_STARTED:
+    if record.phase in (WAITING_FOR_JOBS, WAITING_FOR_SLOTS):
         state = WAITING
-    elif record.progress == NOT_STARTED and due_later(record):
+    elif record.phase == RETRY_WAIT and due_later(record):
         state = QUEUED  # a retry that a worker keeps until it is due
-    elif record.progress == NOT_STARTED:
+    elif record.phase in (QUEUED, RETRY_WAIT):
         state = view.get(record.task_id) or _missing(record)
-    elif record.progress not in FINAL_STATES:
+    elif record.phase == STARTED:
         state, returncode, finished_at = _started_state(record, info)
     if state == LOST and record.attempt < record.max_attempts:
         state = QUEUED  # its message goes back to the queue: a retry follows
@@ -308,3 +269,37 @@ def from_process(name: str, info: ProcessInfo, output: str | None) -> Job:
         pid=info.pid,
         output=output,
     )
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A live worker of a job folder."""
+
+    name: str
+    node: str
+    pid: int | None
+    started_at: str | None
+    running: tuple[str, ...]
+    idle_since: str | None
+    #: Jobs at once (known for detached workers).
+    concurrency: int | None = None
+    #: Its host (known for workers on a broker server).
+    host: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How listings name it: ``name@host`` where the host is known."""
+        return self.name if self.host is None else f"{self.name}@{self.host}"
+
+    def asdict(self) -> dict[str, Any]:
+        """As JSON-ready data."""
+        return {
+            "name": self.name,
+            "node": self.node,
+            "pid": self.pid,
+            "started": self.started_at,
+            "running": list(self.running),
+            "idle_since": self.idle_since,
+            "concurrency": self.concurrency,
+            "host": self.host,
+        }

@@ -11,19 +11,19 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from dvc_task.files import lock_is_held, read_regular
+from dvc_task.jobs import control, lifecycle
 from dvc_task.jobs.record import RUNNING, STARTING, JobError
 from dvc_task.jobs.slots import OFFER_KEY, Offer, detect_gpus
-from dvc_task.jobs.view import Job, parse_time
+from dvc_task.jobs.view import Job, WorkerInfo, parse_time
 from dvc_task.proc import ManagedProcess, ProcessManager
 from dvc_task.utils import module_command
 
 if TYPE_CHECKING:
-    from dvc_task.jobs.queue import JobQueue
+    from dvc_task.jobs.backend import Backend
 
 #: Name of the first detached worker; the next ones get ``-2``, ``-3``...
 WORKER_NAME = "dvc-task-worker"
@@ -31,40 +31,6 @@ WORKER_NAME = "dvc-task-worker"
 CONCURRENCY_KEY = "dvc_task_concurrency"
 #: Seconds a detached worker waits for work before it exits.
 IDLE_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True)
-class WorkerInfo:
-    """A live worker of a job folder."""
-
-    name: str
-    node: str
-    pid: int | None
-    started_at: str | None
-    running: tuple[str, ...]
-    idle_since: str | None
-    #: Jobs at once (known for detached workers).
-    concurrency: int | None = None
-    #: Its host (known for workers on a broker server).
-    host: str | None = None
-
-    @property
-    def label(self) -> str:
-        """How listings name it: ``name@host`` where the host is known."""
-        return self.name if self.host is None else f"{self.name}@{self.host}"
-
-    def asdict(self) -> dict[str, Any]:
-        """As JSON-ready data."""
-        return {
-            "name": self.name,
-            "node": self.node,
-            "pid": self.pid,
-            "started": self.started_at,
-            "running": list(self.running),
-            "idle_since": self.idle_since,
-            "concurrency": self.concurrency,
-            "host": self.host,
-        }
 
 
 def node_name(name: str) -> str:
@@ -77,7 +43,7 @@ def short_name(node: str) -> str:
     return node[len("celery@") :] if node.startswith("celery@") else node
 
 
-def _locked_workers(queue: JobQueue) -> dict[str, tuple[int | None, str]]:
+def _locked_workers(queue: Backend) -> dict[str, tuple[int | None, str]]:
     """``node -> (pid, since)`` of every worker that holds its lock now."""
     broker = queue.app_dir / "broker"
     try:
@@ -101,7 +67,7 @@ def _locked_workers(queue: JobQueue) -> dict[str, tuple[int | None, str]]:
     return found
 
 
-def _detached(queue: JobQueue) -> dict[str, tuple[int | None, str, int | None]]:
+def _detached(queue: Backend) -> dict[str, tuple[int | None, str, int | None]]:
     """``node -> (pid, since, concurrency)`` of the live detached workers."""
     found: dict[str, tuple[int | None, str, int | None]] = {}
     manager = ProcessManager(queue.workers_dir)
@@ -117,7 +83,7 @@ def _detached(queue: JobQueue) -> dict[str, tuple[int | None, str, int | None]]:
 
 
 def _alive(
-    queue: JobQueue,
+    queue: Backend,
     detached: dict[str, tuple[int | None, str, int | None]] | None = None,
 ) -> dict[str, tuple[int | None, str]]:
     """``node -> (pid, since)`` of every live worker, detached or not.
@@ -131,9 +97,7 @@ def _alive(
     }
 
 
-def live_workers(
-    queue: JobQueue, jobs: Iterable[Job] | None = None
-) -> list[WorkerInfo]:
+def live_workers(queue: Backend, jobs: Iterable[Job] | None = None) -> list[WorkerInfo]:
     """The workers alive now, with the jobs each runs (from ``jobs`` if given)."""
     detached = _detached(queue)
     alive = _alive(queue, detached)
@@ -165,7 +129,7 @@ def live_workers(
 
 
 def start_workers(
-    queue: JobQueue,
+    queue: Backend,
     count: int = 1,
     timeout: float = IDLE_TIMEOUT_S,
     concurrency: int = 1,
@@ -211,14 +175,35 @@ def start_workers(
     return started
 
 
-def ensure_worker(queue: JobQueue) -> str | None:
-    """Start a detached worker unless one lives; the name of the one started."""
-    if _alive(queue):
+def _serving(queue: Backend) -> bool:
+    """Whether a worker will look at the queue again before it exits.
+
+    One that holds its lock will, and so will a detached one that has not
+    taken it yet. One that let go of it may already have made its last look
+    (it looks once more after letting go): it does not count.
+    """
+    locked = _locked_workers(queue)
+    if locked:
+        return True
+    broker = queue.app_dir / "broker"
+    for node, (pid, _, _) in _detached(queue).items():
+        try:
+            holder = read_regular(broker / f"worker-{node}.lock").strip()
+        except OSError:
+            return True  # no lock file yet: starting
+        if holder != str(pid).encode("ascii"):
+            return True  # a predecessor's lock file: starting
+    return False
+
+
+def ensure_worker(queue: Backend) -> str | None:
+    """Start a detached worker unless one serves the queue; its name, or None."""
+    if _serving(queue):
         return None
     return start_workers(queue, 1)[0]
 
 
-def stop_workers(queue: JobQueue, kill: bool = False) -> list[WorkerInfo]:
+def stop_workers(queue: Backend, kill: bool = False) -> list[WorkerInfo]:
     """Ask every live worker to stop once its running jobs end; those asked.
 
     With ``kill``, their running jobs are killed (SIGKILL) first.
@@ -228,7 +213,7 @@ def stop_workers(queue: JobQueue, kill: bool = False) -> list[WorkerInfo]:
         if kill:
             for name in worker.running:
                 try:
-                    queue.kill(name, force=True)
+                    control.kill(queue, name, force=True)
                 except JobError:
                     continue  # it has just ended
         queue.ask_to_stop(worker)
@@ -257,7 +242,7 @@ def offer_options(offer: Offer | None) -> list[str]:
 
 
 def work(
-    queue: JobQueue,
+    queue: Backend,
     name: str = WORKER_NAME,
     timeout: float = IDLE_TIMEOUT_S,
     concurrency: int = 1,
@@ -285,7 +270,7 @@ def work(
     queue.app.conf[OFFER_KEY] = offer or Offer(detect_gpus(), {})
     queue.app.conf[CONCURRENCY_KEY] = concurrency
     # Slots held by a worker that died are free again: try their jobs.
-    queue.promote()
+    lifecycle.promote(queue)
     try:
         with queue.worker_session(node_name(name)):
             _drain(
@@ -302,7 +287,7 @@ def work(
 
 
 def _drain(
-    queue: JobQueue,
+    queue: Backend,
     name: str,
     *,
     timeout: float,

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from shortuuid import uuid
 
-from dvc_task.app.broker import check_private
-from dvc_task.app.watch import CHANGED_FILES, FolderWaiter
 from dvc_task.files import check_name, folder_lock, open_regular
+from dvc_task.folders import check_private
 from dvc_task.proc.exceptions import (
     InvalidProcessInfoError,
     ProcessNotTerminatedError,
@@ -30,6 +29,7 @@ from dvc_task.proc.info import (
 )
 from dvc_task.proc.tree import signal_job, wait_gone
 from dvc_task.utils import StrPath, remove
+from dvc_task.watch import CHANGED_FILES, FolderWaiter
 
 if TYPE_CHECKING:
     from celery import Signature

@@ -17,10 +17,9 @@ from typing import IO, Any
 
 from shortuuid import uuid
 
-from dvc_task.app.broker import check_private
-from dvc_task.app.watch import NEW_FILES, FolderWaiter
 from dvc_task.exceptions import DvcTaskError
 from dvc_task.files import check_name, folder_lock, open_regular
+from dvc_task.folders import check_private
 from dvc_task.proc.exceptions import (
     InvalidProcessInfoError,
     ProcessNotTerminatedError,
@@ -35,6 +34,7 @@ from dvc_task.proc.info import (
 )
 from dvc_task.proc.tree import signal_job, wait_gone
 from dvc_task.utils import makedirs, module_command
+from dvc_task.watch import NEW_FILES, FolderWaiter
 
 logger = logging.getLogger(__name__)
 

@@ -128,8 +128,8 @@ class TopApp(App[None]):
                 queue.jobs_dir,
                 queue.procs_dir,
                 queue.workers_dir,
-                queue.broker_folders.inbox,
-                queue.broker_folders.inbox.parent,
+                queue.tasks.folders.inbox,
+                queue.tasks.folders.inbox.parent,
             ],
             self._changed,
         )

@@ -19,19 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from dvc_task.app.watch import CHANGED_FILES, FolderWaiter
 from dvc_task.files import open_regular
 from dvc_task.jobs import JobQueue
+from dvc_task.jobs.dependencies import show_failed_dependencies
 from dvc_task.jobs.listing import entries
 from dvc_task.jobs.record import (
     FINAL_STATES,
-    NOT_STARTED,
     RUNNING,
     InvalidJobRecordError,
     JobRecord,
 )
-from dvc_task.jobs.schedule import show_failed_dependencies
-from dvc_task.jobs.view import Job, queue_view, unreadable
+from dvc_task.jobs.view import Job, unreadable
+from dvc_task.watch import CHANGED_FILES, FolderWaiter
 
 #: How long the watcher waits at most between two looks (ticking durations).
 TICK_S = 1.0
@@ -136,10 +135,9 @@ class JobsReader:
     ) -> list[Job]:
         records = [value for _, value in seen.values()]
         waiting = any(
-            isinstance(r, JobRecord) and r.progress == NOT_STARTED and not r.parked
-            for r in records
+            isinstance(r, JobRecord) and r.not_started and not r.parked for r in records
         )
-        view = queue_view(self.queue.broker_folders) if waiting else {}
+        view = self.queue.message_states() if waiting else {}
         jobs: list[Job] = []
         names = set()
         for file_name, (_, value) in seen.items():
