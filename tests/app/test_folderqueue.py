@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from dvc_task.app.broker import BrokerFolders
-from dvc_task.folders import make_private_folder
 from dvc_task.app.folderqueue import FolderQueue
 from dvc_task.files import FileLock, lock_is_held
+from dvc_task.folders import make_private_folder
 
 from conftest import Processes
 

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from dvc_task.app.broker import BrokerFolders
-from dvc_task.folders import make_private_folder
 from dvc_task.app.folderqueue import FolderQueue
 from dvc_task.files import FileLock, NotARegularFileError, lock_is_held
+from dvc_task.folders import make_private_folder
 from dvc_task.proc import ManagedProcess, ProcessManager
 from dvc_task.proc.exceptions import InvalidProcessInfoError
 

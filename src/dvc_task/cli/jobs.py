@@ -1,31 +1,19 @@
-"""The ``dvc-task`` command line: queue commands, watch and control them."""
+"""The commands of single jobs: run, status, logs, kill, rm, cleanup."""
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
 import os
 import re
 import sys
-import warnings
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Any, Callable, NoReturn, TypeVar
+from typing import Any
 
 import click
 
-from dvc_task.cli_control import (
-    hold,
-    job_options,
-    make_offer,
-    offer_options,
-    pass_queue,
-    release,
-    retry,
-    top,
-)
-from dvc_task.exceptions import DvcTaskError
+from dvc_task.cli.control import job_options, pass_queue
+from dvc_task.cli.errors import INTERRUPTED_EXIT, quiet_stdout
 from dvc_task.jobs import (
     QUEUED,
     STATES,
@@ -33,83 +21,12 @@ from dvc_task.jobs import (
     Job,
     JobNotFinishedError,
     JobQueue,
-    UnknownJobError,
     WorkerInfo,
     display,
-    open_queue,
 )
-from dvc_task.jobs.workers import IDLE_TIMEOUT_S, WORKER_NAME
 
-F = TypeVar("F", bound=Callable[..., Any])
 #: How often ``run --wait`` makes sure a worker lives while its job waits.
 WORKER_CHECK_S = 1.0
-
-
-def handle_errors(func: F) -> F:
-    """Turn expected failures into one line on stderr and exit code 1."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except BrokenPipeError:
-            _quiet_stdout()  # its reader has gone (`| head`): no error
-            return None
-        except UnknownJobError as exc:
-            raise click.ClickException(str(exc)) from None
-        except (DvcTaskError, OSError, ValueError, TimeoutError) as exc:
-            raise click.ClickException(str(exc)) from None
-        except Exception as exc:
-            if not _is_redis_error(exc):
-                raise
-            raise click.ClickException(
-                f"the Redis server: {exc}: is it running and reachable, and is "
-                "--broker (DVC_TASK_BROKER) right?"
-            ) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _is_redis_error(exc: Exception) -> bool:
-    # The Redis client is imported only for a queue on a Redis server.
-    errors = sys.modules.get("redis.exceptions")
-    return errors is not None and isinstance(exc, errors.RedisError)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--dir",
-    "folder",
-    envvar="DVC_TASK_DIR",
-    default=".dvc-task",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Folder of the queue and its jobs (or DVC_TASK_DIR).",
-)
-@click.option(
-    "--broker",
-    envvar="DVC_TASK_BROKER",
-    metavar="URL",
-    help=(
-        "Redis server that holds the jobs, for workers on many hosts, e.g. "
-        "redis://:PASSWORD@HOST:6379/0 (or DVC_TASK_BROKER); --dir then "
-        "holds only this host's processes and logs."
-    ),
-)
-@click.version_option(package_name="dvc-task")
-@click.pass_context
-def cli(ctx: click.Context, folder: str, broker: str | None) -> None:
-    """Run commands in the background, without a broker server.
-
-    \b
-    Example:
-      dvc-task run --wait -- python train.py --epochs 3
-      dvc-task status
-    """
-    try:
-        ctx.obj = open_queue(folder, broker)
-    except (DvcTaskError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def _parse_env(
@@ -124,7 +41,7 @@ def _parse_env(
     return env
 
 
-@cli.command(context_settings={"allow_interspersed_args": False})
+@click.command(context_settings={"allow_interspersed_args": False})
 @click.option("--name", help="Job name (default: the next free number).")
 @click.option("--wait", is_flag=True, help="Stream the output; exit with its code.")
 @click.option(
@@ -145,7 +62,6 @@ def _parse_env(
 @job_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_queue
-@handle_errors
 def run(
     queue: JobQueue,
     /,
@@ -184,7 +100,7 @@ def run(
         click.echo(job.name)
         return
     click.echo(f"queued job {job.name}", err=True)
-    _exit_with(_stream(queue, job.name, not no_start))
+    sys.exit(_stream(queue, job.name, not no_start))
 
 
 def _stream(queue: JobQueue, name: str, start: bool) -> int:
@@ -200,9 +116,9 @@ def _stream(queue: JobQueue, name: str, start: bool) -> int:
             f"{name}', stop it with 'dvc-task kill {name}'",
             err=True,
         )
-        return 130
+        return INTERRUPTED_EXIT
     except BrokenPipeError:
-        _quiet_stdout()
+        quiet_stdout()
         return 0
     job = queue.job(name)
     if job.returncode is None:
@@ -228,18 +144,6 @@ def _wait_started(queue: JobQueue, name: str, start: bool) -> None:
         waiter.close()
 
 
-def _exit_with(code: int) -> NoReturn:
-    sys.exit(code)
-
-
-def _quiet_stdout() -> None:
-    # The reader has gone (e.g. `| head`): nothing more can be written, and
-    # Python must not complain when it flushes stdout at exit.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-
-
 # --- status ------------------------------------------------------------------
 
 
@@ -252,7 +156,7 @@ def _state_choice(value: str) -> str:
     return state
 
 
-@cli.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option(
     "--state",
@@ -262,7 +166,6 @@ def _state_choice(value: str) -> str:
     help=f"Only jobs in STATE (repeatable): {', '.join(STATES)}.",
 )
 @pass_queue
-@handle_errors
 def status(queue: JobQueue, as_json: bool, states: tuple[str, ...]) -> None:
     """List the jobs, oldest first, and the live workers.
 
@@ -285,7 +188,7 @@ def status(queue: JobQueue, as_json: bool, states: tuple[str, ...]) -> None:
         return
     colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     _print_jobs(shown, colour, hosts=queue.shared)
-    _print_workers(queue.workers(jobs), jobs)
+    print_workers(queue.workers(jobs), jobs)
 
 
 def _print_jobs(jobs: Iterable[Job], colour: bool, hosts: bool = False) -> None:
@@ -307,7 +210,8 @@ def _print_jobs(jobs: Iterable[Job], colour: bool, hosts: bool = False) -> None:
         click.echo(line)
 
 
-def _print_workers(workers: list[WorkerInfo], jobs: list[Job]) -> None:
+def print_workers(workers: list[WorkerInfo], jobs: list[Job]) -> None:
+    """Print the table of ``workers`` (or say none runs while ``jobs`` wait)."""
     if not workers:
         if any(job.state == QUEUED for job in jobs):
             click.echo("\nno worker is running: 'dvc-task start' starts one")
@@ -319,36 +223,14 @@ def _print_workers(workers: list[WorkerInfo], jobs: list[Job]) -> None:
         click.echo(line)
 
 
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@pass_queue
-@handle_errors
-def workers(queue: JobQueue, as_json: bool) -> None:
-    """List the live workers and the jobs they run.
-
-    \b
-    Example:
-      dvc-task workers --json
-    """
-    found = queue.workers() if queue.exists() else []
-    if as_json:
-        click.echo(json.dumps([w.asdict() for w in found], indent=2))
-        return
-    if not found:
-        click.echo("no worker is running")
-        return
-    _print_workers(found, [])
-
-
 # --- logs, kill, rm, cleanup ---------------------------------------------------
 
 
-@cli.command()
+@click.command()
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
 @click.option("-n", "--tail", type=click.IntRange(min=0), help="Only the last N lines.")
 @click.argument("name")
 @pass_queue
-@handle_errors
 def logs(queue: JobQueue, follow: bool, tail: int | None, name: str) -> None:
     """Print the output of job NAME as it was written (stdout and stderr).
 
@@ -369,16 +251,15 @@ def logs(queue: JobQueue, follow: bool, tail: int | None, name: str) -> None:
         out.flush()
         queue.copy_output(name, out.fileno(), tail)
     except BrokenPipeError:
-        _quiet_stdout()
+        quiet_stdout()
     except KeyboardInterrupt:
-        _exit_with(130)
+        sys.exit(INTERRUPTED_EXIT)
 
 
-@cli.command()
+@click.command()
 @click.option("--force", is_flag=True, help="SIGKILL instead of SIGTERM.")
 @click.argument("names", nargs=-1, required=True, metavar="NAME...")
 @pass_queue
-@handle_errors
 def kill(queue: JobQueue, force: bool, names: tuple[str, ...]) -> None:
     """Stop jobs and all their children; a queued job will never run.
 
@@ -390,11 +271,10 @@ def kill(queue: JobQueue, force: bool, names: tuple[str, ...]) -> None:
         click.echo(queue.kill(name, force=force))
 
 
-@cli.command()
+@click.command()
 @click.option("--force", is_flag=True, help="Kill a job that has not finished first.")
 @click.argument("names", nargs=-1, required=True, metavar="NAME...")
 @pass_queue
-@handle_errors
 def rm(queue: JobQueue, force: bool, names: tuple[str, ...]) -> None:
     """Forget jobs: their record, output, message and result.
 
@@ -433,7 +313,7 @@ def _parse_duration(
     return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
-@cli.command()
+@click.command()
 @click.option(
     "--older-than",
     callback=_parse_duration,
@@ -441,7 +321,6 @@ def _parse_duration(
     help="Only jobs that finished over D ago (90s, 30m, 2h, 7d).",
 )
 @pass_queue
-@handle_errors
 def cleanup(queue: JobQueue, older_than: float | None) -> None:
     """Remove every finished job, with its output, message and result.
 
@@ -457,140 +336,3 @@ def cleanup(queue: JobQueue, older_than: float | None) -> None:
         click.echo(f"removed {display.printable(job.name)} ({job.state})")
     if not removed:
         click.echo("nothing to remove")
-
-
-# --- workers -------------------------------------------------------------------
-
-
-def _log_setup(verbose: bool, quiet: bool) -> str:
-    """Configure the worker's output; the log level for Celery."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    jobs_log = logging.getLogger("dvc_task.jobs")
-    jobs_log.addHandler(handler)
-    jobs_log.propagate = False
-    jobs_log.setLevel(logging.WARNING if quiet else logging.INFO)
-    if verbose:
-        return "INFO"
-    # Celery's advice against running as root is part of its start-up talk.
-    warnings.filterwarnings("ignore", message=".*superuser privileges")
-    return "ERROR" if quiet else "WARNING"
-
-
-def _timeout_option(text: str) -> Callable[[F], F]:
-    return click.option(
-        "--timeout",
-        type=click.FloatRange(min=0),
-        default=IDLE_TIMEOUT_S,
-        show_default=True,
-        help=text,
-    )
-
-
-@cli.command()
-@_timeout_option("Exit after this many idle seconds.")
-@click.option(
-    "-j",
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Jobs at once.",
-)
-@click.option("--name", default=WORKER_NAME, show_default=True, help="Worker name.")
-@click.option("-v", "--verbose", is_flag=True, help="Celery's own log too.")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
-@offer_options
-@pass_queue
-@handle_errors
-def worker(
-    queue: JobQueue,
-    *,
-    timeout: float,
-    concurrency: int,
-    name: str,
-    verbose: bool,
-    quiet: bool,
-    gpu_ids: list[str] | None,
-    resources: dict[str, int],
-    slot_patience: float,
-) -> None:
-    """Run a worker in the foreground until the queue stays empty.
-
-    It prints one line per job: its name, state and duration.
-
-    \b
-    Example:
-      dvc-task worker --timeout 30 --concurrency 2
-      dvc-task worker --gpus 0,1 --resources mem=64 --concurrency 4
-    """
-    loglevel = _log_setup(verbose, quiet)
-    offer = make_offer(gpu_ids, resources, slot_patience)
-    if not queue.work(name, timeout, concurrency, loglevel, offer=offer):
-        raise click.ClickException(f"a worker called {name!r} is already running")
-
-
-@cli.command()
-@click.option(
-    "-j", "--workers", "count", type=click.IntRange(min=1), default=1, show_default=True
-)
-@_timeout_option("Each exits after this many idle seconds.")
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Jobs at once, per worker.",
-)
-@offer_options
-@pass_queue
-@handle_errors
-def start(
-    queue: JobQueue,
-    *,
-    count: int,
-    timeout: float,
-    concurrency: int,
-    gpu_ids: list[str] | None,
-    resources: dict[str, int],
-    slot_patience: float,
-) -> None:
-    """Start detached workers that run the queued jobs, then exit when idle.
-
-    \b
-    Example:
-      dvc-task start -j 2
-      dvc-task start --concurrency 2 --gpus 0,1
-    """
-    offer = make_offer(gpu_ids, resources, slot_patience)
-    for name in queue.start_workers(count, timeout, concurrency, offer):
-        click.echo(f"started worker {name}")
-
-
-@cli.command()
-@click.option("--kill", is_flag=True, help="Kill their running jobs (SIGKILL) first.")
-@pass_queue
-@handle_errors
-def stop(queue: JobQueue, kill: bool) -> None:
-    """Stop the workers; running jobs finish first unless --kill.
-
-    \b
-    Example:
-      dvc-task stop --kill
-    """
-    stopped = queue.stop_workers(kill) if queue.exists() else []
-    for found in stopped:
-        click.echo(f"stopping worker {display.printable(found.name)}")
-    if not stopped:
-        click.echo("no worker is running")
-
-
-cli.add_command(retry)
-cli.add_command(hold)
-cli.add_command(release)
-cli.add_command(top)
-
-
-def main() -> None:
-    """Console script entry point."""
-    cli(prog_name="dvc-task")

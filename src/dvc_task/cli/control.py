@@ -166,7 +166,7 @@ def _each(names: Sequence[str], action: Callable[[str], str]) -> None:
     for name in names:
         try:
             click.echo(action(name))
-        except (DvcTaskError, KeyError) as exc:
+        except (DvcTaskError, ValueError) as exc:
             click.echo(f"Error: {exc}", err=True)
             failed = True
     if failed:
@@ -202,10 +202,7 @@ def retry(
         ]
     if not chosen:
         raise click.UsageError("name the jobs to retry, or give --failed")
-    try:
-        queued = queue.retry(chosen)
-    except (DvcTaskError, KeyError) as exc:
-        raise click.ClickException(str(exc)) from None
+    queued = queue.retry(chosen)
     for name in queued:
         click.echo(f"queued {name} again")
     if not no_start:
