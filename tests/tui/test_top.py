@@ -211,7 +211,9 @@ def test_hold_release_retry_and_remove_keys(queue: JobQueue) -> None:
             pilot,
             lambda: (
                 queue.job("job").state == "failed"
-                and len(json.loads((queue.jobs_dir / "job.json").read_text())["attempts"])
+                and len(
+                    json.loads((queue.jobs_dir / "job.json").read_text())["attempts"]
+                )
                 == 1
             ),
             "retry",

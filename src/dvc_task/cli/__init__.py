@@ -15,7 +15,9 @@ from dvc_task.jobs import open_queue
 PROG = "dvc-task"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=errors.Commands, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.option(
     "--dir",
     "folder",

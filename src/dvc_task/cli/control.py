@@ -161,15 +161,24 @@ def make_offer(
     return Offer(gpus, resources, slot_patience)
 
 
-def _each(names: Sequence[str], action: Callable[[str], str]) -> None:
-    failed = False
+def _each(
+    names: Sequence[str], action: Callable[[str], str], then: Callable[[], object]
+) -> None:
+    """``action`` on each name (an error is said, the others go on).
+
+    ``then`` runs once if any succeeded; the exit code is 1 if any failed.
+    """
+    done = 0
     for name in names:
         try:
             click.echo(action(name))
         except (DvcTaskError, ValueError) as exc:
             click.echo(f"Error: {exc}", err=True)
-            failed = True
-    if failed:
+        else:
+            done += 1
+    if done:
+        then()
+    if done < len(names):
         raise SystemExit(1)
 
 
@@ -222,6 +231,7 @@ def hold(queue: JobQueue, names: tuple[str, ...]) -> None:
     _each(
         names,
         lambda name: f"held {name}" if queue.hold(name) else f"{name} was held",
+        then=lambda: None,
     )
 
 
@@ -241,11 +251,7 @@ def release(queue: JobQueue, no_start: bool, names: tuple[str, ...]) -> None:
         queue.release(name)
         return f"released {name}"
 
-    try:
-        _each(names, one)
-    finally:
-        if not no_start:
-            queue.ensure_worker()
+    _each(names, one, then=lambda: no_start or queue.ensure_worker())
 
 
 @click.command()

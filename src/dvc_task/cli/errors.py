@@ -37,6 +37,23 @@ def quiet_stdout() -> None:
     os.close(devnull)
 
 
+class Commands(click.Group):
+    """A command group whose commands end quietly on a closed pipe or Ctrl-C.
+
+    Click would turn both into its own exit 1 before :func:`run` sees them.
+    """
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the chosen command."""
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            quiet_stdout()  # its reader has gone (``| head``): no error
+            sys.exit(0)
+        except KeyboardInterrupt:
+            sys.exit(INTERRUPTED_EXIT)
+
+
 def run(group: click.Group, prog_name: str) -> NoReturn:
     """Run the command line of ``group``; exit with its code."""
     try:
@@ -47,12 +64,7 @@ def run(group: click.Group, prog_name: str) -> NoReturn:
     except click.ClickException as exc:
         fail(exc.format_message(), exc.exit_code)
     except click.Abort:
-        fail("aborted")
-    except BrokenPipeError:
-        quiet_stdout()
-        sys.exit(0)
-    except KeyboardInterrupt:
-        sys.exit(INTERRUPTED_EXIT)
+        fail("aborted", INTERRUPTED_EXIT)
     except (DvcTaskError, OSError, ValueError, TimeoutError) as exc:
         fail(str(exc))
     except Exception as exc:
