@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,8 @@ from kombu.message import Message
 #: Seconds a delivered message may go without its worker's heartbeat before
 #: Redis hands it to another worker (``DVC_TASK_VISIBILITY_TIMEOUT``).
 VISIBILITY_TIMEOUT_S = 15.0
+#: Our Kombu transport for Redis (see :mod:`dvc_task.app.redistransport`).
+TRANSPORT = "dvc_task.app.redistransport:Transport"
 #: The schemes of the broker URLs that mean Redis.
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+socket://")
 
@@ -63,7 +66,8 @@ class RedisApp(Celery):
     took is acknowledged once its task has run (``acks_late``); if the
     worker dies, Redis gives it to another worker once it has gone
     ``visibility_timeout`` seconds without the worker's heartbeat (dvc-task's
-    workers renew it while they hold the message).
+    workers renew it while they hold the message: see
+    :mod:`~dvc_task.app.redistransport`).
     """
 
     def __init__(
@@ -86,6 +90,9 @@ class RedisApp(Celery):
             ValueError: ``url`` is not a Redis URL.
         """
         super().__init__(main, broker=check_redis_url(url), backend=url, **kwargs)
+        if url.startswith("rediss://") and "ssl_cert_reqs" not in url:
+            # What Kombu does for a rediss:// URL of its own transport.
+            self.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_NONE}
         timeout = visibility if visibility is not None else visibility_timeout()
         self.visibility_timeout = timeout
         transport = {
@@ -97,6 +104,8 @@ class RedisApp(Celery):
             "priority_steps": list(range(10)),
         }
         self.conf.update(
+            # Kombu's Redis transport, renewing the messages a worker holds.
+            broker_transport=TRANSPORT,
             task_serializer="json",
             result_serializer="json",
             accept_content=["json"],
@@ -115,9 +124,8 @@ class RedisApp(Celery):
 
     def _lists(self, channel: Any, queue: str | None) -> list[str]:
         """The Redis lists of ``queue``, one per priority, first served first."""
-        name = queue or self.conf.task_default_queue
-        steps = sorted(set(channel.priority_steps))
-        return [channel._q_for_pri(name, step) for step in steps]
+        lists: list[str] = channel.queue_lists(queue or self.conf.task_default_queue)
+        return lists
 
     def pending(self, queue: str | None = None) -> int:
         """Messages waiting in ``queue``, plus those workers took and not acked."""

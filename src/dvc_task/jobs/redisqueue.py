@@ -144,8 +144,19 @@ class _RedisLink(AttemptLink):
                     self._beat()
             except (RedisError, ValueError) as exc:
                 logger.warning("job %s: Redis: %s; trying again", self.name, exc)
-        with contextlib.suppress(RedisError):
+        try:
             self._forward()
+        except RedisError as exc:
+            # Not silently: the file on this host still has all of it.
+            logger.warning(
+                "job %s: the end of its output (from byte %d) could not be sent "
+                "to the server (%s); it is in %s on %s",
+                self.name,
+                self.offset,
+                exc,
+                self.path,
+                self.queue.host,
+            )
 
     def _signal(self, sig: int) -> None:
         try:
@@ -466,7 +477,12 @@ def _quiet_cancel_warning(**_: Any) -> None:
 
 
 class _WorkerSession:
-    """A worker's heartbeat: its entry, its messages' visibility, ``stop``."""
+    """A worker's entry and heartbeat on the server, and its ``stop`` flag.
+
+    The heartbeat and the look for lost messages are timers of the worker's
+    event loop (installed when each of its Celery workers is ready): a
+    worker whose loop is stuck stops beating, as one that died does.
+    """
 
     def __init__(self, queue: RedisJobQueue, node: str) -> None:
         self.queue = queue
@@ -484,54 +500,44 @@ class _WorkerSession:
         }
         store.client.delete(store.key("stop", self.ident))
         store.client.hset(store.key("workers"), self.ident, json.dumps(entry))
-        self._done = threading.Event()
-        self._beat()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        self._sweeper = threading.Thread(target=self._sweep, daemon=True)
-        self._sweeper.start()
+        self.beat()
+        worker_ready.connect(self._on_ready, weak=False)
 
-    def _beat(self) -> None:
-        from celery.worker import state as worker_state  # noqa: PLC0415
+    def _on_ready(self, sender: Any = None, **_: Any) -> None:
+        """A Celery worker of ours is ready: its loop beats for it."""
+        self.beat()
+        sender.timer.call_repeatedly(BEAT_S, self.beat)
+        sender.timer.call_repeatedly(SWEEP_S, self.sweep)
 
+    def beat(self) -> None:
+        """Say that this worker lives; stop it if it was asked to."""
         store = self.queue.store
-        pipe = store.client.pipeline()
-        pipe.set(store.key("worker", self.ident), b"1", px=int(ALIVE_S * 1000))
-        now = time.time()
-        held = [*worker_state.requests.values(), *worker_state.scheduled_requests]
-        for request in held:
-            tag = (request.delivery_info or {}).get("delivery_tag")
-            if tag:
-                pipe.zadd("unacked_index", {tag: now}, xx=True)
-        pipe.exists(store.key("stop", self.ident))
-        if pipe.execute()[-1]:
+        try:
+            pipe = store.client.pipeline()
+            pipe.set(store.key("worker", self.ident), b"1", px=int(ALIVE_S * 1000))
+            pipe.exists(store.key("stop", self.ident))
+            stop = pipe.execute()[-1]
+        except RedisError as exc:
+            logger.warning("worker heartbeat: Redis: %s; trying again", exc)
+            return
+        if stop:
             logger.info("asked to stop: stopping after the running jobs")
             store.client.delete(store.key("stop", self.ident))
             os.kill(os.getpid(), signal.SIGTERM)
 
-    def _run(self) -> None:
-        while not self._done.wait(BEAT_S):
-            try:
-                self._beat()
-            except RedisError as exc:
-                logger.warning("worker heartbeat: Redis: %s; trying again", exc)
-
-    def _sweep(self) -> None:
-        """Every :data:`SWEEP_S`, one live worker looks for lost messages."""
+    def sweep(self) -> None:
+        """One live worker at a time looks for jobs whose message was lost."""
         store = self.queue.store
-        while not self._done.wait(SWEEP_S):
-            try:
-                if store.client.set(
-                    store.key("sweep"), b"1", nx=True, px=int(SWEEP_S * 1000)
-                ):
-                    self.queue.resend_lost()
-            except RedisError as exc:
-                logger.warning("looking for lost messages: Redis: %s", exc)
+        try:
+            if store.client.set(
+                store.key("sweep"), b"1", nx=True, px=int(SWEEP_S * 1000)
+            ):
+                self.queue.resend_lost()
+        except RedisError as exc:
+            logger.warning("looking for lost messages: Redis: %s", exc)
 
     def close(self) -> None:
-        self._done.set()
-        self._thread.join()
-        self._sweeper.join()
+        worker_ready.disconnect(self._on_ready)
         store = self.queue.store
         with contextlib.suppress(RedisError):
             pipe = store.client.pipeline()

@@ -14,20 +14,26 @@ jobs queued or running, whose message a worker looks for now and then.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import BusyLoadingError, RedisError
+from redis.client import Pipeline
+from redis.exceptions import (
+    BusyLoadingError,
+    LockNotOwnedError,
+    RedisError,
+    WatchError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.lock import Lock
 from redis.retry import Retry
 
+from dvc_task.exceptions import DvcTaskError
 from dvc_task.jobs.record import (
     STARTED,
     InvalidJobRecordError,
@@ -38,6 +44,8 @@ from dvc_task.jobs.store import Entry
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "dvc-task:"
 #: Seconds between a worker's heartbeats; a job or worker without one for
@@ -64,15 +72,31 @@ def connect(url: str, patience: float = RECONNECT_S) -> redis.Redis:
     )
 
 
-class _Renewer:
-    """One thread per process that renews every Redis lock held here."""
+class JobsLockLostError(DvcTaskError):
+    """The jobs lock expired while this process held it; nothing more is saved."""
 
     def __init__(self) -> None:
-        self._held: set[Lock] = set()
+        super().__init__(
+            "the jobs lock on the Redis server expired while this process held it "
+            f"(paused for over {LOCK_TTL_S:.0f} s, or the server restarted): "
+            "another process may have changed the same jobs, so this change was "
+            "not saved; look at 'dvc-task status' and do it again"
+        )
+
+
+class _Renewer:
+    """One thread per process that renews every Redis lock held here.
+
+    A lock that cannot be renewed because another holder has it now is
+    marked lost: its holder's next write, and its release, raise.
+    """
+
+    def __init__(self) -> None:
+        self._held: set[_Lock] = set()
         self._guard = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def add(self, lock: Lock) -> None:
+    def add(self, lock: _Lock) -> None:
         with self._guard:
             self._held.add(lock)
             if self._thread is None:
@@ -81,7 +105,7 @@ class _Renewer:
                 )
                 self._thread.start()
 
-    def discard(self, lock: Lock) -> None:
+    def discard(self, lock: _Lock) -> None:
         with self._guard:
             self._held.discard(lock)
 
@@ -91,8 +115,7 @@ class _Renewer:
             with self._guard:
                 held = list(self._held)
             for lock in held:
-                with contextlib.suppress(RedisError):
-                    lock.reacquire()
+                lock.renew()
 
 
 _RENEWER = _Renewer()
@@ -101,20 +124,48 @@ _RENEWER = _Renewer()
 class _Lock:
     """The jobs lock: ``SET NX PX`` with a token, renewed while it is held."""
 
-    def __init__(self, client: redis.Redis, key: str) -> None:
+    def __init__(self, client: redis.Redis, key: str, holder: threading.local) -> None:
+        self.key = key
         self._lock = client.lock(
             key, timeout=LOCK_TTL_S, sleep=0.002, thread_local=False
         )
+        self._holder = holder
+        self.lost = False
+
+    @property
+    def token(self) -> bytes | None:
+        """The token of this holder (what the server keeps under the key)."""
+        token: bytes | None = self._lock.local.token
+        return token
+
+    def renew(self) -> None:
+        """Push the expiry back; a lock someone else holds now is lost."""
+        try:
+            self._lock.reacquire()
+        except LockNotOwnedError:
+            self.lost = True
+            _RENEWER.discard(self)
+            logger.error("the jobs lock expired while held: %s", JobsLockLostError())
+        except RedisError:
+            pass  # away for a moment: the next renewal tries again
 
     def __enter__(self) -> _Lock:
         self._lock.acquire(blocking=True)
-        _RENEWER.add(self._lock)
+        _RENEWER.add(self)
+        self._holder.lock = self
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        _RENEWER.discard(self._lock)
-        with contextlib.suppress(RedisError):
+    def __exit__(self, kind: object, *exc: object) -> None:
+        _RENEWER.discard(self)
+        self._holder.lock = None
+        try:
             self._lock.release()
+        except LockNotOwnedError:
+            self.lost = True
+        except RedisError:
+            pass  # the server is away: the lock expires by itself
+        if self.lost and kind is None:
+            raise JobsLockLostError
 
 
 class _ChannelWaiter:
@@ -151,6 +202,8 @@ class RedisStore:
         """Keep records on the server of ``client``; ``host`` is this host."""
         self.client = client
         self.host = host
+        #: The jobs lock that this thread holds (``lock``), if any.
+        self._holder = threading.local()
 
     def key(self, *parts: str) -> str:
         """A key of ours."""
@@ -164,8 +217,31 @@ class RedisStore:
         return JobRecord.parse(cast(bytes, data), f"job record {name!r} on Redis")
 
     def save(self, record: JobRecord) -> None:
-        """Write ``record``; a started one written by its worker is alive."""
-        pipe = self.client.pipeline()
+        """Write ``record``; a started one written by its worker is alive.
+
+        Under the jobs lock, only while this thread still holds it: the
+        write and the check of the lock's token are one transaction.
+
+        Raises:
+            JobsLockLostError: the lock expired and someone else holds it.
+        """
+        held: _Lock | None = getattr(self._holder, "lock", None)
+        with self.client.pipeline() as pipe:
+            try:
+                if held is not None:
+                    cast(Any, pipe).watch(held.key)
+                    if held.lost or pipe.get(held.key) != held.token:
+                        held.lost = True
+                        raise JobsLockLostError
+                    pipe.multi()
+                self._write(pipe, record)
+                pipe.execute()
+            except WatchError:
+                if held is not None:
+                    held.lost = True
+                raise JobsLockLostError from None
+
+    def _write(self, pipe: Pipeline, record: JobRecord) -> None:
         pipe.hset(self.key("jobs"), record.name, record.to_json())
         # The jobs that should have a message somewhere (see "open").
         if record.finished or record.parked:
@@ -182,7 +258,6 @@ class RedisStore:
         ):
             pipe.set(alive, b"{}", px=int(ALIVE_S * 1000), nx=True)
         pipe.publish(self.key("changed"), record.name)
-        pipe.execute()
 
     def has(self, name: str) -> bool:
         """Whether the hash has the job."""
@@ -214,7 +289,7 @@ class RedisStore:
 
     def locked(self) -> AbstractContextManager[object]:
         """The jobs lock."""
-        return _Lock(self.client, self.key("lock"))
+        return _Lock(self.client, self.key("lock"), self._holder)
 
     def next_seq(self) -> int:
         """``INCR`` of the counter."""
