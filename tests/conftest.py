@@ -271,13 +271,19 @@ def end_all(folder: Path) -> None:
                 os.killpg(job.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    for worker in queue.workers():
-        if worker.pid is not None and worker.pid > 1:
-            try:
-                os.kill(worker.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    wait_for(lambda: not queue.workers(), "the workers to be gone", timeout=30)
+
+    def killed_all() -> bool:
+        # A worker being spawned has no pid yet: killed once it has one.
+        workers = queue.workers()
+        for worker in workers:
+            if worker.pid is not None and worker.pid > 1:
+                try:
+                    os.kill(worker.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        return not workers
+
+    wait_for(killed_all, "the workers to be gone", timeout=30)
 
 
 @pytest.fixture
