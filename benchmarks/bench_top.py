@@ -36,7 +36,7 @@ IDLE_S = 10.0
 def make_jobs(folder: Path, count: int) -> JobQueue:
     queue = JobQueue(folder)
     queue.submit(["true"], name="first", held=True)
-    base = json.loads((queue.jobs_dir / "first.json").read_text())
+    base = json.loads((queue.backend.jobs_dir / "first.json").read_text())
     for i in range(count - 1):
         record = {
             **base,
@@ -48,7 +48,7 @@ def make_jobs(folder: Path, count: int) -> JobQueue:
             "started_at": base["submitted_at"],
             "finished_at": base["submitted_at"],
         }
-        (queue.jobs_dir / f"j{i:05d}.json").write_text(json.dumps(record))
+        (queue.backend.jobs_dir / f"j{i:05d}.json").write_text(json.dumps(record))
     return queue
 
 

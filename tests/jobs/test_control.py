@@ -166,7 +166,7 @@ def test_worker_killed_mid_attempt_uses_up_that_attempt_only(
     job = queue.wait("j", timeout=120)
 
     assert (job.state, job.attempt) == ("succeeded", 2)
-    (first,) = json.loads((queue.jobs_dir / "j.json").read_text())["attempts"]
+    (first,) = json.loads((queue.backend.jobs_dir / "j.json").read_text())["attempts"]
     assert first["state"] == "lost"
 
 
@@ -531,9 +531,9 @@ def test_status_shows_a_failed_dependency_before_any_worker_records_it(
     queue.submit(["false"], name="dep", held=True)
     queue.submit(["true"], name="waiter", after=["dep"])
     queue.submit(["true"], name="then", after=["waiter"])
-    record = json.loads((queue.jobs_dir / "dep.json").read_text())
+    record = json.loads((queue.backend.jobs_dir / "dep.json").read_text())
     record.update(phase="failed", returncode=1)
-    (queue.jobs_dir / "dep.json").write_text(json.dumps(record))
+    (queue.backend.jobs_dir / "dep.json").write_text(json.dumps(record))
 
     assert queue.job("waiter").state == "dependency failed"
     assert [job.state for job in queue.jobs()] == ["failed"] + ["dependency failed"] * 2

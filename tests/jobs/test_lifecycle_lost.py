@@ -91,7 +91,7 @@ def recovered_between_reads(queue: JobQueue) -> Iterator[None]:
     def claims_after_recovery(self: FolderQueue) -> Iterator[Any]:
         if armed:
             armed.clear()
-            assert FolderQueue(queue.tasks.folders).recover() == 1
+            assert FolderQueue(queue.backend.tasks.folders).recover() == 1
         return claims(self)
 
     mp = pytest.MonkeyPatch()

@@ -42,7 +42,7 @@ def test_run_just_after_the_last_worker_left_still_gets_its_job_run(
     (name,) = queue.start_workers(timeout=0.5)
     lock = cli.folder / "app" / "broker" / f"worker-celery@{name}.lock"
     wait_for(lambda: lock_is_held(lock), "the worker to run")
-    info = ProcessManager(queue.workers_dir).get(name)
+    info = ProcessManager(queue.backend.workers_dir).get(name)
     assert info is not None
     assert info.runner_pid is not None
     assert info.pid is not None
@@ -132,7 +132,7 @@ def test_cleanup_keeps_a_job_that_retry_queued_again_meanwhile(cli: Cli) -> None
 
     # "j" was queued again before cleanup took the lock: it is not finished,
     # so it stays, and it runs.
-    assert queue.has_record("j"), "cleanup deleted a job queued again by retry"
+    assert queue.backend.has_record("j"), "cleanup deleted a job queued again by retry"
     queue.start_workers()
     assert queue.wait("j", timeout=20).state == "failed"
     assert queue.job("j").attempt == 1
@@ -154,7 +154,9 @@ def test_rm_keeps_a_job_that_run_replace_queued_again_meanwhile(
 
     # rm chose the finished "j"; the new "j" is another job, queued: rm may
     # refuse, or remove nothing, but the new job stays.
-    assert queue.has_record("j"), "rm deleted the new job queued by run --replace"
+    assert queue.backend.has_record("j"), (
+        "rm deleted the new job queued by run --replace"
+    )
     queue.start_workers()
     assert queue.wait("j", timeout=20).state == "succeeded"
     assert marker.exists()

@@ -107,11 +107,11 @@ def test_a_job_whose_start_cannot_be_recorded_gives_its_slot_back(
     offer = Offer([], {"mem": 1})
     queue.submit(["true"], name="first", resources={"mem": 1})
     queue.submit(["true"], name="second", resources={"mem": 1})
-    first = queue.load("first")
-    slot_folder = queue.app_dir / "slots" / WORKER
+    first = queue.backend.load("first")
+    slot_folder = queue.backend.app_dir / "slots" / WORKER
     with files_limited_to(1), pytest.raises(OSError, match="too large") as failed:
         lifecycle.take(
-            queue,
+            queue.backend,
             "first",
             first.task_id,
             worker=WORKER,
@@ -120,9 +120,9 @@ def test_a_job_whose_start_cannot_be_recorded_gives_its_slot_back(
         )
     assert failed.value.errno == errno.EFBIG
     del failed  # its traceback would keep the frames (and their locks) alive
-    assert queue.load("first").phase == first.phase  # nothing was written
+    assert queue.backend.load("first").phase == first.phase  # nothing was written
 
     # The only "mem" unit is free again for the next job of that worker.
-    held = slots.take(queue.load("second"), offer, slot_folder)
+    held = slots.take(queue.backend.load("second"), offer, slot_folder)
     assert held is not None, "the slot of a job whose start failed is still taken"
     held.release()

@@ -27,7 +27,7 @@ def test_a_job_has_a_record_and_state_as_soon_as_it_is_queued(
 
     assert job.state == "queued"
     assert queue.job("first").state == "queued"
-    assert (queue.jobs_dir / "first.json").stat().st_mode & 0o777 == 0o600
+    assert (queue.backend.jobs_dir / "first.json").stat().st_mode & 0o777 == 0o600
     assert (queue.folder / "jobs").stat().st_mode & 0o777 == 0o700
     assert [j.name for j in queue.jobs()] == ["first"]
 
@@ -72,7 +72,7 @@ def test_bad_submissions_are_refused_and_queue_nothing(
         queue.submit(["true"], cwd=tmp_path / "missing")
 
     assert queue.jobs() == []
-    assert not list(queue.tasks.folders.inbox.glob("*.msg"))
+    assert not list(queue.backend.tasks.folders.inbox.glob("*.msg"))
 
 
 def test_a_taken_name_is_refused_unless_replacing_a_finished_job(
@@ -187,7 +187,7 @@ def test_a_corrupt_record_is_listed_as_unreadable_and_removable(
     queue: JobQueue, content: bytes
 ) -> None:
     queue.submit(["true"], name="fine")
-    (queue.jobs_dir / "c.json").write_bytes(content)
+    (queue.backend.jobs_dir / "c.json").write_bytes(content)
 
     states = {job.name: job.state for job in queue.jobs()}
 

@@ -592,7 +592,7 @@ def test_a_job_whose_message_was_lost_is_queued_again(
     ran = tmp_path / "ran"
     queue = open_queue(c.folder, redis_server.url)
     queue.submit(["sh", "-c", f"echo once >> {ran}"], name="orphan")
-    app = queue.app
+    app = queue.backend.app
     (message,) = list(app.iter_queued())
     app.reject(message.delivery_tag)
     assert c.cli.state("orphan") == "queued"

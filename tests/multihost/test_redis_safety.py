@@ -43,25 +43,25 @@ def test_a_holder_that_lost_the_jobs_lock_cannot_overwrite_the_new_holder(
     taken, leave = threading.Event(), threading.Event()
 
     def new_holder() -> None:
-        with second.locked():
-            theirs = second.load("j")
+        with second.backend.locked():
+            theirs = second.backend.load("j")
             theirs.priority = 2
-            second.save(theirs)
+            second.backend.save(theirs)
             taken.set()
             leave.wait(timeout=120)
 
     other = threading.Thread(target=new_holder, daemon=True)
 
     def write_after_losing_the_lock() -> None:
-        with first.locked():
-            mine = first.load("j")
+        with first.backend.locked():
+            mine = first.backend.load("j")
             # The server lost the key (a restart, or its expiry while this
             # holder was paused): another process takes the lock.
             assert admin.delete(LOCK_KEY) == 1
             other.start()
             assert taken.wait(timeout=60), "the other holder never got the lock"
             mine.priority = 1
-            first.save(mine)
+            first.backend.save(mine)
 
     try:
         with pytest.raises(JobsLockLostError, match="expired while this process"):
@@ -69,7 +69,7 @@ def test_a_holder_that_lost_the_jobs_lock_cannot_overwrite_the_new_holder(
     finally:
         leave.set()
         other.join(timeout=60)
-    assert second.load("j").priority == 2
+    assert second.backend.load("j").priority == 2
 
 
 HOLDER = textwrap.dedent(
@@ -81,12 +81,12 @@ HOLDER = textwrap.dedent(
 
     queue = RedisJobQueue(sys.argv[1], sys.argv[2])
     try:
-        with queue.locked():
-            record = queue.load("j")
+        with queue.backend.locked():
+            record = queue.backend.load("j")
             print("locked", flush=True)
             sys.stdin.readline()  # paused meanwhile, past the lock's time
             record.priority = 1
-            queue.save(record)
+            queue.backend.save(record)
             print("saved", flush=True)
     except Exception as exc:
         print("error:", type(exc).__name__, flush=True)
@@ -114,10 +114,10 @@ def test_a_paused_lock_holder_is_told_it_lost_the_jobs_lock(
         assert holder.stdout.readline() == b"locked\n"
         os.kill(holder.pid, signal.SIGSTOP)  # paused: no renewal
         wait_for(lambda: not admin.exists(LOCK_KEY), "the lock to expire", timeout=30)
-        with other.locked():
-            record = other.load("j")
+        with other.backend.locked():
+            record = other.backend.load("j")
             record.priority = 2
-            other.save(record)
+            other.backend.save(record)
             os.kill(holder.pid, signal.SIGCONT)  # it wakes inside its section
             holder.stdin.write(b"go\n")
             holder.stdin.flush()
@@ -133,7 +133,7 @@ def test_a_paused_lock_holder_is_told_it_lost_the_jobs_lock(
     # Its renewer logged it when it noticed; its write was refused.
     assert said.endswith("error: JobsLockLostError\n")
     assert "saved\n" not in said.splitlines(keepends=True)
-    assert other.load("j").priority == 2
+    assert other.backend.load("j").priority == 2
 
 
 def test_the_last_output_a_worker_cannot_send_is_said_not_dropped(
@@ -141,10 +141,10 @@ def test_the_last_output_a_worker_cannot_send_is_said_not_dropped(
 ) -> None:
     queue = RedisJobQueue(tmp_path / "host", redis_server.url)
     admin = redis.Redis.from_url(redis_server.url)
-    out = queue.output_path("job")
+    out = queue.backend.output_path("job")
     out.parent.mkdir(parents=True, mode=0o700)
     out.write_bytes(b"")
-    with caplog.at_level(logging.WARNING), queue.attempt_link("job"):
+    with caplog.at_level(logging.WARNING), queue.backend.attempt_link("job"):
         with out.open("ab") as fobj:
             fobj.write(b"first line\n")
         wait_for(
@@ -209,7 +209,7 @@ def test_a_long_job_keeps_its_message_while_others_come_and_go(
         for number in range(40):
             assert queue.wait(f"short-{number}", timeout=120).state == "succeeded"
         assert long_job.state == "succeeded"
-        assert queue.load("long").attempts == []  # never taken over
+        assert queue.backend.load("long").attempts == []  # never taken over
         assert queue.read_output("long") == b"once\n"
         assert len(queue.workers()) == 2
     finally:

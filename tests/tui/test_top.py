@@ -212,7 +212,9 @@ def test_hold_release_retry_and_remove_keys(queue: JobQueue) -> None:
             lambda: (
                 queue.job("job").state == "failed"
                 and len(
-                    json.loads((queue.jobs_dir / "job.json").read_text())["attempts"]
+                    json.loads((queue.backend.jobs_dir / "job.json").read_text())[
+                        "attempts"
+                    ]
                 )
                 == 1
             ),
@@ -227,7 +229,7 @@ def test_hold_release_retry_and_remove_keys(queue: JobQueue) -> None:
 
 def test_ten_thousand_finished_jobs_load_and_scroll(queue: JobQueue) -> None:
     queue.submit(["true"], name="first", held=True)
-    base = json.loads((queue.jobs_dir / "first.json").read_text())
+    base = json.loads((queue.backend.jobs_dir / "first.json").read_text())
     for i in range(10_000):
         record = {
             **base,
@@ -238,7 +240,7 @@ def test_ten_thousand_finished_jobs_load_and_scroll(queue: JobQueue) -> None:
             "started_at": base["submitted_at"],
             "finished_at": base["submitted_at"],
         }
-        (queue.jobs_dir / f"j{i:05d}.json").write_text(json.dumps(record))
+        (queue.backend.jobs_dir / f"j{i:05d}.json").write_text(json.dumps(record))
 
     async def scenario(app: TopApp, pilot: Pilot[None]) -> None:
         table = app.query_one(JobTable)

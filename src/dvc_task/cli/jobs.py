@@ -246,7 +246,10 @@ def logs(queue: JobQueue, follow: bool, tail: int | None, name: str) -> None:
                 out.write(chunk)
                 out.flush()
             return
-        if not queue.has_record(name) and not queue.output_path(name).exists():
+        if (
+            not queue.backend.has_record(name)
+            and not queue.backend.output_path(name).exists()
+        ):
             queue.job(name)  # unknown: raises
         out.flush()
         queue.copy_output(name, out.fileno(), tail)

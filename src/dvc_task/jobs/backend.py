@@ -5,14 +5,14 @@
 :mod:`~dvc_task.jobs.workers` see a queue only through :class:`Backend`:
 records and their lock (its ``store``), messages (send, unqueue, forget),
 processes and output on this host, and the judgement of a redelivered
-message. A folder (:class:`~dvc_task.jobs.queue.JobQueue`) and a Redis
-server (:class:`~dvc_task.jobs.redisqueue.RedisJobQueue`) implement it;
-nothing below the facade imports either.
+message. A folder (:class:`~dvc_task.jobs.folder.FolderBackend`) and a
+Redis server (:class:`~dvc_task.jobs.redisqueue.RedisBackend`) implement
+it; the facade, :class:`~dvc_task.jobs.queue.JobQueue`, holds one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -48,13 +48,16 @@ class AttemptLink:
 class Backend(Protocol):
     """Where a queue keeps its jobs, messages, processes and output."""
 
-    store: JobStore
     host: str
     folder: Path
     procs_dir: Path
     workers_dir: Path
     app_dir: Path
     shared: bool
+
+    @property
+    def store(self) -> JobStore:
+        """The records, their lock and what goes with them."""
 
     @property
     def app(self) -> Celery:
@@ -112,17 +115,17 @@ class Backend(Protocol):
     ) -> Job:
         """The job of ``record`` as users see it."""
 
-    def job(self, name: str) -> Job:
-        """Job ``name`` as users see it."""
+    def processes_without_record(self, names: Collection[str]) -> list[Job]:
+        """Jobs of this host's processes that have no record (dvc-task 0.40's)."""
 
-    def jobs(self, states: list[str] | None = None) -> list[Job]:
-        """Every job, in submission order."""
+    def read_output(self, name: str, tail: int | None = None) -> bytes:
+        """Job ``name``'s output so far (its last ``tail`` lines if given)."""
 
-    def ended(self, name: str) -> bool:
-        """Whether job ``name`` has finished (or is gone)."""
+    def copy_output(self, name: str, fd: int, tail: int | None = None) -> None:
+        """Write job ``name``'s output so far to file descriptor ``fd``."""
 
-    def left_queue(self, name: str) -> bool:
-        """Whether job ``name`` is past waiting: started, ended, lost or gone."""
+    def follow_output(self, name: str, tail: int | None = None) -> Iterator[bytes]:
+        """Yield job ``name``'s output as it is written, until the job ends."""
 
     def redelivered(self, record: JobRecord) -> str:
         """:data:`LOST_ATTEMPT`, :data:`RUNS_ELSEWHERE` or :data:`TAKE_OVER`."""
@@ -144,3 +147,15 @@ class Backend(Protocol):
 
     def has_queued(self) -> bool:
         """Whether a message waits in the queue."""
+
+    def ensure_worker(self) -> str | None:
+        """Start a detached worker unless one serves the queue; its name."""
+
+    def is_outage(self, exc: Exception) -> bool:
+        """Whether ``exc`` says that the server of the jobs is away."""
+
+    def before_start(self, name: str) -> None:
+        """Called by a worker before it judges a message of job ``name``."""
+
+    def attempt_link(self, name: str) -> AbstractContextManager[AttemptLink]:
+        """Kept up by the worker while an attempt of job ``name`` runs."""

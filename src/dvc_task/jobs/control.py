@@ -11,7 +11,7 @@ import signal
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-from dvc_task.jobs import lifecycle
+from dvc_task.jobs import lifecycle, reading
 from dvc_task.jobs.listing import UNREADABLE, folders
 from dvc_task.jobs.record import (
     LOST,
@@ -46,7 +46,7 @@ def kill(backend: Backend, name: str, force: bool = False) -> str:
     sig = signal.SIGKILL if force else signal.SIGTERM
     if not backend.has_record(name):
         return _kill_process(backend, name, sig)
-    job = backend.job(name)
+    job = reading.job(backend, name)
     if job.state == LOST:
         # Its worker died; its command may still run, with nobody to wait.
         return _kill_process(backend, name, sig)
@@ -88,7 +88,7 @@ def remove(backend: Backend, name: str, force: bool = False) -> None:
             raise JobNotFinishedError(name, "running") from None
         return
     try:
-        job = backend.job(name)
+        job = reading.job(backend, name)
     except InvalidJobRecordError:
         lifecycle.forget(backend, [name])
         return
@@ -105,14 +105,16 @@ def remove(backend: Backend, name: str, force: bool = False) -> None:
         _wait_ended(backend, name)
     if not lifecycle.forget(backend, [name], force=force):
         # Queued again meanwhile (``retry``, ``run --replace``): it stays.
-        raise JobNotFinishedError(name, backend.job(name).state)
+        raise JobNotFinishedError(name, reading.job(backend, name).state)
 
 
 def _wait_ended(backend: Backend, name: str) -> None:
     waiter = backend.changes()
     try:
         deadline = datetime.now(timezone.utc) + timedelta(seconds=KILL_WAIT_S)
-        while not backend.ended(name) and datetime.now(timezone.utc) < deadline:
+        while (
+            not reading.ended(backend, name) and datetime.now(timezone.utc) < deadline
+        ):
             waiter.wait(0.2)
     finally:
         waiter.close()
@@ -128,7 +130,7 @@ def cleanup(backend: Backend, older_than: float | None = None) -> list[Job]:
     now = datetime.now(timezone.utc)
     chosen = {
         job.name: job
-        for job in backend.jobs()
+        for job in reading.jobs(backend)
         if job.finished or job.state == UNREADABLE
     }
     before = None if older_than is None else now - timedelta(seconds=older_than)

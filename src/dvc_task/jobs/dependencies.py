@@ -24,6 +24,7 @@ from dvc_task.jobs.record import (
     JobRecord,
     UnknownJobError,
 )
+from dvc_task.jobs.view import from_process
 
 if TYPE_CHECKING:
     from dvc_task.jobs.backend import Backend
@@ -57,9 +58,10 @@ class Outcomes:
         try:
             record = backend.load(name)
         except UnknownJobError:
-            if backend.manager.get(name) is None:
+            info = backend.manager.get(name)
+            if info is None:
                 return REMOVED
-            state: str | None = backend.job(name).state
+            state: str | None = from_process(name, info, None).state
         except InvalidJobRecordError:
             return UNREADABLE
         else:

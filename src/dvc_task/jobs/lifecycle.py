@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from shortuuid import uuid
 
-from dvc_task.jobs import slots
+from dvc_task.jobs import reading, slots
 from dvc_task.jobs.backend import LOST_ATTEMPT, RUNS_ELSEWHERE
 from dvc_task.jobs.dependencies import Outcomes, failure_text
 from dvc_task.jobs.record import (
@@ -693,7 +693,7 @@ def replace(backend: Backend, name: str) -> None:
 
     """
     if not _forget(backend, [name], None, False) and backend.has_record(name):
-        raise JobNotFinishedError(name, backend.job(name).state)
+        raise JobNotFinishedError(name, reading.job(backend, name).state)
 
 
 def _delete(backend: Backend, name: str, record: JobRecord | None) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from dvc_task.files import open_regular
+from dvc_task.jobs import reading
 from dvc_task.watch import CHANGED_FILES, FolderWaiter
 
 if TYPE_CHECKING:
@@ -111,14 +112,14 @@ def _open_once_started(queue: Backend, name: str, path: Path) -> IO[bytes] | Non
     """The output file once the job has one; None if it ended without."""
     waiter = queue.changes()
     try:
-        while not queue.left_queue(name):
+        while not reading.left_queue(queue, name):
             waiter.wait(0.5)
         # A worker marks the job started a moment before its output exists.
         while True:
             try:
                 return os.fdopen(open_regular(path), "rb")
             except FileNotFoundError:
-                if queue.ended(name):
+                if reading.ended(queue, name):
                     return None
             waiter.wait(START_POLL_S)
     finally:
@@ -142,6 +143,6 @@ def _follow_file(
             last_check = time.monotonic()
             # Read once more after seeing the end: the last output may have
             # come just before the job finished.
-            ended = queue.ended(name)
+            ended = reading.ended(queue, name)
             continue
         waiter.wait(CHECK_S - since)

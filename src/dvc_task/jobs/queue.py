@@ -1,239 +1,76 @@
 """The job API that the command line, ``status`` and Python programs share.
 
-A :class:`JobQueue` owns one folder::
-
-    <folder>/app/      the FSApp queue (broker messages, results)
-    <folder>/jobs/     one record per job, <name>.json, from the moment it is queued
-    <folder>/procs/    one process folder per job that ran: <name>.json, .out ...
-    <folder>/workers/  the detached workers' own process folders (their logs)
+:class:`JobQueue` is a facade: what happens to a job is
+:mod:`~dvc_task.jobs.lifecycle`'s, how jobs look is
+:mod:`~dvc_task.jobs.reading`'s, and where everything is kept is its
+backend's (a folder, :class:`~dvc_task.jobs.folder.FolderBackend`, or a
+Redis server, :class:`~dvc_task.jobs.redisqueue.RedisBackend`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import logging
 import os
-import socket
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from shortuuid import uuid
 
-from dvc_task.app.taskindex import TaskIndex
-from dvc_task.files import check_name
-from dvc_task.folders import check_private, make_private_folder
-from dvc_task.jobs import control, lifecycle, output, slots
+from dvc_task.jobs import control, lifecycle, reading, slots
 from dvc_task.jobs import workers as worker_ops
-from dvc_task.jobs.backend import LOST_ATTEMPT, AttemptLink
-from dvc_task.jobs.dependencies import (
-    Outcomes,
-    check_after,
-    failure_text,
-    show_failed_dependencies,
-)
-from dvc_task.jobs.listing import UNREADABLE, folders
+from dvc_task.jobs.dependencies import check_after
+from dvc_task.jobs.folder import FolderBackend
+from dvc_task.jobs.listing import UNREADABLE
 from dvc_task.jobs.options import JobOptions
 from dvc_task.jobs.record import (
-    DEPENDENCY_FAILED,
     QUEUED,
-    STARTED,
-    STARTING,
-    WAITING,
-    WAITING_FOR_JOBS,
     InvalidJobRecordError,
     JobError,
     JobRecord,
-    UnknownJobError,
     check_job_name,
 )
-from dvc_task.jobs.store import FolderStore, JobStore, Waiter
-from dvc_task.jobs.view import (
-    Job,
-    WorkerInfo,
-    being_queued,
-    derive,
-    from_process,
-    unreadable,
-)
-from dvc_task.proc import ProcessManager
+from dvc_task.jobs.store import Waiter
+from dvc_task.jobs.view import Job, WorkerInfo, derive
 from dvc_task.proc.info import utc_now
 from dvc_task.utils import StrPath
 
-if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-
-    from dvc_task.app.filesystem import FSApp
-
-logger = logging.getLogger(__name__)
-
-#: The Celery task that runs a job (see :mod:`dvc_task.jobs.tasks`).
-JOB_TASK = "dvc_task.jobs.run"
-#: The modules of the tasks that a job queue's app runs.
-TASK_MODULES = ["dvc_task.proc.tasks", "dvc_task.jobs.tasks"]
-#: Where a Celery app made by a job queue keeps that queue.
-QUEUE_KEY = "dvc_task_queue"
-#: Tasks whose processed messages a cleanup may delete: ours.
-OUR_TASKS = frozenset({JOB_TASK, "dvc_task.proc.tasks.run"})
-
-
-_warned: set[str] = set()
-
-
-def _warn_once(key: str, reason: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        logger.warning("%s", reason)
-
-
-def this_host() -> str:
-    """The name of this host in job records: ``DVC_TASK_HOST``, or the host name."""
-    return os.environ.get("DVC_TASK_HOST") or socket.gethostname()
-
 
 class JobQueue:
-    """The jobs kept in one folder: queue them, list, follow, kill, remove.
+    """The jobs of one queue: queue them, list, follow, kill, remove."""
 
-    A facade: what happens to a job is :mod:`~dvc_task.jobs.lifecycle`'s;
-    this class is also the folder's :class:`~dvc_task.jobs.backend.Backend`.
-    """
+    def __init__(self, folder: StrPath, backend: FolderBackend | None = None) -> None:
+        """The jobs in ``folder`` (created when the first job is queued).
 
-    #: Whether the jobs are on a server that workers of many hosts share.
-    shared = False
-
-    def __init__(self, folder: StrPath) -> None:
-        """Use ``folder`` (created when the first job is queued).
+        ``backend`` keeps them elsewhere (a Redis server); ``folder`` then
+        holds only this host's processes and logs.
 
         Raises:
             UnsafeFolderError: it exists but is not private to its owner.
         """
-        self.folder = Path(os.path.abspath(os.fspath(folder)))
-        self.jobs_dir = self.folder / "jobs"
-        self.procs_dir = self.folder / "procs"
-        self.workers_dir = self.folder / "workers"
-        self.app_dir = self.folder / "app"
-        if self.folder.is_dir():
-            check_private(self.folder)
-        self.store: JobStore = FolderStore(self.jobs_dir, self.folder)
-        #: This host's name, as recorded for the jobs its workers run.
-        self.host = this_host()
+        self.backend = backend if backend is not None else FolderBackend(folder)
+
+    @property
+    def folder(self) -> Path:
+        """The folder of the queue on this host."""
+        return self.backend.folder
+
+    @property
+    def shared(self) -> bool:
+        """Whether the jobs are on a server that workers of many hosts share."""
+        return self.backend.shared
 
     @property
     def location(self) -> str:
-        """Where the jobs are, for messages: the folder."""
-        return str(self.folder)
+        """Where the jobs are, for messages."""
+        return self.backend.location
 
     def exists(self) -> bool:
         """Whether a job was ever queued here."""
-        return self.jobs_dir.is_dir() or self.app_dir.is_dir()
-
-    @functools.cached_property
-    def app(self) -> FSApp:
-        """The Celery app of the queue (its folders are created)."""
-        # Imported here: `logs` and `status` need no Celery.
-        from dvc_task.app.filesystem import FSApp  # noqa: PLC0415
-
-        make_private_folder(self.folder)
-        return FSApp(
-            "dvc-task",
-            wdir=self.app_dir,
-            mkdir=True,
-            include=TASK_MODULES,
-        )
-
-    @functools.cached_property
-    def manager(self) -> ProcessManager:
-        """The process manager of the jobs' processes."""
-        return ProcessManager(self.procs_dir)
-
-    @functools.cached_property
-    def tasks(self) -> TaskIndex:
-        """The queue's messages by task id."""
-        return TaskIndex(self.app_dir)
-
-    # --- records -------------------------------------------------------------
-
-    def output_path(self, name: str) -> Path:
-        """Path of job ``name``'s output (stdout and stderr) on this host."""
-        check_name(name, "job")
-        return self.procs_dir / name / f"{name}.out"
-
-    def load(self, name: str) -> JobRecord:
-        """The record of job ``name``.
-
-        Raises:
-            UnknownJobError: no such job.
-            InvalidJobRecordError: its record cannot be read.
-        """
-        check_name(name, "job")
-        return self.store.load(name)
-
-    def save(self, record: JobRecord) -> None:
-        """Write ``record`` (call it holding :meth:`locked`)."""
-        self.store.save(record)
-
-    def has_record(self, name: str) -> bool:
-        """Whether job ``name`` has a record (``ValueError`` for a bad name)."""
-        return self.store.has(check_name(name, "job"))
-
-    def locked(self) -> AbstractContextManager[object]:
-        """The lock that every change of a job record is made under."""
-        return self.store.locked()
+        return self.backend.exists()
 
     def changes(self) -> Waiter:
         """A waiter woken when a job record is written (for loops that wait)."""
-        return self.store.changes()
-
-    # --- messages ------------------------------------------------------------
-
-    def publish(self, record: JobRecord, countdown: float | None = None) -> None:
-        """Queue the message of ``record``'s current task id."""
-        self.app.send_task(
-            JOB_TASK,
-            kwargs={"name": record.name, "folder": str(self.folder)},
-            task_id=record.task_id,
-            priority=self._message_priority(record.priority),
-            countdown=countdown or None,
-        )
-
-    def _message_priority(self, priority: int) -> int | None:
-        """The message priority of a job's ``priority`` (higher: sooner)."""
-        return priority or None
-
-    def unqueue(self, task_id: str) -> None:
-        """Take the message of ``task_id`` off the queue, if it still waits."""
-        self.tasks.unqueue(task_id)
-
-    def message_states(self) -> dict[str, str]:
-        """``task id -> queued | starting`` of the messages waiting or claimed."""
-        return self.tasks.states()
-
-    def forget_messages(self, task_ids: Collection[str]) -> None:
-        """Remove the processed messages and results of ``task_ids``."""
-        processed = self.tasks.processed(OUR_TASKS)
-        for task_id in task_ids:
-            self.tasks.forget(task_id, processed)
-
-    def forget_orphans(self) -> None:
-        """Remove processed messages and results of jobs no record has."""
-        kept = {
-            entry.task_id
-            for entry in self.store.entries().values()
-            if isinstance(entry, JobRecord)
-        }
-        processed = self.tasks.processed(OUR_TASKS)
-        for task_id in [t for t in processed if t not in kept]:
-            self.tasks.forget(task_id, processed)
-
-    def forget_output(self, name: str) -> None:
-        """Remove job ``name``'s output kept outside its process folder (none)."""
-
-    def has_queued(self) -> bool:
-        """Whether a message waits in the queue (or in a dead worker's claim)."""
-        return any(state != STARTING for state in self.message_states().values())
+        return self.backend.changes()
 
     # --- queueing ------------------------------------------------------------
 
@@ -308,12 +145,12 @@ class JobQueue:
             raise JobError(f"working directory '{workdir}' is not a folder")
         if gpus:
             slots.check_gpus(gpus)
-        self.app  # noqa: B018 - the queue's folders, before the lock
-        with self.locked():
-            seq = self.store.next_seq()
+        self.backend.app  # noqa: B018 - the queue's folders, before the lock
+        with self.backend.locked():
+            seq = self.backend.store.next_seq()
             if name is None:
                 name = self._free_name(seq)
-            check_after(self, name, options.after)
+            check_after(self.backend, name, options.after)
             if self._in_use(name):
                 self._take_name(name, replace)
             record = JobRecord(
@@ -326,17 +163,17 @@ class JobQueue:
                 task_id="",
             )
             options.apply(record)
-            lifecycle.submit(self, record, held)
+            lifecycle.submit(self.backend, record, held)
         if record.parked:
-            lifecycle.promote(self)  # the jobs it waits for may have ended
+            lifecycle.promote(self.backend)  # the jobs it waits for may have ended
             return self.job(name)
         # Queued, as of now: no need to read every waiting message to say so.
         return derive(
-            record, {record.task_id: QUEUED}, None, str(self.output_path(name))
+            record, {record.task_id: QUEUED}, None, str(self.backend.output_path(name))
         )
 
     def _in_use(self, name: str) -> bool:
-        return self.has_record(name) or (self.procs_dir / name).exists()
+        return self.backend.has_record(name) or (self.backend.procs_dir / name).exists()
 
     def _free_name(self, seq: int) -> str:
         name = str(seq)
@@ -360,47 +197,16 @@ class JobQueue:
                 f"job {name!r} exists ({state}): choose another name, or replace "
                 "it (--replace) to remove it and run it again"
             )
-        if self.has_record(name):
-            lifecycle.replace(self, name)
+        if self.backend.has_record(name):
+            lifecycle.replace(self.backend, name)
         else:
-            self.manager.remove(name)  # a process of an older dvc-task
+            self.backend.manager.remove(name)  # a process of an older dvc-task
 
     # --- listing -------------------------------------------------------------
 
     def jobs(self, states: Iterable[str] | None = None) -> list[Job]:
         """Every job, in submission order (only those in ``states`` if given)."""
-        wanted = set(states) if states is not None else None
-        view = self.message_states()
-        found: list[Job] = []
-        entries = self.store.entries()
-        for name, entry in entries.items():
-            if isinstance(entry, InvalidJobRecordError):
-                _warn_once(name, f"{entry}; remove the job with 'rm'")
-                found.append(unreadable(name, str(entry)))
-            else:
-                found.append(self.job_from_record(entry, view))
-        found.extend(self.processes_without_record(entries))
-        found.sort(key=lambda job: (job.seq, job.submitted_at or ""))
-        found = show_failed_dependencies(found)
-        return [job for job in found if wanted is None or job.state in wanted]
-
-    def processes_without_record(self, names: Collection[str]) -> list[Job]:
-        """Jobs of process folders not in ``names`` (started by dvc-task 0.40)."""
-        found = []
-        for name in folders(self.procs_dir):
-            if name not in names:
-                info = self.manager.get(name)
-                if info is not None:
-                    found.append(from_process(name, info, str(self.output_path(name))))
-        return found
-
-    def job_from_record(
-        self, record: JobRecord, view: dict[str, str] | None = None
-    ) -> Job:
-        """The job of ``record`` (``view``: :meth:`message_states`, read before it)."""
-        # Only a job that has started has a process record worth reading.
-        info = self.manager.get(record.name) if record.phase == STARTED else None
-        return derive(record, view or {}, info, str(self.output_path(record.name)))
+        return reading.jobs(self.backend, states)
 
     def job(self, name: str) -> Job:
         """Job ``name`` as it is now (as :meth:`jobs` lists it).
@@ -410,22 +216,30 @@ class JobQueue:
             InvalidJobRecordError: its record cannot be read.
             ValueError: an invalid name.
         """
-        if not self.has_record(name):
-            info = self.manager.get(name)
-            if info is None:
-                raise UnknownJobError(name)
-            return from_process(name, info, str(self.output_path(name)))
-        record = self.load(name)
-        view = self.message_states() if record.not_started else {}
-        job = self.job_from_record(record, view)
-        if job.state != WAITING or record.phase != WAITING_FOR_JOBS:
-            return job
-        failed = Outcomes(self).failed(record)
-        if failed is None:
-            return job
-        return dataclasses.replace(
-            job, state=DEPENDENCY_FAILED, error=failure_text(*failed)
-        )
+        return reading.job(self.backend, name)
+
+    def left_queue(self, name: str) -> bool:
+        """Whether job ``name`` is past waiting: started, ended, lost or gone."""
+        return reading.left_queue(self.backend, name)
+
+    def wait(self, name: str, timeout: float | None = None) -> Job:
+        """Wait until job ``name`` has finished; the job then.
+
+        Raises:
+            UnknownJobError: no such job.
+            TimeoutError: it has not finished within ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # The worker's last word on a job is its record, written.
+        waiter = self.changes()
+        try:
+            while not reading.ended(self.backend, name):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {name!r} is still {self.job(name).state}")
+                waiter.wait(0.2)
+        finally:
+            waiter.close()
+        return self.job(name)
 
     # --- control -------------------------------------------------------------
 
@@ -439,109 +253,7 @@ class JobQueue:
             UnknownJobError: no such job.
             JobError: it has finished, or its record cannot be read.
         """
-        return control.kill(self, name, force)
-
-    @contextmanager
-    def attempt_link(self, name: str) -> Iterator[AttemptLink]:
-        """Kept up by the worker while an attempt of job ``name`` runs."""
-        del name
-        yield AttemptLink()
-
-    def is_outage(self, exc: Exception) -> bool:
-        """Whether ``exc`` says that the server of the jobs is away (never here)."""
-        del exc
-        return False
-
-    def before_start(self, name: str) -> None:
-        """Called by a worker before it judges a message of job ``name`` (nothing)."""
-        del name
-
-    def redelivered(self, record: JobRecord) -> str:
-        """What to do with a message of a job that a worker marked started.
-
-        A folder's workers share a host: the attempt of a dead one is over
-        (:data:`~dvc_task.jobs.backend.LOST_ATTEMPT`).
-        """
-        del record
-        return LOST_ATTEMPT
-
-    @contextmanager
-    def worker_session(self, node: str) -> Iterator[None]:
-        """Kept up while worker ``node`` of this queue runs (nothing here)."""
-        del node
-        yield
-
-    def worker_env(self) -> dict[str, str] | None:
-        """The environment of a detached worker (None: this one)."""
-        return None
-
-    def signal_job(self, name: str, sig: int) -> None:
-        """Send ``sig`` to job ``name``'s whole process group, if it has one.
-
-        Raises:
-            ProcessLookupError: it has no process (yet, or any more).
-        """
-        self.manager.send_signal(name, sig, group=True)
-
-    def wait(self, name: str, timeout: float | None = None) -> Job:
-        """Wait until job ``name`` has finished; the job then.
-
-        Raises:
-            UnknownJobError: no such job.
-            TimeoutError: it has not finished within ``timeout`` seconds.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        # The worker's last word on a job is its record, written.
-        waiter = self.changes()
-        try:
-            while not self.ended(name):
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {name!r} is still {self.job(name).state}")
-                waiter.wait(0.2)
-        finally:
-            waiter.close()
-        return self.job(name)
-
-    def ended(self, name: str) -> bool:
-        """Whether job ``name`` has finished (or is gone); cheaper than :meth:`job`.
-
-        It reads the queue (every waiting message) only for a queued job
-        whose record is old enough for its message to be lost.
-        """
-        try:
-            record = self.load(name)
-        except UnknownJobError:
-            return self.manager.get(name) is None or self.job(name).finished
-        except InvalidJobRecordError:
-            return True
-        if record.finished:
-            return True
-        if record.phase == WAITING_FOR_JOBS:
-            return Outcomes(self).failed(record) is not None
-        if record.not_started:
-            return self._lost_before_start(record)
-        return self.job_from_record(record).finished
-
-    def left_queue(self, name: str) -> bool:
-        """Whether job ``name`` is past waiting: started, ended, lost or gone.
-
-        Cheap for a job that waits: its record, and only once it is old
-        enough to be lost, the queue.
-        """
-        try:
-            record = self.load(name)
-        except (UnknownJobError, InvalidJobRecordError):
-            return True
-        return not record.not_started or self._lost_before_start(record)
-
-    def _lost_before_start(self, record: JobRecord) -> bool:
-        # Its message is looked for (with every other waiting one) only once
-        # the record is old enough for the message to be missing for good.
-        return (
-            not record.parked
-            and not being_queued(record)
-            and self.job(record.name).finished
-        )
+        return control.kill(self.backend, name, force)
 
     def retry(self, names: Iterable[str]) -> list[str]:
         """Queue finished jobs again, as they were submitted; their names.
@@ -550,7 +262,7 @@ class JobQueue:
             UnknownJobError: no such job.
             JobError: a job has not finished.
         """
-        return lifecycle.retry(self, names)
+        return lifecycle.retry(self.backend, names)
 
     def hold(self, name: str) -> bool:
         """Keep queued job ``name`` from starting; False if it was held already.
@@ -559,7 +271,7 @@ class JobQueue:
             UnknownJobError: no such job.
             JobError: it has started or finished.
         """
-        return lifecycle.hold(self, name)
+        return lifecycle.hold(self.backend, name)
 
     def release(self, name: str) -> None:
         """Let held job ``name`` start (once the jobs it waits for are done).
@@ -568,11 +280,11 @@ class JobQueue:
             UnknownJobError: no such job.
             JobError: it is not held.
         """
-        lifecycle.release(self, name)
+        lifecycle.release(self.backend, name)
 
     def promote(self) -> list[str]:
         """Queue waiting jobs that are ready now; their names (workers call it)."""
-        return lifecycle.promote(self)
+        return lifecycle.promote(self.backend)
 
     def remove(self, name: str, force: bool = False) -> None:
         """Forget job ``name``: its record, output, message and result.
@@ -581,7 +293,7 @@ class JobQueue:
             UnknownJobError: no such job.
             JobNotFinishedError: it has not finished and ``force`` is false.
         """
-        control.remove(self, name, force)
+        control.remove(self.backend, name, force)
 
     def cleanup(self, older_than: float | None = None) -> list[Job]:
         """Remove finished jobs (finished over ``older_than`` seconds ago).
@@ -589,17 +301,17 @@ class JobQueue:
         Their processed messages and results go too, and those of jobs removed
         earlier. Returns the jobs removed.
         """
-        return control.cleanup(self, older_than)
+        return control.cleanup(self.backend, older_than)
 
     # --- output --------------------------------------------------------------
 
     def read_output(self, name: str, tail: int | None = None) -> bytes:
         """Job ``name``'s output so far (its last ``tail`` lines if given)."""
-        return output.read(self.output_path(name), tail)
+        return self.backend.read_output(name, tail)
 
     def copy_output(self, name: str, fd: int, tail: int | None = None) -> None:
         """Write job ``name``'s output so far to file descriptor ``fd``."""
-        output.copy(self.output_path(name), fd, tail)
+        self.backend.copy_output(name, fd, tail)
 
     def follow_output(self, name: str, tail: int | None = None) -> Iterator[bytes]:
         """Yield job ``name``'s output as it is written, until the job ends.
@@ -609,19 +321,13 @@ class JobQueue:
         Raises:
             UnknownJobError: no such job.
         """
-        # An unknown name raises here, not at the first next().
-        try:
-            self.load(name)
-        except UnknownJobError:
-            if self.manager.get(name) is None:
-                raise
-        return output.follow(self, name, tail)
+        return self.backend.follow_output(name, tail)
 
     # --- workers -------------------------------------------------------------
 
     def workers(self, jobs: Iterable[Job] | None = None) -> list[WorkerInfo]:
-        """The live workers of this folder and the jobs each runs."""
-        return worker_ops.live_workers(self, jobs)
+        """The live workers and the jobs each runs."""
+        return self.backend.workers(jobs)
 
     def start_workers(
         self,
@@ -631,19 +337,17 @@ class JobQueue:
         offer: slots.Offer | None = None,
     ) -> list[str]:
         """Start ``count`` detached workers (see :func:`worker_ops.start_workers`)."""
-        return worker_ops.start_workers(self, count, timeout, concurrency, offer)
+        return worker_ops.start_workers(
+            self.backend, count, timeout, concurrency, offer
+        )
 
     def ensure_worker(self) -> str | None:
         """Start a detached worker unless one serves the queue; its name, or None."""
-        return worker_ops.ensure_worker(self)
-
-    def ask_to_stop(self, worker: WorkerInfo) -> None:
-        """Ask live ``worker`` to stop after its running jobs."""
-        worker_ops.ask_to_stop(worker)
+        return self.backend.ensure_worker()
 
     def stop_workers(self, kill: bool = False) -> list[WorkerInfo]:
         """Stop every live worker after its running jobs (kill them with ``kill``)."""
-        return worker_ops.stop_workers(self, kill)
+        return worker_ops.stop_workers(self.backend, kill)
 
     def work(
         self,
@@ -659,4 +363,6 @@ class JobQueue:
         GPU of the machine). Returns False at once if a worker called
         ``name`` already runs.
         """
-        return worker_ops.work(self, name, timeout, concurrency, loglevel, offer=offer)
+        return worker_ops.work(
+            self.backend, name, timeout, concurrency, loglevel, offer=offer
+        )

@@ -44,7 +44,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from dvc_task.app.redisapp import RedisApp, check_redis_url, redacted
 from dvc_task.files import check_name, open_regular
 from dvc_task.folders import make_private_folder
-from dvc_task.jobs import output, slots
+from dvc_task.jobs import output, reading, slots
 from dvc_task.jobs import workers as worker_ops
 from dvc_task.jobs.backend import (
     LOST_ATTEMPT,
@@ -52,7 +52,8 @@ from dvc_task.jobs.backend import (
     TAKE_OVER,
     AttemptLink,
 )
-from dvc_task.jobs.queue import QUEUE_KEY, TASK_MODULES, JobQueue
+from dvc_task.jobs.folder import QUEUE_KEY, TASK_MODULES, FolderBackend
+from dvc_task.jobs.queue import JobQueue
 from dvc_task.jobs.record import (
     QUEUED,
     RUNNING,
@@ -101,7 +102,7 @@ OUTPUT_PIECE = 1 << 16
 class _RedisLink(AttemptLink):
     """Sends a running job's output and liveness to Redis; takes its kills."""
 
-    def __init__(self, queue: RedisJobQueue, name: str) -> None:
+    def __init__(self, queue: RedisBackend, name: str) -> None:
         self.queue = queue
         self.name = name
         self.path = queue.output_path(name)
@@ -178,8 +179,8 @@ class _RedisLink(AttemptLink):
                 self.offset += len(piece)
 
 
-class RedisJobQueue(JobQueue):
-    """A :class:`JobQueue` whose jobs, records and output are on a Redis server.
+class RedisBackend(FolderBackend):
+    """A backend whose jobs, records and output are on a Redis server.
 
     ``folder`` is this host's own: the processes its workers run and their
     logs. Every host that uses the same server sees the same jobs.
@@ -461,7 +462,7 @@ class RedisJobQueue(JobQueue):
                 return
             # Its worker sends the last output before it records the end:
             # once it has ended, one more read gets everything.
-            ended = self.ended(name)
+            ended = reading.ended(self, name)
 
 
 def _joined(pieces: list[tuple[str, bytes]], tail: int | None) -> bytes:
@@ -484,7 +485,7 @@ class _WorkerSession:
     worker whose loop is stuck stops beating, as one that died does.
     """
 
-    def __init__(self, queue: RedisJobQueue, node: str) -> None:
+    def __init__(self, queue: RedisBackend, node: str) -> None:
         self.queue = queue
         self.node = node
         self.ident = f"{queue.host}/{node}"
@@ -546,7 +547,7 @@ class _WorkerSession:
             pipe.execute()
 
 
-def live_workers(queue: RedisJobQueue, jobs: Iterable[Job] | None) -> list[WorkerInfo]:
+def live_workers(queue: RedisBackend, jobs: Iterable[Job] | None) -> list[WorkerInfo]:
     """The workers whose heartbeat is fresh, on every host."""
     store = queue.store
     raw = cast(dict[bytes, bytes], store.client.hgetall(store.key("workers")))
@@ -559,7 +560,7 @@ def live_workers(queue: RedisJobQueue, jobs: Iterable[Job] | None) -> list[Worke
     alive = dict(zip(idents, cast(list[int], pipe.execute())))
     running: dict[tuple[str | None, str | None], list[str]] = {}
     last_end: dict[tuple[str | None, str | None], str] = {}
-    for job in queue.jobs() if jobs is None else jobs:
+    for job in reading.jobs(queue) if jobs is None else jobs:
         key = (job.host, job.worker)
         if job.state == RUNNING:
             running.setdefault(key, []).append(job.name)
@@ -593,3 +594,20 @@ def live_workers(queue: RedisJobQueue, jobs: Iterable[Job] | None) -> list[Worke
             )
         )
     return found
+
+
+class RedisJobQueue(JobQueue):
+    """A :class:`JobQueue` whose jobs are on a Redis server (:class:`RedisBackend`).
+
+    ``folder`` is this host's own: the processes its workers run and their
+    logs. Every host that uses the same server sees the same jobs.
+    """
+
+    def __init__(self, folder: StrPath, url: str) -> None:
+        """Jobs on the Redis server at ``url``; this host's files in ``folder``.
+
+        Raises:
+            UnsafeFolderError: ``folder`` exists but is not private to its owner.
+            ValueError: ``url`` is not a Redis URL.
+        """
+        super().__init__(folder, RedisBackend(folder, url))

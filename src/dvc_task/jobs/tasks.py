@@ -22,7 +22,7 @@ from celery.exceptions import Reject
 from dvc_task.files import open_regular
 from dvc_task.jobs import lifecycle, slots
 from dvc_task.jobs.backend import AttemptLink
-from dvc_task.jobs.queue import JOB_TASK, QUEUE_KEY, JobQueue
+from dvc_task.jobs.folder import JOB_TASK, QUEUE_KEY, FolderBackend
 from dvc_task.jobs.record import (
     FAILED_TO_START,
     NOT_EXECUTABLE_EXIT,
@@ -51,10 +51,10 @@ def worker_offer(app: Celery) -> slots.Offer:
     return offer
 
 
-def job_queue_for(app: Celery, folder: str) -> JobQueue:
-    """The job queue that ``app`` was made for, else the one in ``folder``."""
-    queue = app.conf.get(QUEUE_KEY)
-    return queue if isinstance(queue, JobQueue) else JobQueue(folder)
+def backend_for(app: Celery, folder: str) -> FolderBackend:
+    """The jobs' backend that ``app`` was made for, else the folder ``folder``."""
+    backend = app.conf.get(QUEUE_KEY)
+    return backend if isinstance(backend, FolderBackend) else FolderBackend(folder)
 
 
 @shared_task(bind=True, name=JOB_TASK, acks_late=True, ignore_result=True)
@@ -66,7 +66,7 @@ def run(self: Task, name: str, folder: str) -> None:
     too long, the message goes back to the queue (once the server is back)
     instead of being lost with the job.
     """
-    queue = job_queue_for(self.app, folder)
+    queue = backend_for(self.app, folder)
     try:
         _run_job(self, queue, name)
     except Exception as exc:
@@ -76,7 +76,7 @@ def run(self: Task, name: str, folder: str) -> None:
         raise Reject(exc, requeue=True) from exc
 
 
-def _run_job(task: Task, queue: JobQueue, name: str) -> None:
+def _run_job(task: Task, queue: FolderBackend, name: str) -> None:
     """Take the job, run its attempt, record how it ended, promote its waiters."""
     worker = str(task.request.hostname or "")
     queue.before_start(name)
@@ -100,7 +100,7 @@ def _run_job(task: Task, queue: JobQueue, name: str) -> None:
     lifecycle.promote(queue, slots_freed=had_slots)
 
 
-def _run_attempt(queue: JobQueue, record: JobRecord, held: slots.Slots) -> None:
+def _run_attempt(queue: FolderBackend, record: JobRecord, held: slots.Slots) -> None:
     name = record.name
     begun = time.monotonic()
     env = dict(record.env)
@@ -139,7 +139,7 @@ def _run_attempt(queue: JobQueue, record: JobRecord, held: slots.Slots) -> None:
         _log_end(name, ended.phase, returncode, time.monotonic() - begun)
 
 
-def _write_header(queue: JobQueue, record: JobRecord) -> None:
+def _write_header(queue: FolderBackend, record: JobRecord) -> None:
     if record.max_attempts > 1:
         line = f"--- dvc-task: attempt {record.attempt}/{record.max_attempts} ---"
     else:  # run again with 'retry'
@@ -147,7 +147,7 @@ def _write_header(queue: JobQueue, record: JobRecord) -> None:
     _append_line(queue, record.name, line)
 
 
-def _append_line(queue: JobQueue, name: str, line: str) -> None:
+def _append_line(queue: FolderBackend, name: str, line: str) -> None:
     """Add a line of ours to job ``name``'s output (made if missing)."""
     makedirs(queue.procs_dir / name, exist_ok=True, mode=0o700)
     fd = open_regular(queue.output_path(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
@@ -193,7 +193,11 @@ def _check_cwd(cwd: str) -> None:
 
 
 def _record_failed_start(
-    queue: JobQueue, name: str, proc: ManagedProcess, exc: Exception, link: AttemptLink
+    queue: FolderBackend,
+    name: str,
+    proc: ManagedProcess,
+    exc: Exception,
+    link: AttemptLink,
 ) -> None:
     """Say why in the job's output, send that out, then record the failure."""
     returncode = (

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from dvc_task.files import lock_is_held, read_regular
-from dvc_task.jobs import control, lifecycle
+from dvc_task.jobs import control, lifecycle, reading
 from dvc_task.jobs.record import RUNNING, STARTING, JobError
 from dvc_task.jobs.slots import OFFER_KEY, Offer, detect_gpus
 from dvc_task.jobs.view import Job, WorkerInfo, parse_time
@@ -105,7 +105,7 @@ def live_workers(queue: Backend, jobs: Iterable[Job] | None = None) -> list[Work
         return []
     running: dict[str, list[str]] = {}
     last_end: dict[str, str] = {}
-    for job in queue.jobs() if jobs is None else jobs:
+    for job in reading.jobs(queue) if jobs is None else jobs:
         if job.worker is None:
             continue
         if job.state in (STARTING, RUNNING):

@@ -125,11 +125,11 @@ class TopApp(App[None]):
         self._relay_stop = threading.Event()
         self.watcher = Watcher(
             [
-                queue.jobs_dir,
-                queue.procs_dir,
-                queue.workers_dir,
-                queue.tasks.folders.inbox,
-                queue.tasks.folders.inbox.parent,
+                queue.backend.jobs_dir,
+                queue.backend.procs_dir,
+                queue.backend.workers_dir,
+                queue.backend.tasks.folders.inbox,
+                queue.backend.tasks.folders.inbox.parent,
             ],
             self._changed,
         )
@@ -260,9 +260,9 @@ class TopApp(App[None]):
         self.follower = (
             StreamFollower(cast(SharedOutput, self.queue), name)
             if self.reader.shared
-            else OutputFollower(self.queue.output_path(name))
+            else OutputFollower(self.queue.backend.output_path(name))
         )
-        self.watcher.follow(self.queue.procs_dir / name)
+        self.watcher.follow(self.queue.backend.procs_dir / name)
         self._show_output(self.follower.read_new())
 
     def _show_output(self, data: bytes) -> None:

@@ -60,7 +60,7 @@ class JobsReader:
         if self.shared:
             return self._read_shared()
         seen: dict[str, tuple[tuple[int, int], JobRecord | str]] = {}
-        for entry in entries(self.queue.jobs_dir):
+        for entry in entries(self.queue.backend.jobs_dir):
             if not entry.name.endswith(".json"):
                 continue
             try:
@@ -97,7 +97,7 @@ class JobsReader:
             if f"{name}.json" in self._records
         }
         for file_name in list(seen):
-            path = self.queue.jobs_dir / file_name
+            path = self.queue.backend.jobs_dir / file_name
             try:
                 info = path.stat()
                 key = (info.st_mtime_ns, info.st_size)
@@ -137,7 +137,7 @@ class JobsReader:
         waiting = any(
             isinstance(r, JobRecord) and r.not_started and not r.parked for r in records
         )
-        view = self.queue.message_states() if waiting else {}
+        view = self.queue.backend.message_states() if waiting else {}
         jobs: list[Job] = []
         names = set()
         for file_name, (_, value) in seen.items():
@@ -146,9 +146,9 @@ class JobsReader:
             if isinstance(value, str):
                 jobs.append(unreadable(name, value))
             else:
-                jobs.append(self.queue.job_from_record(value, view))
+                jobs.append(self.queue.backend.job_from_record(value, view))
         if with_processes:
-            jobs.extend(self.queue.processes_without_record(names))
+            jobs.extend(self.queue.backend.processes_without_record(names))
         jobs.sort(key=lambda job: (job.seq, job.submitted_at or ""))
         return jobs
 

@@ -1,0 +1,281 @@
+"""The backend of a job queue in a folder (see :mod:`dvc_task.jobs.backend`)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dvc_task.app.taskindex import TaskIndex
+from dvc_task.files import check_name
+from dvc_task.folders import check_private, make_private_folder
+from dvc_task.jobs import output
+from dvc_task.jobs import workers as worker_ops
+from dvc_task.jobs.backend import LOST_ATTEMPT, AttemptLink
+from dvc_task.jobs.listing import folders
+from dvc_task.jobs.record import STARTED, STARTING, JobRecord, UnknownJobError
+from dvc_task.jobs.store import FolderStore, JobStore, Waiter
+from dvc_task.jobs.view import Job, WorkerInfo, derive, from_process
+from dvc_task.proc import ProcessManager
+from dvc_task.utils import StrPath
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from dvc_task.app.filesystem import FSApp
+
+#: The Celery task that runs a job (see :mod:`dvc_task.jobs.tasks`).
+JOB_TASK = "dvc_task.jobs.run"
+#: The modules of the tasks that a job queue's app runs.
+TASK_MODULES = ["dvc_task.proc.tasks", "dvc_task.jobs.tasks"]
+#: Where a Celery app made by a job queue keeps that queue's backend.
+QUEUE_KEY = "dvc_task_queue"
+#: Tasks whose processed messages a cleanup may delete: ours.
+OUR_TASKS = frozenset({JOB_TASK, "dvc_task.proc.tasks.run"})
+
+
+def this_host() -> str:
+    """The name of this host in job records: ``DVC_TASK_HOST``, or the host name."""
+    return os.environ.get("DVC_TASK_HOST") or socket.gethostname()
+
+
+class FolderBackend:
+    """A job queue's jobs, messages, processes and output in one folder.
+
+    The :class:`~dvc_task.jobs.backend.Backend` of a folder::
+
+        <folder>/app/      the FSApp queue (broker messages, results)
+        <folder>/jobs/     one record per job, <name>.json, from the moment it is queued
+        <folder>/procs/    one process folder per job that ran: <name>.json, .out ...
+        <folder>/workers/  the detached workers' own process folders (their logs)
+    """
+
+    #: Whether the jobs are on a server that workers of many hosts share.
+    shared = False
+
+    def __init__(self, folder: StrPath) -> None:
+        """Use ``folder`` (created when the first job is queued).
+
+        Raises:
+            UnsafeFolderError: it exists but is not private to its owner.
+        """
+        self.folder = Path(os.path.abspath(os.fspath(folder)))
+        self.jobs_dir = self.folder / "jobs"
+        self.procs_dir = self.folder / "procs"
+        self.workers_dir = self.folder / "workers"
+        self.app_dir = self.folder / "app"
+        if self.folder.is_dir():
+            check_private(self.folder)
+        self.store: JobStore = FolderStore(self.jobs_dir, self.folder)
+        #: This host's name, as recorded for the jobs its workers run.
+        self.host = this_host()
+
+    @property
+    def location(self) -> str:
+        """Where the jobs are, for messages: the folder."""
+        return str(self.folder)
+
+    def exists(self) -> bool:
+        """Whether a job was ever queued here."""
+        return self.jobs_dir.is_dir() or self.app_dir.is_dir()
+
+    @functools.cached_property
+    def app(self) -> FSApp:
+        """The Celery app of the queue (its folders are created)."""
+        # Imported here: `logs` and `status` need no Celery.
+        from dvc_task.app.filesystem import FSApp  # noqa: PLC0415
+
+        make_private_folder(self.folder)
+        return FSApp(
+            "dvc-task",
+            wdir=self.app_dir,
+            mkdir=True,
+            include=TASK_MODULES,
+        )
+
+    @functools.cached_property
+    def manager(self) -> ProcessManager:
+        """The process manager of the jobs' processes."""
+        return ProcessManager(self.procs_dir)
+
+    @functools.cached_property
+    def tasks(self) -> TaskIndex:
+        """The queue's messages by task id."""
+        return TaskIndex(self.app_dir)
+
+    def output_path(self, name: str) -> Path:
+        """Path of job ``name``'s output (stdout and stderr) on this host."""
+        check_name(name, "job")
+        return self.procs_dir / name / f"{name}.out"
+
+    def load(self, name: str) -> JobRecord:
+        """The record of job ``name``.
+
+        Raises:
+            UnknownJobError: no such job.
+            InvalidJobRecordError: its record cannot be read.
+        """
+        check_name(name, "job")
+        return self.store.load(name)
+
+    def save(self, record: JobRecord) -> None:
+        """Write ``record`` (call it holding :meth:`locked`)."""
+        self.store.save(record)
+
+    def has_record(self, name: str) -> bool:
+        """Whether job ``name`` has a record (``ValueError`` for a bad name)."""
+        return self.store.has(check_name(name, "job"))
+
+    def locked(self) -> AbstractContextManager[object]:
+        """The lock that every change of a job record is made under."""
+        return self.store.locked()
+
+    def changes(self) -> Waiter:
+        """A waiter woken when a job record is written (for loops that wait)."""
+        return self.store.changes()
+
+    def publish(self, record: JobRecord, countdown: float | None = None) -> None:
+        """Queue the message of ``record``'s current task id."""
+        self.app.send_task(
+            JOB_TASK,
+            kwargs={"name": record.name, "folder": str(self.folder)},
+            task_id=record.task_id,
+            priority=self._message_priority(record.priority),
+            countdown=countdown or None,
+        )
+
+    def _message_priority(self, priority: int) -> int | None:
+        """The message priority of a job's ``priority`` (higher: sooner)."""
+        return priority or None
+
+    def unqueue(self, task_id: str) -> None:
+        """Take the message of ``task_id`` off the queue, if it still waits."""
+        self.tasks.unqueue(task_id)
+
+    def message_states(self) -> dict[str, str]:
+        """``task id -> queued | starting`` of the messages waiting or claimed."""
+        return self.tasks.states()
+
+    def forget_messages(self, task_ids: Collection[str]) -> None:
+        """Remove the processed messages and results of ``task_ids``."""
+        processed = self.tasks.processed(OUR_TASKS)
+        for task_id in task_ids:
+            self.tasks.forget(task_id, processed)
+
+    def forget_orphans(self) -> None:
+        """Remove processed messages and results of jobs no record has."""
+        kept = {
+            entry.task_id
+            for entry in self.store.entries().values()
+            if isinstance(entry, JobRecord)
+        }
+        processed = self.tasks.processed(OUR_TASKS)
+        for task_id in [t for t in processed if t not in kept]:
+            self.tasks.forget(task_id, processed)
+
+    def forget_output(self, name: str) -> None:
+        """Remove job ``name``'s output kept outside its process folder (none)."""
+
+    def has_queued(self) -> bool:
+        """Whether a message waits in the queue (or in a dead worker's claim)."""
+        return any(state != STARTING for state in self.message_states().values())
+
+    def processes_without_record(self, names: Collection[str]) -> list[Job]:
+        """Jobs of process folders not in ``names`` (started by dvc-task 0.40)."""
+        found = []
+        for name in folders(self.procs_dir):
+            if name not in names:
+                info = self.manager.get(name)
+                if info is not None:
+                    found.append(from_process(name, info, str(self.output_path(name))))
+        return found
+
+    def job_from_record(
+        self, record: JobRecord, view: dict[str, str] | None = None
+    ) -> Job:
+        """The job of ``record`` (``view``: :meth:`message_states`, read before it)."""
+        # Only a job that has started has a process record worth reading.
+        info = self.manager.get(record.name) if record.phase == STARTED else None
+        return derive(record, view or {}, info, str(self.output_path(record.name)))
+
+    @contextmanager
+    def attempt_link(self, name: str) -> Iterator[AttemptLink]:
+        """Kept up by the worker while an attempt of job ``name`` runs."""
+        del name
+        yield AttemptLink()
+
+    def is_outage(self, exc: Exception) -> bool:
+        """Whether ``exc`` says that the server of the jobs is away (never here)."""
+        del exc
+        return False
+
+    def before_start(self, name: str) -> None:
+        """Called by a worker before it judges a message of job ``name`` (nothing)."""
+        del name
+
+    def redelivered(self, record: JobRecord) -> str:
+        """What to do with a message of a job that a worker marked started.
+
+        A folder's workers share a host: the attempt of a dead one is over
+        (:data:`~dvc_task.jobs.backend.LOST_ATTEMPT`).
+        """
+        del record
+        return LOST_ATTEMPT
+
+    @contextmanager
+    def worker_session(self, node: str) -> Iterator[None]:
+        """Kept up while worker ``node`` of this queue runs (nothing here)."""
+        del node
+        yield
+
+    def worker_env(self) -> dict[str, str] | None:
+        """The environment of a detached worker (None: this one)."""
+        return None
+
+    def signal_job(self, name: str, sig: int) -> None:
+        """Send ``sig`` to job ``name``'s whole process group, if it has one.
+
+        Raises:
+            ProcessLookupError: it has no process (yet, or any more).
+        """
+        self.manager.send_signal(name, sig, group=True)
+
+    def read_output(self, name: str, tail: int | None = None) -> bytes:
+        """Job ``name``'s output so far (its last ``tail`` lines if given)."""
+        return output.read(self.output_path(name), tail)
+
+    def copy_output(self, name: str, fd: int, tail: int | None = None) -> None:
+        """Write job ``name``'s output so far to file descriptor ``fd``."""
+        output.copy(self.output_path(name), fd, tail)
+
+    def follow_output(self, name: str, tail: int | None = None) -> Iterator[bytes]:
+        """Yield job ``name``'s output as it is written, until the job ends.
+
+        A queued job is waited for. The bytes are passed through unchanged.
+
+        Raises:
+            UnknownJobError: no such job.
+        """
+        # An unknown name raises here, not at the first next().
+        try:
+            self.load(name)
+        except UnknownJobError:
+            if self.manager.get(name) is None:
+                raise
+        return output.follow(self, name, tail)
+
+    def workers(self, jobs: Iterable[Job] | None = None) -> list[WorkerInfo]:
+        """The live workers of this folder and the jobs each runs."""
+        return worker_ops.live_workers(self, jobs)
+
+    def ensure_worker(self) -> str | None:
+        """Start a detached worker unless one serves the queue; its name, or None."""
+        return worker_ops.ensure_worker(self)
+
+    def ask_to_stop(self, worker: WorkerInfo) -> None:
+        """Ask live ``worker`` to stop after its running jobs."""
+        worker_ops.ask_to_stop(worker)

@@ -1,0 +1,130 @@
+"""Jobs as users see them: listed, one by one, and whether they ended.
+
+Read only, through a :class:`~dvc_task.jobs.backend.Backend`: the state
+shown comes from each record's phase (see :mod:`~dvc_task.jobs.view`);
+``status``, :func:`job` and :func:`ended` show a job that waits for a
+failed one as ``dependency failed`` alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from dvc_task.jobs.dependencies import (
+    Outcomes,
+    failure_text,
+    show_failed_dependencies,
+)
+from dvc_task.jobs.record import (
+    DEPENDENCY_FAILED,
+    WAITING,
+    WAITING_FOR_JOBS,
+    InvalidJobRecordError,
+    JobRecord,
+    UnknownJobError,
+)
+from dvc_task.jobs.view import Job, being_queued, from_process, unreadable
+
+if TYPE_CHECKING:
+    from dvc_task.jobs.backend import Backend
+
+logger = logging.getLogger(__name__)
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, reason: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning("%s", reason)
+
+
+def jobs(backend: Backend, states: Iterable[str] | None = None) -> list[Job]:
+    """Every job, in submission order (only those in ``states`` if given)."""
+    wanted = set(states) if states is not None else None
+    view = backend.message_states()
+    found: list[Job] = []
+    entries = backend.store.entries()
+    for name, entry in entries.items():
+        if isinstance(entry, InvalidJobRecordError):
+            _warn_once(name, f"{entry}; remove the job with 'rm'")
+            found.append(unreadable(name, str(entry)))
+        else:
+            found.append(backend.job_from_record(entry, view))
+    found.extend(backend.processes_without_record(entries))
+    found.sort(key=lambda job: (job.seq, job.submitted_at or ""))
+    found = show_failed_dependencies(found)
+    return [job for job in found if wanted is None or job.state in wanted]
+
+
+def job(backend: Backend, name: str) -> Job:
+    """Job ``name`` as it is now (as :func:`jobs` lists it).
+
+    Raises:
+        UnknownJobError: no such job.
+        InvalidJobRecordError: its record cannot be read.
+        ValueError: an invalid name.
+    """
+    if not backend.has_record(name):
+        info = backend.manager.get(name)
+        if info is None:
+            raise UnknownJobError(name)
+        return from_process(name, info, str(backend.output_path(name)))
+    record = backend.load(name)
+    view = backend.message_states() if record.not_started else {}
+    shown = backend.job_from_record(record, view)
+    if shown.state != WAITING or record.phase != WAITING_FOR_JOBS:
+        return shown
+    failed = Outcomes(backend).failed(record)
+    if failed is None:
+        return shown
+    return dataclasses.replace(
+        shown, state=DEPENDENCY_FAILED, error=failure_text(*failed)
+    )
+
+
+def ended(backend: Backend, name: str) -> bool:
+    """Whether job ``name`` has finished (or is gone); cheaper than :func:`job`.
+
+    It reads the queue (every waiting message) only for a queued job
+    whose record is old enough for its message to be lost.
+    """
+    try:
+        record = backend.load(name)
+    except UnknownJobError:
+        return backend.manager.get(name) is None or job(backend, name).finished
+    except InvalidJobRecordError:
+        return True
+    if record.finished:
+        return True
+    if record.phase == WAITING_FOR_JOBS:
+        return Outcomes(backend).failed(record) is not None
+    if record.not_started:
+        return _lost_before_start(backend, record)
+    return backend.job_from_record(record).finished
+
+
+def left_queue(backend: Backend, name: str) -> bool:
+    """Whether job ``name`` is past waiting: started, ended, lost or gone.
+
+    Cheap for a job that waits: its record, and only once it is old
+    enough to be lost, the queue.
+    """
+    try:
+        record = backend.load(name)
+    except (UnknownJobError, InvalidJobRecordError):
+        return True
+    return not record.not_started or _lost_before_start(backend, record)
+
+
+def _lost_before_start(backend: Backend, record: JobRecord) -> bool:
+    # Its message is looked for (with every other waiting one) only once
+    # the record is old enough for the message to be missing for good.
+    return (
+        not record.parked
+        and not being_queued(record)
+        and job(backend, record.name).finished
+    )
