@@ -1,0 +1,62 @@
+"""The one owner of a job's life: every change of its phase is made here.
+
+A job's record holds its phase (see :mod:`~dvc_task.jobs.record`) and
+whether a message of its current task id is out (``has_message``). Each
+transition below checks its precondition under the jobs lock, writes the
+new phase, and says what becomes of the message::
+
+    submit    -> queued (send) | held | waiting for jobs          (no message)
+    hold      queued, waiting for ... -> held                     (unqueue)
+    release   held -> queued (send) | waiting for jobs
+    promote   waiting for jobs -> queued (send) | dependency failed
+              waiting for slots -> queued (send), once slots were freed
+    take      queued, waiting to retry -> started | waiting for slots
+              | killed | skipped (the worker holds the message: taken)
+              started, its worker dead -> queued again here (take over),
+              or the attempt ends lost
+    end       started -> a final state | waiting to retry (send, delayed)
+    retry     final -> queued (send) | held | waiting for jobs
+    kill      not started -> killed (unqueue); started: signal recorded
+    forget    final -> gone (record, output, message, result)
+
+Nothing else writes a phase: the worker's task (:mod:`~dvc_task.jobs.tasks`),
+the command line and the Python API call these.
+"""
+
+from __future__ import annotations
+
+from dvc_task.jobs.lifecycle.queueing import (
+    forget,
+    hold,
+    kill,
+    promote,
+    release,
+    replace,
+    retry,
+    submit,
+)
+from dvc_task.jobs.lifecycle.running import (
+    Taken,
+    end_attempt,
+    end_not_started,
+    end_running,
+    stop_leftover,
+    take,
+)
+
+__all__ = [
+    "Taken",
+    "end_attempt",
+    "end_not_started",
+    "end_running",
+    "forget",
+    "hold",
+    "kill",
+    "promote",
+    "release",
+    "replace",
+    "retry",
+    "stop_leftover",
+    "submit",
+    "take",
+]
