@@ -226,7 +226,7 @@ def test_a_job_of_a_worker_killed_with_sigkill_runs_on_another(
     c.cli.wait_state("handed", "succeeded", timeout=120)
     row = rows(c)["handed"]
     assert row["host"] == "hb"
-    record = open_queue(c.folder, c.env["DVC_TASK_BROKER"]).load("handed")
+    record = open_queue(c.folder, c.env["DVC_TASK_BROKER"]).backend.load("handed")
     assert [(t["state"], t["host"]) for t in record.attempts] == [("lost", "ha")]
     assert record.attempt == 1  # no retry used up: it had none
     assert c.cli("logs", "handed").stdout.endswith("done\n")

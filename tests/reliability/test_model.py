@@ -11,6 +11,7 @@ drain at the end, it checks what users rely on:
 - no job ran twice at once (each command holds an OS lock of its job's
   while it runs, and says so if it finds it taken);
 - no job is ``lost`` unless a worker died while it ran;
+- a job held (and not released, killed or removed since) does not start;
 - in the end every job ends in a final state, and ``wait()`` returns it.
 
 A worker killed with SIGKILL takes its running commands with it here, as
@@ -59,6 +60,8 @@ except OSError:
     with open(os.path.join(folder, "overlaps"), "a") as out:
         out.write(name + "\\n")
     fcntl.flock(lock, fcntl.LOCK_EX)
+with open(os.path.join(folder, name + ".started"), "a") as out:
+    out.write("started\n")
 gate = os.path.join(folder, name + ".gate")
 while not os.path.exists(gate):
     time.sleep(0.02)
@@ -86,7 +89,8 @@ class JobLife(RuleBasedStateMachine):
         self.queue = JobQueue(self.folder)
         #: Jobs that were starting or running on a worker when it was killed.
         self.orphaned: set[str] = set()
-        self.submitted: set[str] = set()
+        #: Held jobs, with how many times each had started when it was held.
+        self.held: dict[str, int] = {}
 
     def teardown(self) -> None:
         end_all(self.folder)
@@ -123,8 +127,10 @@ class JobLife(RuleBasedStateMachine):
             )
         except JobError:
             return  # taken by a job that has not finished, or waits on it
-        self.submitted.add(name)
         (self.scratch / f"{name}.gate").unlink(missing_ok=True)
+        self.held.pop(name, None)
+        if held:
+            self.held[name] = self._starts(name)
 
     @rule(name=st.sampled_from(NAMES))
     def finish(self, name: str) -> None:
@@ -132,15 +138,18 @@ class JobLife(RuleBasedStateMachine):
 
     @rule(name=st.sampled_from(NAMES))
     def hold(self, name: str) -> None:
-        self._try(self.queue.hold, name)
+        if self._try(self.queue.hold, name):
+            self.held[name] = self._starts(name)
 
     @rule(name=st.sampled_from(NAMES))
     def release(self, name: str) -> None:
+        self.held.pop(name, None)
         self._try(self.queue.release, name)
 
     @rule(name=st.sampled_from(NAMES))
     def kill(self, name: str) -> None:
-        self._try(self.queue.kill, name)
+        if self._try(self.queue.kill, name):
+            self.held.pop(name, None)
 
     @rule(name=st.sampled_from(NAMES))
     def retry(self, name: str) -> None:
@@ -148,7 +157,8 @@ class JobLife(RuleBasedStateMachine):
 
     @rule(name=st.sampled_from(NAMES))
     def remove(self, name: str) -> None:
-        self._try(self.queue.remove, name)
+        if self._try(self.queue.remove, name):
+            self.held.pop(name, None)
 
     @rule()
     def cleanup(self) -> None:
@@ -189,11 +199,18 @@ class JobLife(RuleBasedStateMachine):
                 _kill_group(job.pid)
         self.orphaned.update(job.name for job in at_risk)
 
-    def _try(self, action: object, name: str) -> None:
+    def _try(self, action: object, name: str) -> bool:
+        """Whether ``action(name)`` was done (not refused)."""
         try:
             action(name)  # type: ignore[operator]
         except (JobError, KeyError):
-            pass  # an unknown job, or one in the wrong state: said, not done
+            return False  # an unknown job, or one in the wrong state: said
+        return True
+
+    def _starts(self, name: str) -> int:
+        """How many times job ``name``'s command has started so far."""
+        path = self.scratch / f"{name}.started"
+        return len(path.read_text().splitlines()) if path.exists() else 0
 
     # --- what the queue must never do ----------------------------------------
 
@@ -213,6 +230,13 @@ class JobLife(RuleBasedStateMachine):
                 assert name in self.orphaned, f"{name} lost with no worker dead"
 
     @invariant()
+    def a_held_job_does_not_start(self) -> None:
+        if not hasattr(self, "held"):
+            return
+        for name, starts in self.held.items():
+            assert self._starts(name) == starts, f"held job {name} started"
+
+    @invariant()
     def no_job_ran_twice_at_once(self) -> None:
         if not hasattr(self, "scratch"):
             return
@@ -224,6 +248,7 @@ class JobLife(RuleBasedStateMachine):
         for job in self.queue.jobs():
             if job.state == "held":
                 self.queue.release(job.name)
+        self.held.clear()
         for name in NAMES:
             (self.scratch / f"{name}.gate").touch()
         self.queue.start_workers(

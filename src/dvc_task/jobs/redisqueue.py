@@ -27,14 +27,11 @@ import io
 import json
 import logging
 import os
-import signal
-import threading
 import time
-import warnings
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from celery.signals import worker_ready
 from redis.exceptions import BusyLoadingError, RedisError
@@ -42,10 +39,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dvc_task.app.redisapp import RedisApp, check_redis_url, redacted
-from dvc_task.files import check_name, open_regular
+from dvc_task.files import check_name
 from dvc_task.folders import make_private_folder
-from dvc_task.jobs import output, reading, slots
-from dvc_task.jobs import workers as worker_ops
+from dvc_task.jobs import output, reading
 from dvc_task.jobs.backend import (
     LOST_ATTEMPT,
     RUNS_ELSEWHERE,
@@ -62,6 +58,12 @@ from dvc_task.jobs.record import (
     JobRecord,
 )
 from dvc_task.jobs.redisstore import ALIVE_S, BEAT_S, RedisStore, connect
+from dvc_task.jobs.redisworker import (
+    RedisLink,
+    WorkerSession,
+    live_workers,
+    quiet_cancel_warning,
+)
 from dvc_task.jobs.view import (
     YOUNG_RECORD_S,
     Job,
@@ -71,8 +73,6 @@ from dvc_task.jobs.view import (
     due_later,
     parse_time,
 )
-from dvc_task.jobs.workers import short_name
-from dvc_task.proc.info import utc_now
 from dvc_task.utils import StrPath
 from dvc_task.worker.temporary import LOCKS_KEY
 
@@ -81,8 +81,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: How often a running job's worker looks for output and kill requests.
-LINK_POLL_S = 0.1
 #: How long a job's heartbeat must stay away, with the server answering,
 #: before its worker counts as dead (a cut-off worker beats again by then).
 CONFIRM_S = 3 * BEAT_S
@@ -91,92 +89,6 @@ MAX_HANDOVERS = 3
 #: How long a worker's calls wait for the server to come back (a restart):
 #: a job's worker that gives up leaves the job to be run again.
 WORKER_RECONNECT_S = 120.0
-#: How often one of the live workers looks for jobs whose message was lost.
-SWEEP_S = 10.0
-#: Celery's warning about cancelling tasks on a lost connection.
-_CANCEL_WARNING = r"(?s).*on connection loss cancels all currently executed tasks"
-#: Output sent to the stream at most in pieces of this size.
-OUTPUT_PIECE = 1 << 16
-
-
-class _RedisLink(AttemptLink):
-    """Sends a running job's output and liveness to Redis; takes its kills."""
-
-    def __init__(self, queue: RedisBackend, name: str) -> None:
-        self.queue = queue
-        self.name = name
-        self.path = queue.output_path(name)
-        try:
-            self.offset = self.path.stat().st_size
-        except FileNotFoundError:
-            self.offset = 0
-        self._stop = threading.Event()
-        self._pid: int | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def started(self) -> None:
-        info = self.queue.manager.get(self.name)
-        self._pid = info.pid if info is not None else None
-        self._beat()
-
-    def close(self) -> None:
-        if not self._stop.is_set():
-            self._stop.set()
-            self._thread.join()
-
-    def _beat(self) -> None:
-        store = self.queue.store
-        value = json.dumps({"pid": self._pid, "host": self.queue.host})
-        store.client.set(store.key("alive", self.name), value, px=int(ALIVE_S * 1000))
-
-    def _run(self) -> None:
-        store = self.queue.store
-        killq = store.key("killq", self.name)
-        last_beat = time.monotonic()
-        while not self._stop.wait(LINK_POLL_S):
-            try:
-                popped = store.client.lpop(killq)
-                if popped is not None:
-                    self._signal(int(cast(bytes, popped)))
-                self._forward()
-                if time.monotonic() - last_beat >= BEAT_S:
-                    last_beat = time.monotonic()
-                    self._beat()
-            except (RedisError, ValueError) as exc:
-                logger.warning("job %s: Redis: %s; trying again", self.name, exc)
-        try:
-            self._forward()
-        except RedisError as exc:
-            # Not silently: the file on this host still has all of it.
-            logger.warning(
-                "job %s: the end of its output (from byte %d) could not be sent "
-                "to the server (%s); it is in %s on %s",
-                self.name,
-                self.offset,
-                exc,
-                self.path,
-                self.queue.host,
-            )
-
-    def _signal(self, sig: int) -> None:
-        try:
-            self.queue.manager.send_signal(self.name, sig, group=True)
-        except ProcessLookupError:
-            pass  # not started yet: the worker looks for the request then
-
-    def _forward(self) -> None:
-        try:
-            fd = open_regular(self.path)
-        except FileNotFoundError:
-            return
-        with os.fdopen(fd, "rb") as fobj:
-            fobj.seek(self.offset)
-            while piece := fobj.read(OUTPUT_PIECE):
-                self.queue.store.client.xadd(
-                    self.queue.store.key("out", self.name), {"o": piece}
-                )
-                self.offset += len(piece)
 
 
 class RedisBackend(FolderBackend):
@@ -279,7 +191,7 @@ class RedisBackend(FolderBackend):
     @contextlib.contextmanager
     def attempt_link(self, name: str) -> Iterator[AttemptLink]:
         """Send the attempt's output and liveness; take kill requests."""
-        link = _RedisLink(self, name)
+        link = RedisLink(self, self.store, name)
         try:
             yield link
         finally:
@@ -375,13 +287,13 @@ class RedisBackend(FolderBackend):
         # Celery warns at every lost connection that it may one day cancel
         # the running tasks; the app says it does not (see RedisApp). Its
         # worker turns such warnings on as it starts: turned off once ready.
-        worker_ready.connect(_quiet_cancel_warning, weak=False)
-        session = _WorkerSession(self, node)
+        worker_ready.connect(quiet_cancel_warning, weak=False)
+        session = WorkerSession(self, self.store, node, self.resend_lost)
         try:
             yield
         finally:
             session.close()
-            worker_ready.disconnect(_quiet_cancel_warning)
+            worker_ready.disconnect(quiet_cancel_warning)
 
     def worker_env(self) -> dict[str, str]:
         """The environment of a detached worker: this one, with the server."""
@@ -389,14 +301,14 @@ class RedisBackend(FolderBackend):
 
     def workers(self, jobs: Iterable[Job] | None = None) -> list[WorkerInfo]:
         """The live workers on every host, and the jobs each runs."""
-        return live_workers(self, jobs)
+        return live_workers(self, self.store, jobs)
 
     def ensure_worker(self) -> str | None:
         """Start a detached worker here unless one lives on any host.
 
         One started here a moment ago counts before it has registered.
         """
-        if live_workers(self, []):
+        if live_workers(self, self.store, []):
             return None
         return super().ensure_worker()
 
@@ -471,129 +383,6 @@ def _joined(pieces: list[tuple[str, bytes]], tail: int | None) -> bytes:
     if tail is None:
         return data
     return data[output.tail_offset(io.BytesIO(data), tail) :]
-
-
-def _quiet_cancel_warning(**_: Any) -> None:
-    warnings.filterwarnings("ignore", message=_CANCEL_WARNING)
-
-
-class _WorkerSession:
-    """A worker's entry and heartbeat on the server, and its ``stop`` flag.
-
-    The heartbeat and the look for lost messages are timers of the worker's
-    event loop (installed when each of its Celery workers is ready): a
-    worker whose loop is stuck stops beating, as one that died does.
-    """
-
-    def __init__(self, queue: RedisBackend, node: str) -> None:
-        self.queue = queue
-        self.node = node
-        self.ident = f"{queue.host}/{node}"
-        store = queue.store
-        offer = queue.app.conf.get(slots.OFFER_KEY)
-        entry = {
-            "node": node,
-            "host": queue.host,
-            "pid": os.getpid(),
-            "started": utc_now(),
-            "concurrency": queue.app.conf.get(worker_ops.CONCURRENCY_KEY),
-            "gpus": list(offer.gpus) if isinstance(offer, slots.Offer) else [],
-        }
-        store.client.delete(store.key("stop", self.ident))
-        store.client.hset(store.key("workers"), self.ident, json.dumps(entry))
-        self.beat()
-        worker_ready.connect(self._on_ready, weak=False)
-
-    def _on_ready(self, sender: Any = None, **_: Any) -> None:
-        """A Celery worker of ours is ready: its loop beats for it."""
-        self.beat()
-        sender.timer.call_repeatedly(BEAT_S, self.beat)
-        sender.timer.call_repeatedly(SWEEP_S, self.sweep)
-
-    def beat(self) -> None:
-        """Say that this worker lives; stop it if it was asked to."""
-        store = self.queue.store
-        try:
-            pipe = store.client.pipeline()
-            pipe.set(store.key("worker", self.ident), b"1", px=int(ALIVE_S * 1000))
-            pipe.exists(store.key("stop", self.ident))
-            stop = pipe.execute()[-1]
-        except RedisError as exc:
-            logger.warning("worker heartbeat: Redis: %s; trying again", exc)
-            return
-        if stop:
-            logger.info("asked to stop: stopping after the running jobs")
-            store.client.delete(store.key("stop", self.ident))
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    def sweep(self) -> None:
-        """One live worker at a time looks for jobs whose message was lost."""
-        store = self.queue.store
-        try:
-            if store.client.set(
-                store.key("sweep"), b"1", nx=True, px=int(SWEEP_S * 1000)
-            ):
-                self.queue.resend_lost()
-        except RedisError as exc:
-            logger.warning("looking for lost messages: Redis: %s", exc)
-
-    def close(self) -> None:
-        worker_ready.disconnect(self._on_ready)
-        store = self.queue.store
-        with contextlib.suppress(RedisError):
-            pipe = store.client.pipeline()
-            pipe.hdel(store.key("workers"), self.ident)
-            pipe.delete(store.key("worker", self.ident))
-            pipe.execute()
-
-
-def live_workers(queue: RedisBackend, jobs: Iterable[Job] | None) -> list[WorkerInfo]:
-    """The workers whose heartbeat is fresh, on every host."""
-    store = queue.store
-    raw = cast(dict[bytes, bytes], store.client.hgetall(store.key("workers")))
-    if not raw:
-        return []
-    idents = sorted(key.decode("utf-8", "replace") for key in raw)
-    pipe = store.client.pipeline()
-    for ident in idents:
-        pipe.exists(store.key("worker", ident))
-    alive = dict(zip(idents, cast(list[int], pipe.execute())))
-    running: dict[tuple[str | None, str | None], list[str]] = {}
-    last_end: dict[tuple[str | None, str | None], str] = {}
-    for job in reading.jobs(queue) if jobs is None else jobs:
-        key = (job.host, job.worker)
-        if job.state == RUNNING:
-            running.setdefault(key, []).append(job.name)
-        elif job.finished_at and job.finished_at > last_end.get(key, ""):
-            last_end[key] = job.finished_at
-    found = []
-    for ident in idents:
-        if not alive[ident]:
-            continue
-        try:
-            entry: dict[str, Any] = json.loads(raw[ident.encode("utf-8")])
-        except ValueError:
-            continue
-        node, host = str(entry.get("node")), str(entry.get("host"))
-        key = (host, node)
-        busy = tuple(running.get(key, ()))
-        since = entry.get("started")
-        idle = None if busy else (last_end.get(key) or since)
-        pid = entry.get("pid")
-        concurrency = entry.get("concurrency")
-        found.append(
-            WorkerInfo(
-                short_name(node),
-                node,
-                pid if isinstance(pid, int) else None,
-                since,
-                busy,
-                idle,
-                concurrency if isinstance(concurrency, int) else None,
-                host=host,
-            )
-        )
-    return found
 
 
 class RedisJobQueue(JobQueue):

@@ -258,7 +258,7 @@ class TopApp(App[None]):
         self.query_one("#log", Log).clear()
         self.query_one("#current", Static).update("")
         self.follower = (
-            StreamFollower(cast(SharedOutput, self.queue), name)
+            StreamFollower(cast(SharedOutput, self.queue.backend), name)
             if self.reader.shared
             else OutputFollower(self.queue.backend.output_path(name))
         )
