@@ -68,7 +68,18 @@ while not os.path.exists(gate):
 sys.exit(code)
 """
 #: Names of jobs: a few, so that steps often meet the same job again.
-NAMES = [f"j{number}" for number in range(8)]
+NAMES = [f"j{number}" for number in range(5)]
+#: What a job is submitted with (two rules draw it: jobs are most of the work).
+RUN_ARGUMENTS = {
+    "name": st.sampled_from(NAMES),
+    "after": st.lists(st.sampled_from(NAMES), max_size=2, unique=True),
+    "mem": st.booleans(),
+    "retries": st.integers(0, 1),
+    "held": st.booleans(),
+    "code": st.sampled_from([0, 0, 1]),
+}
+#: What the workers offer: two jobs at once, one unit of "mem".
+OFFER = Offer([], {"mem": 1}, patience=1)
 
 
 class JobLife(RuleBasedStateMachine):
@@ -91,20 +102,14 @@ class JobLife(RuleBasedStateMachine):
         self.orphaned: set[str] = set()
         #: Held jobs, with how many times each had started when it was held.
         self.held: dict[str, int] = {}
+        self.queue.start_workers(timeout=30, concurrency=2, offer=OFFER)
 
     def teardown(self) -> None:
         end_all(self.folder)
 
     # --- what users do -------------------------------------------------------
 
-    @rule(
-        name=st.sampled_from(NAMES),
-        after=st.lists(st.sampled_from(NAMES), max_size=2, unique=True),
-        mem=st.booleans(),
-        retries=st.integers(0, 1),
-        held=st.booleans(),
-        code=st.sampled_from([0, 0, 1]),
-    )
+    @rule(**RUN_ARGUMENTS)
     def run(
         self,
         name: str,
@@ -131,6 +136,18 @@ class JobLife(RuleBasedStateMachine):
         self.held.pop(name, None)
         if held:
             self.held[name] = self._starts(name)
+
+    @rule(**RUN_ARGUMENTS)
+    def run_another(
+        self,
+        name: str,
+        after: list[str],
+        mem: bool,
+        retries: int,
+        held: bool,
+        code: int,
+    ) -> None:
+        self.run(name, after, mem, retries, held, code)
 
     @rule(name=st.sampled_from(NAMES))
     def finish(self, name: str) -> None:
@@ -169,9 +186,7 @@ class JobLife(RuleBasedStateMachine):
         # At most two at once. (What is drawn never depends on the workers
         # alive: Hypothesis replays a sequence by what it drew.)
         if len(self.queue.workers()) < 2:
-            self.queue.start_workers(
-                timeout=30, concurrency=2, offer=Offer([], {"mem": 1}, patience=1)
-            )
+            self.queue.start_workers(timeout=30, concurrency=2, offer=OFFER)
 
     @rule(which=st.integers(0, 1))
     def kill_worker(self, which: int) -> None:
@@ -251,9 +266,7 @@ class JobLife(RuleBasedStateMachine):
         self.held.clear()
         for name in NAMES:
             (self.scratch / f"{name}.gate").touch()
-        self.queue.start_workers(
-            timeout=30, concurrency=2, offer=Offer([], {"mem": 1}, patience=1)
-        )
+        self.queue.start_workers(timeout=30, concurrency=2, offer=OFFER)
         for job in self.queue.jobs():
             ended = self.queue.wait(job.name, timeout=120)
             assert ended.state in FINAL_STATES, ended
@@ -292,8 +305,8 @@ def test_random_sequences_keep_every_job_whole(
     run_state_machine_as_test(
         DrainedJobLife,
         settings=settings(
-            max_examples=40 if full else 6,
-            stateful_step_count=40 if full else 15,
+            max_examples=40 if full else 5,
+            stateful_step_count=50 if full else 25,
             deadline=None,
             derandomize=True,
             # Real processes: a sequence replays with other timings, so it
