@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -78,6 +79,8 @@ RUN_ARGUMENTS = {
     "held": st.booleans(),
     "code": st.sampled_from([0, 0, 1]),
 }
+#: The longest a step waits for the workers to take what they can.
+SETTLE_S = 2.0
 #: What the workers offer: two jobs at once, one unit of "mem".
 OFFER = Offer([], {"mem": 1}, patience=1)
 
@@ -176,6 +179,19 @@ class JobLife(RuleBasedStateMachine):
     def remove(self, name: str) -> None:
         if self._try(self.queue.remove, name):
             self.held.pop(name, None)
+
+    @rule()
+    def settle(self) -> None:
+        """Let the workers catch up: until nothing waits to start, or 2 s."""
+        deadline = time.monotonic() + SETTLE_S
+        waiter = self.queue.changes()
+        try:
+            while time.monotonic() < deadline and any(
+                job.state in ("queued", "starting") for job in self.queue.jobs()
+            ):
+                waiter.wait(0.1)
+        finally:
+            waiter.close()
 
     @rule()
     def cleanup(self) -> None:
