@@ -128,7 +128,12 @@ class JobLife(RuleBasedStateMachine):
                 command,
                 name=name,
                 replace=True,
-                after=[dep for dep in after if dep != name],
+                # Only jobs that exist (an unknown one is refused).
+                after=[
+                    dep
+                    for dep in after
+                    if dep != name and self.queue.backend.has_record(dep)
+                ],
                 resources={"mem": 1} if mem else None,
                 retries=retries,
                 held=held,
