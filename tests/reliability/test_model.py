@@ -144,6 +144,7 @@ class JobLife(RuleBasedStateMachine):
         self.held.pop(name, None)
         if held:
             self.held[name] = self._starts(name)
+        self.queue.ensure_worker()  # as ``dvc-task run`` does
 
     @rule(**RUN_ARGUMENTS)
     def run_another(
