@@ -68,6 +68,10 @@ class Backend(Protocol):
         """The process manager of the jobs' commands on this host."""
 
     @property
+    def locks_dir(self) -> Path:
+        """Where this host's workers of the queue hold their name locks."""
+
+    @property
     def location(self) -> str:
         """Where the jobs are, for messages."""
 

@@ -75,6 +75,11 @@ class FolderBackend:
         self.host = this_host()
 
     @property
+    def locks_dir(self) -> Path:
+        """Where this host's workers of the queue hold their name locks."""
+        return self.app_dir / "broker"
+
+    @property
     def location(self) -> str:
         """Where the jobs are, for messages: the folder."""
         return str(self.folder)

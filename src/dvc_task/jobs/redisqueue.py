@@ -132,7 +132,7 @@ class RedisBackend(FolderBackend):
             make_private_folder(self.folder)
             app = RedisApp("dvc-task", url=self.url, include=TASK_MODULES)
             app.conf[QUEUE_KEY] = self
-            app.conf[LOCKS_KEY] = str(self.app_dir / "broker")
+            app.conf[LOCKS_KEY] = str(self.locks_dir)
             self.__dict__["_app"] = app
         return app
 

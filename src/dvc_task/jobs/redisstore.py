@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
@@ -40,7 +41,7 @@ from dvc_task.jobs.record import (
     JobRecord,
     UnknownJobError,
 )
-from dvc_task.jobs.store import Entry
+from dvc_task.jobs.store import Entry, RecordCache
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -275,10 +276,22 @@ class RedisStore:
         pipe.publish(self.key("changed"), name)
         pipe.execute()
 
-    def entries(self) -> dict[str, Entry]:
-        """Every record, read in one call."""
+    def entries(
+        self, names: Iterable[str] | None = None, cache: RecordCache | None = None
+    ) -> dict[str, Entry]:
+        """Every record (those of ``names``), read in one call; no cache kept."""
+        del cache  # the server is read whole each time: one round trip
         found: dict[str, Entry] = {}
-        raw = cast(dict[bytes, bytes], self.client.hgetall(self.key("jobs")))
+        if names is None:
+            raw = cast(dict[bytes, bytes], self.client.hgetall(self.key("jobs")))
+        else:
+            wanted = list(names)
+            values = cast(list[bytes], self.client.hmget(self.key("jobs"), wanted))
+            raw = {
+                name.encode("utf-8"): data
+                for name, data in zip(wanted, values)
+                if data is not None
+            }
         for key, data in raw.items():
             name = key.decode("utf-8", "replace")
             try:

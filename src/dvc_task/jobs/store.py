@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Union
 
@@ -42,6 +43,8 @@ WAITING_DIR = "waiting"
 POLL_S = 0.01
 #: A record, or why it could not be read.
 Entry = Union[JobRecord, InvalidJobRecordError]
+#: Records read before, by name, with what told whether they changed since.
+RecordCache = dict[str, tuple[object, Entry]]
 
 
 class Waiter(Protocol):
@@ -69,8 +72,14 @@ class JobStore(Protocol):
     def delete(self, name: str) -> None:
         """Delete job ``name``'s record, kill request and waiting marker."""
 
-    def entries(self) -> dict[str, Entry]:
-        """Every job's record (or why it cannot be read), by name."""
+    def entries(
+        self, names: Iterable[str] | None = None, cache: RecordCache | None = None
+    ) -> dict[str, Entry]:
+        """Every job's record (or why it cannot be read), by name.
+
+        Only those of ``names`` if given. With ``cache``, a record known not
+        to have changed since it was put there is not read again.
+        """
 
     def locked(self) -> AbstractContextManager[object]:
         """The lock that every change of a record is made under."""
@@ -146,17 +155,41 @@ class FolderStore:
         ):
             unlink_quietly(path)
 
-    def entries(self) -> dict[str, Entry]:
-        """Every record file, read."""
+    def entries(
+        self, names: Iterable[str] | None = None, cache: RecordCache | None = None
+    ) -> dict[str, Entry]:
+        """Every record file (those of ``names``), read unless ``cache`` has it.
+
+        A cached record is used while its file's size, mtime and inode stay.
+        """
+        if names is None:
+            paths = {path.name[: -len(".json")]: path for path in records(self.folder)}
+        else:
+            paths = {name: self.path(name) for name in names}
         found: dict[str, Entry] = {}
-        for path in records(self.folder):
-            name = path.name[: -len(".json")]
+        for name, path in paths.items():
             try:
-                found[name] = JobRecord.load(path)
+                info = path.stat()
             except FileNotFoundError:
                 continue  # removed meanwhile
+            key = (info.st_mtime_ns, info.st_size, info.st_ino)
+            hit = cache.get(name) if cache is not None else None
+            if hit is not None and hit[0] == key:
+                found[name] = hit[1]
+                continue
+            entry: Entry
+            try:
+                entry = JobRecord.load(path)
+            except FileNotFoundError:
+                continue
             except InvalidJobRecordError as exc:
-                found[name] = exc
+                entry = exc
+            found[name] = entry
+            if cache is not None:
+                cache[name] = (key, entry)
+        if cache is not None and names is None:
+            for gone in set(cache) - set(found):
+                del cache[gone]
         return found
 
     def locked(self) -> AbstractContextManager[object]:

@@ -11,16 +11,15 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterable
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from dvc_task.files import lock_is_held, read_regular
 from dvc_task.jobs import control, lifecycle, reading
 from dvc_task.jobs.record import RUNNING, STARTING, JobError
 from dvc_task.jobs.slots import OFFER_KEY, Offer, detect_gpus
 from dvc_task.jobs.view import Job, WorkerInfo, parse_time
 from dvc_task.proc import ManagedProcess, ProcessManager
 from dvc_task.utils import module_command
+from dvc_task.worker.locks import held_locks, last_holder
 
 if TYPE_CHECKING:
     from dvc_task.jobs.backend import Backend
@@ -41,30 +40,6 @@ def node_name(name: str) -> str:
 def short_name(node: str) -> str:
     """The name a worker was started with, from its Celery node name."""
     return node[len("celery@") :] if node.startswith("celery@") else node
-
-
-def _locked_workers(queue: Backend) -> dict[str, tuple[int | None, str]]:
-    """``node -> (pid, since)`` of every worker that holds its lock now."""
-    broker = queue.app_dir / "broker"
-    try:
-        entries = list(os.scandir(broker))
-    except FileNotFoundError:
-        return {}
-    found: dict[str, tuple[int | None, str]] = {}
-    for entry in entries:
-        if not (entry.name.startswith("worker-") and entry.name.endswith(".lock")):
-            continue
-        if not lock_is_held(entry.path):
-            continue  # nobody holds it: that worker is gone
-        try:
-            text = read_regular(entry.path).decode("ascii", "replace").strip()
-            mtime = entry.stat(follow_symlinks=False).st_mtime
-        except OSError:
-            continue
-        since = datetime.fromtimestamp(mtime, timezone.utc)
-        node = entry.name[len("worker-") : -len(".lock")]
-        found[node] = (int(text) if text.isdigit() else None, since.isoformat())
-    return found
 
 
 def _detached(queue: Backend) -> dict[str, tuple[int | None, str, int | None]]:
@@ -93,7 +68,7 @@ def _alive(
     found = _detached(queue) if detached is None else detached
     return {
         **{node: (pid, since) for node, (pid, since, _) in found.items()},
-        **_locked_workers(queue),
+        **held_locks(queue.locks_dir),
     }
 
 
@@ -182,18 +157,13 @@ def _serving(queue: Backend) -> bool:
     taken it yet. One that let go of it may already have made its last look
     (it looks once more after letting go): it does not count.
     """
-    locked = _locked_workers(queue)
-    if locked:
+    if held_locks(queue.locks_dir):
         return True
-    broker = queue.app_dir / "broker"
-    for node, (pid, _, _) in _detached(queue).items():
-        try:
-            holder = read_regular(broker / f"worker-{node}.lock").strip()
-        except OSError:
-            return True  # no lock file yet: starting
-        if holder != str(pid).encode("ascii"):
-            return True  # a predecessor's lock file: starting
-    return False
+    # A detached worker whose lock has another pid (or none) is starting.
+    return any(
+        pid is None or last_holder(queue.locks_dir, node) != pid
+        for node, (pid, _, _) in _detached(queue).items()
+    )
 
 
 def ensure_worker(queue: Backend) -> str | None:
@@ -259,7 +229,7 @@ def work(
     """
     from celery.signals import worker_shutting_down  # noqa: PLC0415
 
-    if node_name(name) in _locked_workers(queue):
+    if node_name(name) in held_locks(queue.locks_dir):
         return False
     asked_to_stop: list[bool] = []
 
@@ -295,7 +265,7 @@ def _drain(
     loglevel: str,
     asked_to_stop: list[bool],
 ) -> None:
-    from dvc_task.worker import TemporaryWorker  # noqa: PLC0415
+    from dvc_task.worker.temporary import TemporaryWorker  # noqa: PLC0415
 
     while True:
         TemporaryWorker(

@@ -155,7 +155,7 @@ class TopApp(App[None]):
         self._show(self.reader.read(), self.queue.workers())
         self.query_one("#jobs", JobTable).focus()
         self.watcher.start()
-        if self.reader.shared:
+        if self.queue.shared:
             # Records on a server: its change notices wake the watcher.
             threading.Thread(target=self._relay_changes, daemon=True).start()
 
@@ -259,7 +259,7 @@ class TopApp(App[None]):
         self.query_one("#current", Static).update("")
         self.follower = (
             StreamFollower(cast(SharedOutput, self.queue.backend), name)
-            if self.reader.shared
+            if self.queue.shared
             else OutputFollower(self.queue.backend.output_path(name))
         )
         self.watcher.follow(self.queue.backend.procs_dir / name)

@@ -1,8 +1,9 @@
 r"""What the monitor shows, read from the queue folder (no Textual here).
 
-:class:`JobsReader` keeps the jobs of a folder up to date by reading only
-the records that changed since the last look (their size and mtime), so a
-folder of 10,000 finished jobs costs one ``scandir`` per refresh.
+:class:`JobsReader` keeps the jobs of a queue up to date by reading only
+the records that changed since the last look (its store tells which: in a
+folder, their size and mtime), so a folder of 10,000 finished jobs costs
+one ``scandir`` per refresh.
 :class:`Watcher` wakes the monitor when the folders change (inotify where
 there is one), and :class:`TermBuffer` turns a job's output into the lines a
 terminal would show (``\r`` returns to the start of the line).
@@ -22,13 +23,13 @@ from typing import Protocol
 from dvc_task.files import open_regular
 from dvc_task.jobs import JobQueue
 from dvc_task.jobs.dependencies import show_failed_dependencies
-from dvc_task.jobs.listing import entries
 from dvc_task.jobs.record import (
     FINAL_STATES,
     RUNNING,
     InvalidJobRecordError,
     JobRecord,
 )
+from dvc_task.jobs.store import Entry, RecordCache
 from dvc_task.jobs.view import Job, unreadable
 from dvc_task.watch import CHANGED_FILES, FolderWaiter
 
@@ -42,85 +43,38 @@ TAIL_BYTES = 256 * 1024
 
 
 class JobsReader:
-    """The jobs of a queue folder, re-read only where something changed."""
+    """The jobs of a queue, re-read only where something changed."""
 
     def __init__(self, queue: JobQueue) -> None:
         self.queue = queue
-        #: Whether the records are on a server (read whole, every look).
-        self.shared = queue.shared
-        self._last: list[Job] = []
-        self._records: dict[str, tuple[tuple[int, int], JobRecord | str]] = {}
+        #: Records read before (their store tells which changed since).
+        self._cache: RecordCache = {}
         #: Names of the jobs that had not finished at the last look.
         self.active: set[str] = set()
         #: Whether one of them was running.
         self.running = False
 
     def read(self) -> list[Job]:
-        """Every job, in submission order."""
-        if self.shared:
-            return self._read_shared()
-        seen: dict[str, tuple[tuple[int, int], JobRecord | str]] = {}
-        for entry in entries(self.queue.backend.jobs_dir):
-            if not entry.name.endswith(".json"):
-                continue
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            key = (info.st_mtime_ns, info.st_size)
-            cached = self._records.get(entry.name)
-            if cached is not None and cached[0] == key:
-                seen[entry.name] = cached
-                continue
-            try:
-                seen[entry.name] = (key, JobRecord.load(Path(entry.path)))
-            except FileNotFoundError:
-                continue
-            except InvalidJobRecordError as exc:
-                seen[entry.name] = (key, str(exc))
-        self._records = seen
-        return self._note(show_failed_dependencies(self._derive(seen)))
+        """Every job, reading only the records that changed."""
+        found = self.queue.backend.store.entries(cache=self._cache)
+        return self._note(show_failed_dependencies(self._derive(found)))
 
     def refresh(self, jobs: list[Job]) -> list[Job]:
         """``jobs`` with those that have not finished looked at again.
 
         Cheap between two full reads: finished jobs are not touched.
         """
-        if self.shared:
-            return self._read_shared()
         active = self.active
         if not active:
             return jobs
-        seen = {
-            f"{name}.json": self._records[f"{name}.json"]
-            for name in active
-            if f"{name}.json" in self._records
-        }
-        for file_name in list(seen):
-            path = self.queue.backend.jobs_dir / file_name
-            try:
-                info = path.stat()
-                key = (info.st_mtime_ns, info.st_size)
-                if key != seen[file_name][0]:
-                    seen[file_name] = (key, JobRecord.load(path))
-                    self._records[file_name] = seen[file_name]
-            except (OSError, InvalidJobRecordError):
-                continue  # the next full read reports it
-        fresh = {job.name: job for job in self._derive(seen, with_processes=False)}
+        found = self.queue.backend.store.entries(names=active, cache=self._cache)
+        fresh = {job.name: job for job in self._derive(found, with_processes=False)}
         merged = show_failed_dependencies([fresh.get(job.name, job) for job in jobs])
         if [job for job in merged if job.name in active] == [
             job for job in jobs if job.name in active
         ]:
             return jobs  # the same list: nothing to draw
         return self._note(merged)
-
-    def _read_shared(self) -> list[Job]:
-        # The same list object when nothing changed: nothing to draw.
-        jobs = self.queue.jobs()
-        if jobs == self._last:
-            return self._last
-        self._last = jobs
-        return self._note(jobs)
 
     def _note(self, jobs: list[Job]) -> list[Job]:
         """Remember which of ``jobs`` have not finished, and whether any runs."""
@@ -129,26 +83,22 @@ class JobsReader:
         return jobs
 
     def _derive(
-        self,
-        seen: dict[str, tuple[tuple[int, int], JobRecord | str]],
-        with_processes: bool = True,
+        self, found: dict[str, Entry], with_processes: bool = True
     ) -> list[Job]:
-        records = [value for _, value in seen.values()]
+        backend = self.queue.backend
         waiting = any(
-            isinstance(r, JobRecord) and r.not_started and not r.parked for r in records
+            isinstance(r, JobRecord) and r.not_started and not r.parked
+            for r in found.values()
         )
-        view = self.queue.backend.message_states() if waiting else {}
-        jobs: list[Job] = []
-        names = set()
-        for file_name, (_, value) in seen.items():
-            name = file_name[: -len(".json")]
-            names.add(name)
-            if isinstance(value, str):
-                jobs.append(unreadable(name, value))
-            else:
-                jobs.append(self.queue.backend.job_from_record(value, view))
+        view = backend.message_states() if waiting else {}
+        jobs = [
+            unreadable(name, str(entry))
+            if isinstance(entry, InvalidJobRecordError)
+            else backend.job_from_record(entry, view)
+            for name, entry in found.items()
+        ]
         if with_processes:
-            jobs.extend(self.queue.backend.processes_without_record(names))
+            jobs.extend(backend.processes_without_record(found))
         jobs.sort(key=lambda job: (job.seq, job.submitted_at or ""))
         return jobs
 

@@ -40,6 +40,7 @@ from celery.worker import state as worker_state
 from dvc_task.app.filesystem import FSApp
 from dvc_task.files import FileLock, check_name
 from dvc_task.utils import makedirs
+from dvc_task.worker.locks import lock_path
 
 logger = logging.getLogger(__name__)
 
@@ -188,12 +189,12 @@ class TemporaryWorker:
 
     def _lock_path(self, nodename: str) -> Path | None:
         if isinstance(self.app, FSApp):
-            return self.app.broker_folders.inbox.parent / f"worker-{nodename}.lock"
+            return lock_path(self.app.broker_folders.inbox.parent, nodename)
         folder = self.app.conf.get(LOCKS_KEY)
         if not folder:
             return None
         makedirs(folder, exist_ok=True, mode=0o700)
-        return Path(folder) / f"worker-{nodename}.lock"
+        return lock_path(Path(folder), nodename)
 
     def start(self, name: str, fsapp_clean: bool = False) -> None:
         """Run worker ``name`` in this thread until its queue stays empty.
