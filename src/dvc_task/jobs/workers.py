@@ -120,6 +120,12 @@ def start_workers(
     """
     queue.app  # noqa: B018 - creates the queue's folders first
     taken = {short_name(node) for node in _alive(queue)}
+    # A name whose last runner is still finishing cannot be run again yet.
+    taken.update(
+        name
+        for name, info in ProcessManager(queue.workers_dir).processes()
+        if info.runner_alive()
+    )
     started: list[str] = []
     number = 1
     while len(started) < count:
