@@ -72,6 +72,7 @@ def end(
     if record.has_message and not record.parked:
         backend.unqueue(record.task_id)
     record.has_message = False
+    record.waiting_since = None
     record.phase = state
     record.returncode = returncode
     if error is not None:
