@@ -144,7 +144,10 @@ class JobLife(RuleBasedStateMachine):
         self.held.pop(name, None)
         if held:
             self.held[name] = self._starts(name)
-        self.queue.ensure_worker()  # as ``dvc-task run`` does
+        if not self.queue.workers():
+            # As ``dvc-task run`` starts one; with the same offer as the
+            # others (a worker that offers no "mem" never runs a mem job).
+            self.queue.start_workers(timeout=30, concurrency=2, offer=OFFER)
 
     @rule(**RUN_ARGUMENTS)
     def run_another(
