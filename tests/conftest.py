@@ -330,3 +330,12 @@ def age_record(folder: Path, name: str, seconds: float) -> None:
             when = datetime.fromisoformat(data[key]) - timedelta(seconds=seconds)
             data[key] = when.astimezone(timezone.utc).isoformat()
     path.write_text(json.dumps(data))
+
+
+def sigkill_the_worker(queue: JobQueue) -> None:
+    """Kill the queue's only worker with SIGKILL and wait until it is gone."""
+    (worker,) = queue.workers()
+    assert worker.pid is not None
+    assert worker.pid > 1  # never signal our own process group
+    os.kill(worker.pid, signal.SIGKILL)
+    wait_for(lambda: not queue.workers(), "the worker to be gone")

@@ -16,7 +16,7 @@ import pytest
 from dvc_task.jobs import JobError, JobQueue
 from dvc_task.jobs.slots import Offer
 
-from conftest import Cli, wait_for
+from conftest import Cli, sigkill_the_worker, wait_for
 
 PY = sys.executable
 
@@ -156,11 +156,7 @@ def test_worker_killed_mid_attempt_uses_up_that_attempt_only(
     )
     queue.start_workers()
     wait_for(lambda: queue.job("j").state == "running", "the first attempt")
-    (worker,) = queue.workers()
-    assert worker.pid is not None
-    assert worker.pid > 1
-    os.kill(worker.pid, signal.SIGKILL)
-    wait_for(lambda: not queue.workers(), "the worker to be gone")
+    sigkill_the_worker(queue)
 
     queue.start_workers()
     job = queue.wait("j", timeout=120)

@@ -10,7 +10,6 @@ is still found: its job is not taken for lost.
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from dvc_task.app.folderqueue import FolderQueue
 from dvc_task.files import lock_is_held
 from dvc_task.jobs import JobQueue
 
-from conftest import Cli, JobsLock, age_record, wait_for
+from conftest import Cli, JobsLock, age_record, sigkill_the_worker, wait_for
 
 
 def lose_a_before_it_starts(cli: Cli) -> JobQueue:
@@ -70,11 +69,7 @@ def claimed_by_a_dead_worker(queue: JobQueue, tmp_path: Path) -> None:
     try:
         queue.start_workers(timeout=60)
         wait_for(lambda: queue.job("j").state == "starting", "a worker to claim j")
-        (worker,) = queue.workers()
-        assert worker.pid is not None
-        assert worker.pid > 1
-        os.kill(worker.pid, signal.SIGKILL)
-        wait_for(lambda: not queue.workers(), "the worker to be gone")
+        sigkill_the_worker(queue)
     finally:
         lock.release()
     age_record(queue.folder, "j", 60)
