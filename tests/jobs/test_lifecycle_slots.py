@@ -12,6 +12,7 @@ import errno
 import resource
 import signal
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,29 @@ def test_a_job_whose_start_cannot_be_recorded_gives_its_slot_back(
     held = slots.take(queue.backend.load("second"), offer, slot_folder)
     assert held is not None, "the slot of a job whose start failed is still taken"
     held.release()
+
+
+def test_holding_a_job_first_in_line_for_slots_lets_younger_ones_go(
+    queue: JobQueue,
+) -> None:
+    # "big" can never get its slots from this worker (mem=2 of 1), and once
+    # its patience is over it keeps younger slot jobs waiting behind it.
+    queue.submit(["true"], name="big", resources={"mem": 2})
+    queue.start_workers(timeout=60, offer=Offer([], {"mem": 1}, patience=0.2))
+    wait_for(lambda: queue.job("big").state == "waiting", "big to wait for slots")
+    since = queue.backend.load("big").waiting_since
+    assert since is not None
+    wait_for(
+        lambda: (
+            (datetime.now(timezone.utc) - datetime.fromisoformat(since)).total_seconds()
+            > 0.5
+        ),
+        "big's patience to be over",
+    )
+    queue.submit(["true"], name="small", resources={"mem": 1})
+    wait_for(lambda: queue.job("small").state == "waiting", "small to wait behind big")
+
+    queue.hold("big")
+
+    assert queue.wait("small", timeout=30).state == "succeeded"
+    assert queue.job("big").state == "held"

@@ -8,6 +8,7 @@ commands and the waiting that a forced removal needs.
 from __future__ import annotations
 
 import signal
+import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
@@ -111,10 +112,8 @@ def remove(backend: Backend, name: str, force: bool = False) -> None:
 def _wait_ended(backend: Backend, name: str) -> None:
     waiter = backend.changes()
     try:
-        deadline = datetime.now(timezone.utc) + timedelta(seconds=KILL_WAIT_S)
-        while (
-            not reading.ended(backend, name) and datetime.now(timezone.utc) < deadline
-        ):
+        deadline = time.monotonic() + KILL_WAIT_S
+        while not reading.ended(backend, name) and time.monotonic() < deadline:
             waiter.wait(0.2)
     finally:
         waiter.close()

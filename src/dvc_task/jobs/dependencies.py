@@ -2,8 +2,8 @@
 
 Read-only: :mod:`~dvc_task.jobs.lifecycle` records ``dependency failed``;
 ``status``, :meth:`JobQueue.job` and :meth:`JobQueue.wait` show it through
-the same :func:`failed_dependency`, so they agree even while no worker runs
-to record it.
+the same :class:`Outcomes` (and :func:`show_failed_dependencies` for a whole
+listing), so they agree even while no worker runs to record it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Job records on a Redis server, and the client that reaches it.
 
 :class:`RedisStore` is the store of a
-:class:`~dvc_task.jobs.redisqueue.RedisJobQueue`.
+:class:`~dvc_task.jobs.redisqueue.RedisBackend`.
 
 Keys (all start with ``dvc-task:``): ``jobs``, a hash of the records (JSON)
 by name; ``seq``, the job counter; ``lock``, the jobs lock (``SET NX PX``

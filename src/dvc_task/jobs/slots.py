@@ -146,15 +146,29 @@ class Slots:
 def take(record: JobRecord, offer: Offer, resource_folder: Path) -> Slots | None:
     """Take the slots job ``record`` needs out of ``offer``; None if busy.
 
-    Either every slot is taken or none is.
+    Either every slot is taken or none is (also when taking one raises).
     """
     held = Slots()
+    try:
+        if _take_all(record, offer, resource_folder, held):
+            return held
+    except BaseException:
+        held.release()
+        raise
+    held.release()
+    return None
+
+
+def _take_all(
+    record: JobRecord, offer: Offer, resource_folder: Path, held: Slots
+) -> bool:
+    """Add every slot of ``record`` to ``held``; False at the first one busy."""
     if record.gpus:
         folder = gpu_lock_folder()
         units = {gpu: folder / f"gpu{gpu}.lock" for gpu in offer.gpus}
         got = _take_units(units, record.gpus)
         if got is None:
-            return None
+            return False
         held.gpus, held.locks = list(got), list(got.values())
     if record.resources:
         make_private_folder(resource_folder)
@@ -165,21 +179,25 @@ def take(record: JobRecord, offer: Offer, resource_folder: Path) -> Slots | None
         }
         got = _take_units(units, count)
         if got is None:
-            held.release()
-            return None
+            return False
         held.locks.extend(got.values())
-    return held
+    return True
 
 
 def _take_units(units: dict[str, Path], count: int) -> dict[str, FileLock] | None:
     """Locks on ``count`` of the lock files ``units``; None (none held) if busy."""
     got: dict[str, FileLock] = {}
-    for unit, path in units.items():
-        if len(got) == count:
-            break
-        lock = FileLock(path)
-        if lock.acquire():
-            got[unit] = lock
+    try:
+        for unit, path in units.items():
+            if len(got) == count:
+                break
+            lock = FileLock(path)
+            if lock.acquire():
+                got[unit] = lock
+    except BaseException:
+        for lock in got.values():
+            lock.release()
+        raise
     if len(got) < count:
         for lock in got.values():
             lock.release()

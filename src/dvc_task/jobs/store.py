@@ -4,7 +4,7 @@ A :class:`JobStore` keeps what every host running the jobs must see the
 same way: the records, the lock that every change of one is made under, the
 job counter, the kill requests and the markers of jobs that wait out of the
 queue. :class:`FolderStore` keeps them in ``<folder>/jobs/``; the Redis one
-is in :mod:`dvc_task.jobs.redisqueue`.
+is in :mod:`dvc_task.jobs.redisstore`.
 """
 
 from __future__ import annotations

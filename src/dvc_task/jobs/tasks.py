@@ -95,6 +95,12 @@ def _run_job(task: Task, queue: FolderBackend, name: str) -> None:
     had_slots = bool(taken.held.locks)
     try:
         _run_attempt(queue, taken.record, taken.held)
+    except Exception as exc:
+        if not queue.is_outage(exc):
+            # Never left "running" with nobody to record its end.
+            logger.exception("job %s: its worker failed while it ran", name)
+            lifecycle.end_abandoned(queue, name, f"its worker failed: {exc}")
+        raise
     finally:
         taken.held.release()
     lifecycle.promote(queue, slots_freed=had_slots)

@@ -155,7 +155,7 @@ def derive(
     """The job's state from its record, the queue and its process record.
 
     ``info`` is the process record (None if there is none), read after the
-    job record; ``view`` is :func:`queue_view`, read before it.
+    job record; ``view`` is the backend's ``message_states()``, read before it.
     """
     state = record.phase
     returncode = record.returncode

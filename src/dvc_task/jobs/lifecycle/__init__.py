@@ -37,16 +37,15 @@ from dvc_task.jobs.lifecycle.queueing import (
 )
 from dvc_task.jobs.lifecycle.running import (
     Taken,
-    end_attempt,
+    end_abandoned,
     end_not_started,
     end_running,
-    stop_leftover,
     take,
 )
 
 __all__ = [
     "Taken",
-    "end_attempt",
+    "end_abandoned",
     "end_not_started",
     "end_running",
     "forget",
@@ -56,7 +55,6 @@ __all__ = [
     "release",
     "replace",
     "retry",
-    "stop_leftover",
     "submit",
     "take",
 ]

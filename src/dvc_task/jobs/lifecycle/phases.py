@@ -8,6 +8,7 @@ Call them holding the jobs lock.
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import TYPE_CHECKING
 
@@ -33,15 +34,28 @@ if TYPE_CHECKING:
 
 
 def send(backend: Backend, record: JobRecord, countdown: float = 0.0) -> None:
-    """Queued (or waiting to retry): a new task id, saved, then its message."""
+    """Queued (or waiting to retry): a new task id, saved, then its message.
+
+    If the message cannot be sent, the record is written back as it was.
+    """
+    before = copy.deepcopy(record)
     record.task_id = uuid()
     record.queued_at = utc_now()
     record.phase = RETRY_WAIT if countdown else QUEUED
     record.has_message = True
     backend.save(record)
-    backend.publish(record, countdown or None)
+    try:
+        backend.publish(record, countdown or None)
+    except BaseException:
+        backend.save(before)
+        raise
     if record.waiting_since is None:
         backend.store.unmark_waiting(record.name)
+
+
+def taken(record: JobRecord) -> None:
+    """A worker holds the job's message now: none waits for it any more."""
+    record.has_message = False
 
 
 def park(backend: Backend, record: JobRecord, phase: str) -> None:

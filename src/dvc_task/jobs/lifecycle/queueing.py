@@ -74,7 +74,11 @@ def hold(backend: Backend, name: str) -> bool:
             raise JobError(
                 f"job {name!r} is {state}: only a job that has not started can be held"
             )
+        kept_its_place = record.waiting_since is not None
         park(backend, record, HELD)
+    if kept_its_place:
+        # Younger slot jobs that it held back may go now.
+        promote(backend)
     return True
 
 

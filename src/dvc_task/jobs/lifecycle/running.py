@@ -20,6 +20,7 @@ from dvc_task.jobs.lifecycle.phases import (
     reset,
     send,
     take_over,
+    taken,
 )
 from dvc_task.jobs.lifecycle.queueing import overtakes_a_patient_job
 from dvc_task.jobs.record import (
@@ -87,7 +88,7 @@ def take(
             return Taken()
         if record.phase == STARTED and not _redelivered(backend, record):
             return Taken(ended=record.finished)
-        record.has_message = False  # this worker holds it now
+        taken(record)
         if _ends_before_start(backend, record):
             return Taken(ended=True)
         held = None
@@ -170,7 +171,7 @@ def _redelivered(backend: Backend, record: JobRecord) -> bool:
 
 
 def stop_leftover(backend: Backend, name: str) -> None:
-    """Stop a command that a dead worker of this host left running."""
+    """Stop job ``name``'s command that nobody waits for any more (this host)."""
     info = backend.manager.get(name)
     if info is not None and info.returncode is None and info.command_alive():
         logger.warning("job %s: stopping the command its dead worker left", name)
@@ -252,6 +253,27 @@ def end_not_started(
 ) -> None:
     """Record that job ``name``'s command could not be started."""
     with backend.locked():
-        record = backend.load(name)
+        try:
+            record = backend.load(name)
+        except (UnknownJobError, InvalidJobRecordError) as exc:
+            logger.warning("job %s: its record is gone: %s", name, exc)
+            return
         if record.phase == STARTED:
             end_attempt(backend, record, state, returncode=returncode, error=error)
+
+
+def end_abandoned(backend: Backend, name: str, error: str) -> None:
+    """Record that this worker gave up job ``name``'s attempt (its own failure).
+
+    A command it started is stopped, and the attempt ends ``lost`` (a retry
+    follows if attempts are left), so the job is never left running with
+    nobody to record its end.
+    """
+    stop_leftover(backend, name)
+    with backend.locked():
+        try:
+            record = backend.load(name)
+        except (UnknownJobError, InvalidJobRecordError):
+            return
+        if record.phase == STARTED and record.worker_pid == os.getpid():
+            end_attempt(backend, record, LOST, error=error)
