@@ -6,6 +6,7 @@ The options of ``run`` and of the commands that start workers, and the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Callable, TypeVar
 
@@ -22,6 +23,19 @@ from dvc_task.jobs.slots import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Finite(click.FloatRange):
+    """A finite number in a range (``nan`` and ``inf`` refused)."""
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Any:
+        """The number, or a usage error naming the option."""
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def _parse_resources(
@@ -59,21 +73,21 @@ _JOB_OPTIONS = [
     ),
     click.option(
         "--retry-delay",
-        type=click.FloatRange(min=0),
+        type=Finite(min=0),
         default=0.0,
         metavar="S",
         help="Seconds before the first retry.",
     ),
     click.option(
         "--retry-backoff",
-        type=click.FloatRange(min=1, max=100),
+        type=Finite(min=1, max=100),
         default=1.0,
         metavar="F",
         help="Each later retry waits F times longer.",
     ),
     click.option(
         "--timeout",
-        type=click.FloatRange(min=0, min_open=True),
+        type=Finite(min=0, min_open=True),
         metavar="S",
         help="Stop an attempt after S seconds (SIGTERM, then SIGKILL).",
     ),
@@ -137,7 +151,7 @@ _OFFER_OPTIONS = [
     ),
     click.option(
         "--slot-patience",
-        type=click.FloatRange(min=0),
+        type=Finite(min=0),
         default=PATIENCE_S,
         show_default=True,
         metavar="S",

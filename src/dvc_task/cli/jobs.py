@@ -15,6 +15,7 @@ import click
 from dvc_task.cli.control import job_options, pass_queue
 from dvc_task.cli.errors import INTERRUPTED_EXIT, quiet_stdout
 from dvc_task.jobs import (
+    HELD,
     QUEUED,
     STATES,
     UNREADABLE,
@@ -128,10 +129,28 @@ def _stream(queue: JobQueue, name: str, start: bool) -> int:
     return job.exit_code
 
 
+def _say_if_held(queue: JobQueue, name: str) -> bool:
+    """Say on stderr that job ``name`` is held, if it is; whether it is."""
+    held = queue.job(name).state == HELD
+    if held:
+        click.echo(
+            f"job {name} is held: it starts once released ('dvc-task release {name}')",
+            err=True,
+        )
+    return held
+
+
 def _wait_started(queue: JobQueue, name: str, start: bool) -> None:
     waiter = queue.changes()
+    said_held = False
     try:
         while not queue.left_queue(name):
+            # Said once each time it is found held, not at every look.
+            said_held = (
+                _say_if_held(queue, name)
+                if not said_held
+                else (queue.job(name).state == HELD)
+            )
             if start:
                 queue.ensure_worker()
             elif not queue.workers():
@@ -242,7 +261,9 @@ def logs(queue: JobQueue, follow: bool, tail: int | None, name: str) -> None:
     out = sys.stdout.buffer
     try:
         if follow:
-            for chunk in queue.follow_output(name, tail):
+            chunks = queue.follow_output(name, tail)
+            _say_if_held(queue, name)
+            for chunk in chunks:
                 out.write(chunk)
                 out.flush()
             return

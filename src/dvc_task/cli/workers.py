@@ -10,7 +10,7 @@ from typing import Any, Callable, TypeVar
 
 import click
 
-from dvc_task.cli.control import make_offer, offer_options, pass_queue
+from dvc_task.cli.control import Finite, make_offer, offer_options, pass_queue
 from dvc_task.cli.jobs import print_workers
 from dvc_task.jobs import JobQueue, display
 from dvc_task.jobs.workers import IDLE_TIMEOUT_S, WORKER_NAME
@@ -36,7 +36,7 @@ def _log_setup(verbose: bool, quiet: bool) -> str:
 def _timeout_option(text: str) -> Callable[[F], F]:
     return click.option(
         "--timeout",
-        type=click.FloatRange(min=0),
+        type=Finite(min=0),
         default=IDLE_TIMEOUT_S,
         show_default=True,
         help=text,

@@ -43,8 +43,9 @@ class JobOptions:
                 or seconds < 0
                 or (what == "timeout" and seconds == 0)
             ):
+                bound = "> 0" if what == "timeout" else ">= 0"
                 raise ValueError(
-                    f"{what} must be a number of seconds > 0, not {seconds!r}"
+                    f"{what} must be a number of seconds {bound}, not {seconds!r}"
                 )
         if (
             isinstance(self.retry_backoff, bool)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -273,6 +273,15 @@ class JobRecord:
         if "phase" not in raw:
             _upgrade(raw)
         known = {f.name for f in fields(cls)}
+        missing = [
+            f.name
+            for f in fields(cls)
+            if f.default is MISSING
+            and f.default_factory is MISSING
+            and f.name not in raw
+        ]
+        if missing:
+            raise InvalidJobRecordError(where, f"field {missing[0]!r} is missing")
         try:
             record = cls(**{k: v for k, v in raw.items() if k in known})
         except TypeError as exc:
