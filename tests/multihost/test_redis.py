@@ -333,7 +333,12 @@ def test_workers_of_every_host_are_listed_and_stopped(
         lambda: len(c.cli.workers()) == 2 and c.cli.workers(), "2 workers"
     )
     assert sorted(w["host"] for w in listed) == ["ha", "hb"]
-    c.cli("stop")
+    said = c.cli("stop").stdout.splitlines()
+    # Named as `workers` lists them: name@host.
+    assert sorted(said) == [
+        "stopping worker dvc-task-worker@ha",
+        "stopping worker dvc-task-worker@hb",
+    ]
     assert first.wait(timeout=30) == 0
     assert second.wait(timeout=30) == 0
     assert c.cli.workers() == []

@@ -133,7 +133,7 @@ def stop(queue: JobQueue, kill: bool) -> None:
     """
     stopped = queue.stop_workers(kill) if queue.exists() else []
     for found in stopped:
-        click.echo(f"stopping worker {display.printable(found.name)}")
+        click.echo(f"stopping worker {display.printable(found.label)}")
     if not stopped:
         click.echo("no worker is running")
 
