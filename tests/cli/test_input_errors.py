@@ -91,3 +91,31 @@ def test_a_job_that_never_ran_has_no_run_header_when_retried(cli: Cli) -> None:
     cli("retry", "d")
     cli.wait_state("d", "succeeded")
     assert cli("logs", "d").stdout == "ran\n"
+
+
+def test_two_starts_at_once_start_two_workers_with_their_own_names(
+    cli: Cli, processes: Processes
+) -> None:
+    cli("run", "--no-start", "--name", "j", "--", "true")  # the queue exists
+    starts = [
+        processes.start(
+            SCRIPT,
+            "start",
+            "--timeout",
+            "30",
+            env=cli.env,
+            cwd=cli.cwd,
+            stdout=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    said = []
+    for proc in starts:
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        said.append(out.decode().strip())
+    assert sorted(said) == [
+        "started worker dvc-task-worker",
+        "started worker dvc-task-worker-2",
+    ]
+    wait_for(lambda: len(cli.workers()) == 2, "both workers to run")

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from dvc_task.files import FileLock
+from dvc_task.folders import make_private_folder
 from dvc_task.jobs import control, lifecycle, reading
+from dvc_task.jobs.listing import folders
 from dvc_task.jobs.record import RUNNING, STARTING, JobError
 from dvc_task.jobs.slots import OFFER_KEY, Offer, detect_gpus
 from dvc_task.jobs.view import Job, WorkerInfo, parse_time
@@ -28,6 +32,8 @@ if TYPE_CHECKING:
 WORKER_NAME = "dvc-task-worker"
 #: The app setting with a worker's number of jobs at once.
 CONCURRENCY_KEY = "dvc_task_concurrency"
+#: How long a worker's folder without a record counts as one being started.
+STARTING_S = 10.0
 #: Seconds a detached worker waits for work before it exits.
 IDLE_TIMEOUT_S = 10.0
 
@@ -119,41 +125,61 @@ def start_workers(
         DvcTaskError: a worker could not be started.
     """
     queue.app  # noqa: B018 - creates the queue's folders first
-    taken = {short_name(node) for node in _alive(queue)}
-    # A name whose last runner is still finishing cannot be run again yet.
-    taken.update(
-        name
-        for name, info in ProcessManager(queue.workers_dir).processes()
-        if info.runner_alive()
-    )
-    started: list[str] = []
-    number = 1
-    while len(started) < count:
-        name = WORKER_NAME if number == 1 else f"{WORKER_NAME}-{number}"
-        number += 1
-        if name in taken:
-            continue
-        ManagedProcess.spawn(
-            module_command(
-                "dvc_task",
-                "--dir",
-                str(queue.folder),
-                "worker",
-                "--name",
-                name,
-                "--timeout",
-                repr(float(timeout)),
-                "--concurrency",
-                str(concurrency),
-                *offer_options(offer),
-            ),
-            wdir=queue.workers_dir / name,
-            name=name,
-            cwd=queue.folder,
-            env=queue.worker_env(),
-        )
-        started.append(name)
+    make_private_folder(queue.workers_dir)
+    # Names are chosen and their folders made under a lock: two `start`s
+    # at once never pick the same name (the second runner would refuse it).
+    with FileLock(queue.workers_dir / ".lock"):
+        taken = _names_in_use(queue)
+        started: list[str] = []
+        number = 1
+        while len(started) < count:
+            name = WORKER_NAME if number == 1 else f"{WORKER_NAME}-{number}"
+            number += 1
+            if name in taken:
+                continue
+            ManagedProcess.spawn(
+                module_command(
+                    "dvc_task",
+                    "--dir",
+                    str(queue.folder),
+                    "worker",
+                    "--name",
+                    name,
+                    "--timeout",
+                    repr(float(timeout)),
+                    "--concurrency",
+                    str(concurrency),
+                    *offer_options(offer),
+                ),
+                wdir=queue.workers_dir / name,
+                name=name,
+                cwd=queue.folder,
+                env=queue.worker_env(),
+            )
+            started.append(name)
     return started
+
+
+def _names_in_use(queue: Backend) -> set[str]:
+    """Names a new detached worker may not have now.
+
+    Those of live workers, of workers whose runner is still finishing, and of
+    workers being started (a folder without a record yet, made moments ago).
+    """
+    taken = {short_name(node) for node in _alive(queue)}
+    manager = ProcessManager(queue.workers_dir)
+    for name in folders(queue.workers_dir):
+        info = manager.get(name)
+        if info is None:
+            try:
+                age = time.time() - (queue.workers_dir / name).stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if age < STARTING_S:
+                taken.add(name)
+        elif info.runner_alive():
+            taken.add(name)
+    return taken
 
 
 def _serving(queue: Backend) -> bool:
