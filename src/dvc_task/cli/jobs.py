@@ -129,28 +129,23 @@ def _stream(queue: JobQueue, name: str, start: bool) -> int:
     return job.exit_code
 
 
-def _say_if_held(queue: JobQueue, name: str) -> bool:
-    """Say on stderr that job ``name`` is held, if it is; whether it is."""
-    held = queue.job(name).state == HELD
-    if held:
-        click.echo(
-            f"job {name} is held: it starts once released ('dvc-task release {name}')",
-            err=True,
-        )
-    return held
+def _say_held(name: str) -> None:
+    """Say on stderr that job ``name`` is held, and how to let it start."""
+    click.echo(
+        f"job {name} is held: it starts once released ('dvc-task release {name}')",
+        err=True,
+    )
 
 
 def _wait_started(queue: JobQueue, name: str, start: bool) -> None:
     waiter = queue.changes()
-    said_held = False
+    was_held = False
     try:
         while not queue.left_queue(name):
-            # Said once each time it is found held, not at every look.
-            said_held = (
-                _say_if_held(queue, name)
-                if not said_held
-                else (queue.job(name).state == HELD)
-            )
+            held = queue.job(name).state == HELD
+            if held and not was_held:  # once each time it is found held
+                _say_held(name)
+            was_held = held
             if start:
                 queue.ensure_worker()
             elif not queue.workers():
@@ -262,7 +257,8 @@ def logs(queue: JobQueue, follow: bool, tail: int | None, name: str) -> None:
     try:
         if follow:
             chunks = queue.follow_output(name, tail)
-            _say_if_held(queue, name)
+            if queue.job(name).state == HELD:
+                _say_held(name)
             for chunk in chunks:
                 out.write(chunk)
                 out.flush()

@@ -8,7 +8,6 @@ commands and the waiting that a forced removal needs.
 from __future__ import annotations
 
 import signal
-import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
@@ -103,20 +102,10 @@ def remove(backend: Backend, name: str, force: bool = False) -> None:
         except JobError:
             pass  # it finished meanwhile
         wait_gone(pids, KILL_WAIT_S)
-        _wait_ended(backend, name)
+        reading.wait_ended(backend, name, KILL_WAIT_S)
     if not lifecycle.forget(backend, [name], force=force):
         # Queued again meanwhile (``retry``, ``run --replace``): it stays.
         raise JobNotFinishedError(name, reading.job(backend, name).state)
-
-
-def _wait_ended(backend: Backend, name: str) -> None:
-    waiter = backend.changes()
-    try:
-        deadline = time.monotonic() + KILL_WAIT_S
-        while not reading.ended(backend, name) and time.monotonic() < deadline:
-            waiter.wait(0.2)
-    finally:
-        waiter.close()
 
 
 def cleanup(backend: Backend, older_than: float | None = None) -> list[Job]:
@@ -133,8 +122,10 @@ def cleanup(backend: Backend, older_than: float | None = None) -> list[Job]:
         if job.finished or job.state == UNREADABLE
     }
     before = None if older_than is None else now - timedelta(seconds=older_than)
-    gone = lifecycle.forget(backend, list(chosen), finished_before=before)
-    backend.forget_orphans()
+    gone = lifecycle.forget(
+        backend, list(chosen), finished_before=before, messages=False
+    )
+    backend.forget_orphans()  # theirs, and those of jobs removed earlier
     if older_than is None:
         workers = ProcessManager(backend.workers_dir)
         for name in folders(backend.workers_dir):

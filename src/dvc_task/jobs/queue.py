@@ -10,7 +10,6 @@ Redis server, :class:`~dvc_task.jobs.redisqueue.RedisBackend`).
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -229,16 +228,8 @@ class JobQueue:
             UnknownJobError: no such job.
             TimeoutError: it has not finished within ``timeout`` seconds.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        # The worker's last word on a job is its record, written.
-        waiter = self.changes()
-        try:
-            while not reading.ended(self.backend, name):
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {name!r} is still {self.job(name).state}")
-                waiter.wait(0.2)
-        finally:
-            waiter.close()
+        if not reading.wait_ended(self.backend, name, timeout):
+            raise TimeoutError(f"job {name!r} is still {self.job(name).state}")
         return self.job(name)
 
     # --- control -------------------------------------------------------------

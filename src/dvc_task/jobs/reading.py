@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,7 @@ from dvc_task.jobs.record import (
     JobRecord,
     UnknownJobError,
 )
+from dvc_task.jobs.store import Entry
 from dvc_task.jobs.view import Job, being_queued, from_process, unreadable
 
 if TYPE_CHECKING:
@@ -45,19 +47,36 @@ def _warn_once(key: str, reason: str) -> None:
 def jobs(backend: Backend, states: Iterable[str] | None = None) -> list[Job]:
     """Every job, in submission order (only those in ``states`` if given)."""
     wanted = set(states) if states is not None else None
-    view = backend.message_states()
-    found: list[Job] = []
     entries = backend.store.entries()
     for name, entry in entries.items():
         if isinstance(entry, InvalidJobRecordError):
             _warn_once(name, f"{entry}; remove the job with 'rm'")
-            found.append(unreadable(name, str(entry)))
-        else:
-            found.append(backend.job_from_record(entry, view))
-    found.extend(backend.processes_without_record(entries))
-    found.sort(key=lambda job: (job.seq, job.submitted_at or ""))
-    found = show_failed_dependencies(found)
+    found = show_failed_dependencies(shown(backend, entries))
     return [job for job in found if wanted is None or job.state in wanted]
+
+
+def shown(
+    backend: Backend, entries: dict[str, Entry], with_processes: bool = True
+) -> list[Job]:
+    """The jobs of ``entries`` (and of processes without a record), in order.
+
+    The queue's messages are read only if one of them waits in it.
+    """
+    waiting = any(
+        isinstance(entry, JobRecord) and entry.not_started and not entry.parked
+        for entry in entries.values()
+    )
+    view = backend.message_states() if waiting else {}
+    found = [
+        unreadable(name, str(entry))
+        if isinstance(entry, InvalidJobRecordError)
+        else backend.job_from_record(entry, view)
+        for name, entry in entries.items()
+    ]
+    if with_processes:
+        found.extend(backend.processes_without_record(entries))
+    found.sort(key=lambda job: (job.seq, job.submitted_at or ""))
+    return found
 
 
 def job(backend: Backend, name: str) -> Job:
@@ -75,14 +94,14 @@ def job(backend: Backend, name: str) -> Job:
         return from_process(name, info, str(backend.output_path(name)))
     record = backend.load(name)
     view = backend.message_states() if record.not_started else {}
-    shown = backend.job_from_record(record, view)
-    if shown.state != WAITING or record.phase != WAITING_FOR_JOBS:
-        return shown
+    now = backend.job_from_record(record, view)
+    if now.state != WAITING or record.phase != WAITING_FOR_JOBS:
+        return now
     failed = Outcomes(backend).failed(record)
     if failed is None:
-        return shown
+        return now
     return dataclasses.replace(
-        shown, state=DEPENDENCY_FAILED, error=failure_text(*failed)
+        now, state=DEPENDENCY_FAILED, error=failure_text(*failed)
     )
 
 
@@ -105,6 +124,21 @@ def ended(backend: Backend, name: str) -> bool:
     if record.not_started:
         return _lost_before_start(backend, record)
     return backend.job_from_record(record).finished
+
+
+def wait_ended(backend: Backend, name: str, timeout: float | None) -> bool:
+    """Wait until job ``name`` has finished; whether it did within ``timeout``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    # The worker's last word on a job is its record, written.
+    waiter = backend.changes()
+    try:
+        while not ended(backend, name):
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            waiter.wait(0.2)
+    finally:
+        waiter.close()
+    return True
 
 
 def left_queue(backend: Backend, name: str) -> bool:

@@ -23,14 +23,13 @@ from typing import Protocol
 from dvc_task.files import open_regular
 from dvc_task.jobs import JobQueue
 from dvc_task.jobs.dependencies import show_failed_dependencies
+from dvc_task.jobs.reading import shown
 from dvc_task.jobs.record import (
     FINAL_STATES,
     RUNNING,
-    InvalidJobRecordError,
-    JobRecord,
 )
-from dvc_task.jobs.store import Entry, RecordCache
-from dvc_task.jobs.view import Job, unreadable
+from dvc_task.jobs.store import RecordCache
+from dvc_task.jobs.view import Job
 from dvc_task.watch import CHANGED_FILES, FolderWaiter
 
 #: How long the watcher waits at most between two looks (ticking durations).
@@ -57,7 +56,7 @@ class JobsReader:
     def read(self) -> list[Job]:
         """Every job, reading only the records that changed."""
         found = self.queue.backend.store.entries(cache=self._cache)
-        return self._note(show_failed_dependencies(self._derive(found)))
+        return self._note(show_failed_dependencies(shown(self.queue.backend, found)))
 
     def refresh(self, jobs: list[Job]) -> list[Job]:
         """``jobs`` with those that have not finished looked at again.
@@ -68,7 +67,10 @@ class JobsReader:
         if not active:
             return jobs
         found = self.queue.backend.store.entries(names=active, cache=self._cache)
-        fresh = {job.name: job for job in self._derive(found, with_processes=False)}
+        fresh = {
+            job.name: job
+            for job in shown(self.queue.backend, found, with_processes=False)
+        }
         merged = show_failed_dependencies([fresh.get(job.name, job) for job in jobs])
         if [job for job in merged if job.name in active] == [
             job for job in jobs if job.name in active
@@ -80,26 +82,6 @@ class JobsReader:
         """Remember which of ``jobs`` have not finished, and whether any runs."""
         self.active = {job.name for job in jobs if job.state not in FINAL_STATES}
         self.running = any(job.state == RUNNING for job in jobs)
-        return jobs
-
-    def _derive(
-        self, found: dict[str, Entry], with_processes: bool = True
-    ) -> list[Job]:
-        backend = self.queue.backend
-        waiting = any(
-            isinstance(r, JobRecord) and r.not_started and not r.parked
-            for r in found.values()
-        )
-        view = backend.message_states() if waiting else {}
-        jobs = [
-            unreadable(name, str(entry))
-            if isinstance(entry, InvalidJobRecordError)
-            else backend.job_from_record(entry, view)
-            for name, entry in found.items()
-        ]
-        if with_processes:
-            jobs.extend(backend.processes_without_record(found))
-        jobs.sort(key=lambda job: (job.seq, job.submitted_at or ""))
         return jobs
 
 

@@ -196,9 +196,10 @@ def retry(backend: Backend, names: Iterable[str]) -> list[str]:
         existing(backend, name)
     with backend.locked():
         records = []
+        view = backend.message_states()  # read once, for every job named
         for name in names:
             record = backend.load(name)
-            job = backend.job_from_record(record, backend.message_states())
+            job = backend.job_from_record(record, view)
             if not job.finished:
                 raise JobError(
                     f"job {name!r} is {job.state}: only a finished job can be retried"
@@ -263,15 +264,19 @@ def forget(
     names: Iterable[str],
     finished_before: datetime | None = None,
     force: bool = False,
+    *,
+    messages: bool = True,
 ) -> list[str]:
     """Delete finished jobs, whole; their names.
 
     Each job is judged again under the lock: one queued again since it was
     chosen (``retry``, ``run --replace``), or one that finished after
     ``finished_before``, is kept. With ``force``, an unfinished one goes too.
+    Without ``messages``, their processed messages and results are left to
+    the caller (``cleanup`` forgets those of every job without a record).
     """
     with backend.locked():
-        return _forget(backend, names, finished_before, force)
+        return _forget(backend, names, finished_before, force, messages)
 
 
 def _forget(
@@ -279,6 +284,7 @@ def _forget(
     names: Iterable[str],
     finished_before: datetime | None,
     force: bool,
+    messages: bool = True,
 ) -> list[str]:
     gone = []
     task_ids: list[str] = []
@@ -307,7 +313,7 @@ def _forget(
         _delete(backend, name, record)
         task_ids.append(record.task_id)
         gone.append(name)
-    if task_ids:
+    if task_ids and messages:
         backend.forget_messages(task_ids)
     return gone
 

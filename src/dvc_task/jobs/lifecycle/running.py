@@ -146,24 +146,17 @@ def _redelivered(backend: Backend, record: JobRecord) -> bool:
         return False
     stop_leftover(backend, record.name)
     if verdict == LOST_ATTEMPT:
+        # Its end, if its process record has it; else lost with its worker.
         job = backend.job_from_record(record)
-        if job.finished and job.state != LOST:
-            end_attempt(
-                backend,
-                record,
-                job.state,
-                returncode=job.returncode,
-                finished_at=job.finished_at,
-            )
-        else:
-            end_attempt(
-                backend,
-                record,
-                LOST,
-                returncode=job.returncode,
-                error="its worker died while it ran",
-                finished_at=job.finished_at,
-            )
+        lost = not job.finished or job.state == LOST
+        end_attempt(
+            backend,
+            record,
+            LOST if lost else job.state,
+            returncode=job.returncode,
+            error="its worker died while it ran" if lost else None,
+            finished_at=job.finished_at,
+        )
         return False
     logger.warning("job %s: its worker died: taking it over", record.name)
     take_over(record)
@@ -235,17 +228,12 @@ def end_running(
 ) -> JobRecord | None:
     """Record the end of job ``name``'s command; its record (None if gone)."""
     with backend.locked():
-        try:
-            record = backend.load(name)
-        except (UnknownJobError, InvalidJobRecordError) as exc:
-            logger.warning("job %s: its record is gone: %s", name, exc)
-            return None
-        if record.phase != STARTED:
-            return record  # killed and recorded meanwhile
-        record.timed_out = timed_out
-        state = final_state(returncode, record.kill_signal, timed_out)
-        end_attempt(backend, record, state, returncode=returncode)
-    return record
+        record = _load_still_there(backend, name)
+        if record is not None and record.phase == STARTED:
+            record.timed_out = timed_out
+            state = final_state(returncode, record.kill_signal, timed_out)
+            end_attempt(backend, record, state, returncode=returncode)
+    return record  # (one killed and recorded meanwhile is as it was)
 
 
 def end_not_started(
@@ -253,12 +241,8 @@ def end_not_started(
 ) -> None:
     """Record that job ``name``'s command could not be started."""
     with backend.locked():
-        try:
-            record = backend.load(name)
-        except (UnknownJobError, InvalidJobRecordError) as exc:
-            logger.warning("job %s: its record is gone: %s", name, exc)
-            return
-        if record.phase == STARTED:
+        record = _load_still_there(backend, name)
+        if record is not None and record.phase == STARTED:
             end_attempt(backend, record, state, returncode=returncode, error=error)
 
 
@@ -271,9 +255,19 @@ def end_abandoned(backend: Backend, name: str, error: str) -> None:
     """
     stop_leftover(backend, name)
     with backend.locked():
-        try:
-            record = backend.load(name)
-        except (UnknownJobError, InvalidJobRecordError):
-            return
-        if record.phase == STARTED and record.worker_pid == os.getpid():
+        record = _load_still_there(backend, name)
+        if (
+            record is not None
+            and record.phase == STARTED
+            and record.worker_pid == os.getpid()
+        ):
             end_attempt(backend, record, LOST, error=error)
+
+
+def _load_still_there(backend: Backend, name: str) -> JobRecord | None:
+    """Job ``name``'s record, or None (said) if it was removed meanwhile."""
+    try:
+        return backend.load(name)
+    except (UnknownJobError, InvalidJobRecordError) as exc:
+        logger.warning("job %s: its record is gone: %s", name, exc)
+        return None
