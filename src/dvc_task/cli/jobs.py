@@ -25,6 +25,7 @@ from dvc_task.jobs import (
     WorkerInfo,
     display,
 )
+from dvc_task.jobs.slots import Offer, detect_gpus, missing
 
 #: How often ``run --wait`` makes sure a worker lives while its job waits.
 WORKER_CHECK_S = 1.0
@@ -95,13 +96,39 @@ def run(
         replace=replace,
         **options,
     )
-    if not no_start:
-        queue.ensure_worker()
+    started = None if no_start else queue.ensure_worker()
+    if options["gpus"] or options["resources"]:
+        _warn_unoffered(queue, job.name, options["gpus"], options["resources"], started)
     if not wait:
         click.echo(job.name)
         return
     click.echo(f"queued job {job.name}", err=True)
     sys.exit(_stream(queue, job.name, not no_start))
+
+
+def _warn_unoffered(
+    queue: JobQueue,
+    name: str,
+    gpus: int,
+    resources: dict[str, int],
+    started: str | None,
+) -> None:
+    """Warn when no live worker offers the slots job ``name`` needs.
+
+    A worker ``started`` here just now offers this machine's GPUs.
+    """
+    offers = queue.offers()
+    if started is not None:
+        offers.append(Offer(detect_gpus(), {}))
+    reason = missing(gpus, resources, offers)
+    if reason is None:
+        return
+    hint = " --gpus 0,1,..." if gpus else ""
+    hint += "".join(f" --resources {k}={v}" for k, v in sorted(resources.items()))
+    click.echo(
+        f"warning: job {name} waits for {reason} ('dvc-task start{hint}' starts one)",
+        err=True,
+    )
 
 
 def _stream(queue: JobQueue, name: str, start: bool) -> int:

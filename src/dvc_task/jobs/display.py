@@ -80,11 +80,18 @@ def duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def state_text(job: Job) -> str:
-    """``'running'``; ``'failed, attempt 3/3'`` for a job with retries."""
-    if job.max_attempts > 1:
-        return f"{job.state}, attempt {job.attempt}/{job.max_attempts}"
+def state_words(job: Job) -> str:
+    """``'running'``; ``'waiting for job a'`` for a job that waits."""
+    if job.waiting_for:
+        return f"{job.state} for {printable(job.waiting_for)}"
     return job.state
+
+
+def state_text(job: Job) -> str:
+    """:func:`state_words`; ``'failed, attempt 3/3'`` for a job with retries."""
+    if job.max_attempts > 1:
+        return f"{state_words(job)}, attempt {job.attempt}/{job.max_attempts}"
+    return state_words(job)
 
 
 def job_row(job: Job, now: datetime, hosts: bool = False) -> list[str]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from dvc_task.app.taskindex import TaskIndex
 from dvc_task.files import check_name
 from dvc_task.folders import check_private, make_private_folder
-from dvc_task.jobs import output
+from dvc_task.jobs import output, slots
 from dvc_task.jobs import workers as worker_ops
 from dvc_task.jobs.backend import LOST_ATTEMPT, AttemptLink
 from dvc_task.jobs.listing import folders
@@ -22,6 +22,7 @@ from dvc_task.jobs.store import FolderStore, JobStore, Waiter
 from dvc_task.jobs.view import Job, WorkerInfo, derive, from_process
 from dvc_task.proc import ProcessManager
 from dvc_task.utils import StrPath
+from dvc_task.worker.locks import remove_info, write_info
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -233,9 +234,14 @@ class FolderBackend:
 
     @contextmanager
     def worker_session(self, node: str) -> Iterator[None]:
-        """Kept up while worker ``node`` of this queue runs (nothing here)."""
-        del node
-        yield
+        """Kept up while worker ``node`` of this queue runs: what it offers."""
+        offer = self.app.conf.get(slots.OFFER_KEY)
+        info = offer.asdict() if isinstance(offer, slots.Offer) else {}
+        write_info(self.locks_dir, node, info)
+        try:
+            yield
+        finally:
+            remove_info(self.locks_dir, node)
 
     def worker_env(self) -> dict[str, str] | None:
         """The environment of a detached worker (None: this one)."""

@@ -120,7 +120,7 @@ class JobQueue:
             ValueError: an empty command, an invalid name or option.
             JobError: the name is taken, ``cwd`` is not a folder, a job in
                 ``after`` does not exist or waits for this one, or more
-                GPUs than the machine has.
+                GPUs than any live worker offers or this machine has.
         """
         options = JobOptions(
             retries=retries,
@@ -143,7 +143,7 @@ class JobQueue:
         if not os.path.isdir(workdir):
             raise JobError(f"working directory '{workdir}' is not a folder")
         if gpus:
-            slots.check_gpus(gpus)
+            slots.check_gpus(gpus, self.offers())
         self.backend.app  # noqa: B018 - the queue's folders, before the lock
         with self.backend.locked():
             seq = self.backend.store.next_seq()
@@ -319,6 +319,10 @@ class JobQueue:
     def workers(self, jobs: Iterable[Job] | None = None) -> list[WorkerInfo]:
         """The live workers and the jobs each runs."""
         return self.backend.workers(jobs)
+
+    def offers(self) -> list[slots.Offer]:
+        """What the live workers offer jobs (those whose offer is known)."""
+        return [w.offer for w in self.workers([]) if w.offer is not None]
 
     def start_workers(
         self,

@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from dvc_task.jobs import slots
 from dvc_task.jobs.dependencies import (
     Outcomes,
     failure_text,
@@ -32,6 +33,7 @@ from dvc_task.jobs.view import Job, being_queued, from_process, unreadable
 
 if TYPE_CHECKING:
     from dvc_task.jobs.backend import Backend
+    from dvc_task.jobs.slots import Offer
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +54,42 @@ def jobs(backend: Backend, states: Iterable[str] | None = None) -> list[Job]:
         if isinstance(entry, InvalidJobRecordError):
             _warn_once(name, f"{entry}; remove the job with 'rm'")
     found = show_failed_dependencies(shown(backend, entries))
+    ended = {job.name: job.state for job in found if job.finished}
+    found = with_reasons(backend, entries, found, ended.get)
     return [job for job in found if wanted is None or job.state in wanted]
+
+
+def with_reasons(
+    backend: Backend,
+    records: Mapping[str, Entry],
+    found: list[Job],
+    final_state: Callable[[str], str | None],
+) -> list[Job]:
+    """``found``, each ``waiting`` job with what it waits for (``waiting_for``).
+
+    ``final_state`` says how a job ended (None: it has not). Slots that no
+    live worker offers are named as such; the workers are read only if a
+    job waits for slots.
+    """
+    offers: list[Offer | None] | None = None
+    explained = []
+    for job in found:
+        record = records.get(job.name)
+        if job.state != WAITING or not isinstance(record, JobRecord):
+            explained.append(job)
+            continue
+        if record.phase == WAITING_FOR_JOBS:
+            pending = [dep for dep in record.after if final_state(dep) is None]
+            reason = f"job{'s' if len(pending) > 1 else ''} {', '.join(pending)}"
+        else:
+            if offers is None:
+                offers = [worker.offer for worker in backend.workers(found)]
+            reason = slots.needs_text(record.gpus, record.resources)
+            if None not in offers:  # what every live worker offers is known
+                known = [offer for offer in offers if offer is not None]
+                reason = slots.missing(record.gpus, record.resources, known) or reason
+        explained.append(dataclasses.replace(job, waiting_for=reason))
+    return explained
 
 
 def shown(
@@ -95,11 +132,12 @@ def job(backend: Backend, name: str) -> Job:
     record = backend.load(name)
     view = backend.message_states() if record.not_started else {}
     now = backend.job_from_record(record, view)
-    if now.state != WAITING or record.phase != WAITING_FOR_JOBS:
+    if now.state != WAITING:
         return now
-    failed = Outcomes(backend).failed(record)
+    outcomes = Outcomes(backend)
+    failed = outcomes.failed(record) if record.phase == WAITING_FOR_JOBS else None
     if failed is None:
-        return now
+        return with_reasons(backend, {name: record}, [now], outcomes.final_state)[0]
     return dataclasses.replace(
         now, state=DEPENDENCY_FAILED, error=failure_text(*failed)
     )

@@ -163,7 +163,7 @@ class WorkerSession:
             "pid": os.getpid(),
             "started": utc_now(),
             "concurrency": backend.app.conf.get(worker_ops.CONCURRENCY_KEY),
-            "gpus": list(offer.gpus) if isinstance(offer, slots.Offer) else [],
+            **(offer.asdict() if isinstance(offer, slots.Offer) else {}),
         }
         store.client.delete(store.key("stop", self.ident))
         store.client.hset(store.key("workers"), self.ident, json.dumps(entry))
@@ -259,6 +259,7 @@ def live_workers(
                 idle,
                 concurrency if isinstance(concurrency, int) else None,
                 host=host,
+                offer=slots.Offer.from_dict(entry),
             )
         )
     return found

@@ -14,9 +14,10 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dvc_task.files import FileLock, check_name
 from dvc_task.folders import make_private_folder
@@ -48,19 +49,66 @@ def detect_gpus() -> list[str]:
     return [line.strip() for line in done.stdout.splitlines() if line.strip().isdigit()]
 
 
-def check_gpus(wanted: int) -> None:
-    """Refuse a job that needs more GPUs than this machine has.
+def check_gpus(wanted: int, offers: Iterable[Offer]) -> None:
+    """Refuse a job that needs more GPUs than any worker could ever give it.
+
+    A live worker's ``offers`` (on any host, for a queue on a server) or
+    this machine's GPUs (a worker started here gets them) may give them.
 
     Raises:
-        JobError: naming both counts.
+        JobError: naming what each could give.
 
     """
+    most = max((len(offer.gpus) for offer in offers), default=0)
+    if wanted <= most:
+        return
     have = len(detect_gpus())
-    if wanted > have:
-        raise JobError(
-            f"the job needs {wanted} GPU(s) but this machine has {have} "
-            "(as nvidia-smi lists them): ask for fewer"
-        )
+    if wanted <= have:
+        return
+    raise JobError(
+        f"the job needs {wanted} GPU(s) but no live worker offers that many "
+        f"(the most: {most}) and this machine has {have} (as nvidia-smi lists "
+        "them): ask for fewer, or start a worker that offers them "
+        "('dvc-task start --gpus 0,1,...' on a host that has them)"
+    )
+
+
+def needs_text(gpus: int, resources: Mapping[str, int]) -> str:
+    """``'2 GPUs, 5 mem'``: what a job needs, in words."""
+    parts = [f"{gpus} GPU{'s' if gpus > 1 else ''}"] if gpus else []
+    parts += [f"{count} {name}" for name, count in sorted(resources.items()) if count]
+    return ", ".join(parts)
+
+
+def missing(
+    gpus: int, resources: Mapping[str, int], offers: Iterable[Offer]
+) -> str | None:
+    """Why no one of ``offers`` could ever give a job its slots; None if one could.
+
+    ``'5 mem: no live worker offers it'``.
+    """
+    offers = list(offers)
+    if any(_covers(offer, gpus, resources) for offer in offers):
+        return None
+    # Each need on its own: which of them no worker offers at all.
+    needs: list[tuple[int, dict[str, int]]] = [(gpus, {})] if gpus else []
+    needs += [(0, {name: count}) for name, count in sorted(resources.items()) if count]
+    lacking = [
+        needs_text(*need)
+        for need in needs
+        if not any(_covers(offer, *need) for offer in offers)
+    ]
+    if not lacking:
+        return f"{needs_text(gpus, resources)}: no live worker offers all of them"
+    pronoun = "it" if len(lacking) == 1 else "them"
+    return f"{', '.join(lacking)}: no live worker offers {pronoun}"
+
+
+def _covers(offer: Offer, gpus: int, resources: Mapping[str, int]) -> bool:
+    """Whether ``offer`` has enough slots for a job when they are all free."""
+    return len(offer.gpus) >= gpus and all(
+        offer.resources.get(name, 0) >= count for name, count in resources.items()
+    )
 
 
 def parse_gpus(text: str) -> list[str]:
@@ -127,6 +175,21 @@ class Offer:
     gpus: list[str]
     resources: dict[str, int]
     patience: float = PATIENCE_S
+
+    def asdict(self) -> dict[str, Any]:
+        """As JSON-ready data."""
+        return {"gpus": list(self.gpus), "resources": dict(self.resources)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Offer | None:
+        """The offer that :meth:`asdict` gave; None if ``data`` holds none."""
+        gpus, resources = data.get("gpus"), data.get("resources")
+        if not isinstance(gpus, list) or not isinstance(resources, dict):
+            return None
+        return cls(
+            [str(gpu) for gpu in gpus],
+            {str(k): v for k, v in resources.items() if isinstance(v, int)},
+        )
 
 
 @dataclass

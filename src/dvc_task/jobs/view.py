@@ -33,6 +33,7 @@ from dvc_task.jobs.record import (
     WAITING_FOR_SLOTS,
     JobRecord,
 )
+from dvc_task.jobs.slots import Offer
 from dvc_task.proc.info import LOST_RETURNCODE, ProcessInfo, process_alive
 
 #: A record younger than this whose message is not found yet is being queued.
@@ -64,6 +65,8 @@ class Job:
     resources: tuple[tuple[str, int], ...] = ()
     #: The host of the worker that ran it (None before it started).
     host: str | None = None
+    #: What a ``waiting`` job waits for, in words (``'jobs a, b'``).
+    waiting_for: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -124,6 +127,7 @@ class Job:
             "priority": self.priority,
             "gpus": list(self.gpus),
             "resources": dict(self.resources),
+            "waiting_for": self.waiting_for,
         }
 
 
@@ -285,6 +289,8 @@ class WorkerInfo:
     concurrency: int | None = None
     #: Its host (known for workers on a broker server).
     host: str | None = None
+    #: The GPUs and resources it runs jobs on (None: not known).
+    offer: Offer | None = None
 
     @property
     def label(self) -> str:
@@ -302,4 +308,6 @@ class WorkerInfo:
             "idle_since": self.idle_since,
             "concurrency": self.concurrency,
             "host": self.host,
+            "gpus": None if self.offer is None else list(self.offer.gpus),
+            "resources": None if self.offer is None else dict(self.offer.resources),
         }

@@ -23,7 +23,7 @@ from dvc_task.jobs.slots import OFFER_KEY, Offer, detect_gpus
 from dvc_task.jobs.view import Job, WorkerInfo, parse_time
 from dvc_task.proc import ManagedProcess, ProcessManager
 from dvc_task.utils import module_command
-from dvc_task.worker.locks import held_locks, last_holder
+from dvc_task.worker.locks import held_locks, last_holder, read_info
 
 if TYPE_CHECKING:
     from dvc_task.jobs.backend import Backend
@@ -101,9 +101,17 @@ def live_workers(queue: Backend, jobs: Iterable[Job] | None = None) -> list[Work
             ends = [t for t in (since, last_end.get(node)) if t]
             idle = max(ends, key=parse_time) if ends else None
         concurrency = detached[node][2] if node in detached else None
+        info = read_info(queue.locks_dir, node)
         workers.append(
             WorkerInfo(
-                short_name(node), node, pid, since or None, busy, idle, concurrency
+                short_name(node),
+                node,
+                pid,
+                since or None,
+                busy,
+                idle,
+                concurrency,
+                offer=None if info is None else Offer.from_dict(info),
             )
         )
     return workers

@@ -23,12 +23,12 @@ from typing import Protocol
 from dvc_task.files import open_regular
 from dvc_task.jobs import JobQueue
 from dvc_task.jobs.dependencies import show_failed_dependencies
-from dvc_task.jobs.reading import shown
+from dvc_task.jobs.reading import shown, with_reasons
 from dvc_task.jobs.record import (
     FINAL_STATES,
     RUNNING,
 )
-from dvc_task.jobs.store import RecordCache
+from dvc_task.jobs.store import Entry, RecordCache
 from dvc_task.jobs.view import Job
 from dvc_task.watch import CHANGED_FILES, FolderWaiter
 
@@ -55,8 +55,10 @@ class JobsReader:
 
     def read(self) -> list[Job]:
         """Every job, reading only the records that changed."""
-        found = self.queue.backend.store.entries(cache=self._cache)
-        return self._note(show_failed_dependencies(shown(self.queue.backend, found)))
+        backend = self.queue.backend
+        found = backend.store.entries(cache=self._cache)
+        jobs = show_failed_dependencies(shown(backend, found))
+        return self._note(self._explained(found, jobs))
 
     def refresh(self, jobs: list[Job]) -> list[Job]:
         """``jobs`` with those that have not finished looked at again.
@@ -71,12 +73,19 @@ class JobsReader:
             job.name: job
             for job in shown(self.queue.backend, found, with_processes=False)
         }
-        merged = show_failed_dependencies([fresh.get(job.name, job) for job in jobs])
+        merged = self._explained(
+            found, show_failed_dependencies([fresh.get(job.name, job) for job in jobs])
+        )
         if [job for job in merged if job.name in active] == [
             job for job in jobs if job.name in active
         ]:
             return jobs  # the same list: nothing to draw
         return self._note(merged)
+
+    def _explained(self, records: dict[str, Entry], jobs: list[Job]) -> list[Job]:
+        """``jobs`` with what the waiting ones among ``records`` wait for."""
+        ended = {job.name: job.state for job in jobs if job.finished}
+        return with_reasons(self.queue.backend, records, jobs, ended.get)
 
     def _note(self, jobs: list[Job]) -> list[Job]:
         """Remember which of ``jobs`` have not finished, and whether any runs."""

@@ -23,7 +23,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from dvc_task.jobs import Job
-from dvc_task.jobs.display import COLOURS, duration, printable
+from dvc_task.jobs.display import COLOURS, duration, printable, state_words
 from dvc_task.jobs.view import parse_time
 
 #: Space between two columns.
@@ -52,7 +52,7 @@ def job_cells(job: Job, now: datetime) -> tuple[Text, ...]:
     slots += [f"{name}={count}" for name, count in job.resources]
     return (
         Text(printable(job.name)),
-        Text(job.state, style=COLOURS.get(job.state, "")),
+        Text(state_words(job), style=COLOURS.get(job.state, "")),
         Text(f"{job.attempt}/{job.max_attempts}" if job.max_attempts > 1 else ""),
         Text(" ".join(slots)),
         Text(clock(job.started_at, now)),

@@ -2,19 +2,24 @@
 
 One file per Celery node name, ``worker-<node>.lock``, in the queue's
 broker folder (or the folder an app names); it holds the pid of its last
-holder. Listings read these without importing Celery.
+holder. Beside it, ``worker-<node>.json`` says what a worker of a job
+queue offers (GPUs, resources, jobs at once) while it runs. Listings read
+these without importing Celery.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from dvc_task.files import lock_is_held, read_regular
+from dvc_task.files import lock_is_held, read_regular, unlink_quietly, write_atomic
 
 _PREFIX = "worker-"
 _SUFFIX = ".lock"
+_INFO_SUFFIX = ".json"
 
 
 def lock_path(folder: Path, nodename: str) -> Path:
@@ -52,3 +57,26 @@ def last_holder(folder: Path, nodename: str) -> int | None:
     except OSError:
         return None
     return int(text) if text.isdigit() else -1
+
+
+def _info_path(folder: Path, nodename: str) -> Path:
+    return folder / f"{_PREFIX}{nodename}{_INFO_SUFFIX}"
+
+
+def write_info(folder: Path, nodename: str, info: dict[str, Any]) -> None:
+    """Publish what worker ``nodename`` offers (JSON data) while it runs."""
+    write_atomic(_info_path(folder, nodename), json.dumps(info).encode(), fsync=False)
+
+
+def remove_info(folder: Path, nodename: str) -> None:
+    """Withdraw what worker ``nodename`` published (it stops)."""
+    unlink_quietly(_info_path(folder, nodename))
+
+
+def read_info(folder: Path, nodename: str) -> dict[str, Any] | None:
+    """What worker ``nodename`` published; None if nothing (or unreadable)."""
+    try:
+        info = json.loads(read_regular(_info_path(folder, nodename)))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
