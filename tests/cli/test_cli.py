@@ -241,13 +241,45 @@ def test_a_job_whose_worker_died_mid_run_is_lost_and_not_run_again(
     os.kill(_worker_pid(cli), signal.SIGKILL)
 
     cli.wait_state("m", "lost")
-    # The next worker gets the message back, does not run the job again, and
-    # stops the command that the dead worker left behind.
+    # Its command (with what it started) ends with its worker, at once.
+    wait_for(lambda: _group_gone(pid), "the command to end", timeout=10)
+    # The next worker gets the message back and does not run the job again.
     cli("worker", "--timeout", "0.5")
 
     assert cli.state("m") == "lost"
     assert marker.read_text() == "run\n"
     assert _group_gone(pid)
+
+
+STUBBORN_TREE = """
+import os, signal, subprocess, sys, time
+child = subprocess.Popen(
+    [sys.executable, "-c",
+     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+     "print('ready', flush=True); time.sleep(600)"],
+    start_new_session=True, stdout=subprocess.PIPE,
+)
+child.stdout.readline()
+with open(sys.argv[1], "w") as out:
+    out.write(f"{os.getpid()} {child.pid}")
+time.sleep(600)
+"""
+
+
+def test_a_killed_workers_commands_end_with_it_children_included(
+    cli: Cli, tmp_path: Path
+) -> None:
+    pids = tmp_path / "pids"
+    cli("run", "--name", "tree", "--", sys.executable, "-c", STUBBORN_TREE, str(pids))
+    found = wait_for(lambda: pids.exists() and pids.read_text(), "the job's processes")
+    procs = [psutil.Process(int(pid)) for pid in found.split()]
+
+    os.kill(_worker_pid(cli), signal.SIGKILL)
+
+    # The one that ignores SIGTERM, in a session of its own, too.
+    _, alive = psutil.wait_procs(procs, timeout=15)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    assert cli.state("tree") == "lost"
 
 
 def test_run_wait_waits_behind_a_long_job(cli: Cli, full: bool) -> None:
@@ -557,12 +589,18 @@ def test_status_colours_states_on_a_terminal_only(cli: Cli, tmp_path: Path) -> N
     assert "\x1b[" not in cli("status").stdout
 
 
-def test_status_of_a_folder_without_a_queue_says_so_and_creates_nothing(
-    cli: Cli,
+@pytest.mark.parametrize("command", ["status", "top", "workers", "stop", "cleanup"])
+def test_a_folder_without_a_queue_is_said_so_and_nothing_is_created(
+    cli: Cli, command: str
 ) -> None:
-    done = cli("status")
-    assert "no queue" in done.stdout
-    assert cli("status", "--json").stdout.strip() == "[]"
+    done = cli(command)
+    assert (
+        "no queue" in done.stdout
+        or "no worker" in done.stdout
+        or ("nothing to remove" in done.stdout)
+    )
+    if command == "status":
+        assert cli("status", "--json").stdout.strip() == "[]"
     assert not cli.folder.exists()
 
 

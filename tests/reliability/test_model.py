@@ -14,9 +14,9 @@ drain at the end, it checks what users rely on:
 - a job held (and not released, killed or removed since) does not start;
 - in the end every job ends in a final state, and ``wait()`` returns it.
 
-A worker killed with SIGKILL takes its running commands with it here, as
-a watchdog of the worker would; a command that outlives its worker is not
-what this test is about.
+A worker killed with SIGKILL takes its running commands with it (its
+watchdog does; the test also kills them at once, so that a step never
+waits for the watchdog's grace period).
 
 Seeded (derandomized); ``nox -s reliability`` runs it longer (``--full``).
 """

@@ -6,6 +6,7 @@ import asyncio
 import json
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Awaitable
 from datetime import datetime, timezone
@@ -253,5 +254,54 @@ def test_ten_thousand_finished_jobs_load_and_scroll(queue: JobQueue) -> None:
         await pilot.press("home")
         await until(pilot, lambda: table.scroll_offset.y == 0, "the top")
         assert app.selected == "first"
+
+    run_top(queue, scenario)
+
+
+PROGRESS = (
+    "i=0; while true; do i=$((i+1)); printf '\\rA-progress %d' $i; sleep 0.05; done"
+)
+
+
+def test_output_read_for_one_job_never_reaches_the_next_ones_log(
+    queue: JobQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue.submit(["sh", "-c", "echo quiet"], name="b")
+    queue.submit(["sh", "-c", PROGRESS], name="a")
+    queue.start_workers()
+    # The watcher thread reads a's output, then hands it to the app: the
+    # test holds it in between while b is chosen (the race, made certain).
+    armed, reached, release, handed = (threading.Event() for _ in range(4))
+    original = TopApp.call_from_thread
+
+    def held_back(self: TopApp, callback: Any, *args: Any, **kwargs: Any) -> Any:
+        if not (armed.is_set() and len(args) >= 3 and args[2]):
+            return original(self, callback, *args, **kwargs)
+        armed.clear()
+        reached.set()
+        release.wait(30)
+        try:
+            return original(self, callback, *args, **kwargs)
+        finally:
+            handed.set()
+
+    monkeypatch.setattr(TopApp, "call_from_thread", held_back)
+
+    async def scenario(app: TopApp, pilot: Pilot[None]) -> None:
+        await until(pilot, lambda: {"a", "b"} <= set(app.shown), "both jobs")
+        while app.selected != "a":
+            above = app.shown.index("a") < app.shown.index(app.selected or "")
+            await pilot.press("up" if above else "down")
+        await until(pilot, lambda: "A-progress" in app.buffer.current, "a's output")
+        await pilot.press("enter", "escape")
+        armed.set()
+        await until(pilot, reached.is_set, "a read of a's output in flight")
+        await pilot.press("slash", "b", "enter")
+        assert app.selected == "b"
+        release.set()
+        await until(pilot, handed.is_set, "the read to be handed over")
+        await pilot.press("enter")
+        assert app.buffer.lines == ["quiet"]
+        assert "A-progress" not in app.buffer.current
 
     run_top(queue, scenario)

@@ -280,6 +280,9 @@ def top(queue: JobQueue) -> None:
     Example:
       dvc-task top
     """
+    if not queue.exists():
+        click.echo(f"no queue in {queue.location} yet: 'dvc-task run' makes one")
+        return
     try:
         from dvc_task.tui.app import run  # noqa: PLC0415 - an optional extra
     except ModuleNotFoundError as exc:

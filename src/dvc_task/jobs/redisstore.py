@@ -55,21 +55,30 @@ BEAT_S = 1.0
 ALIVE_S = 5.0
 #: The jobs lock expires this long after its holder's last renewal.
 LOCK_TTL_S = 10.0
-#: How long one call of a command waits for the server to come back.
-RECONNECT_S = 10.0
+#: How long one call of a command waits for the server (a second's blip is
+#: ridden out; a server that is down is said within 2 s).
+RECONNECT_S = 1.5
+#: Longest wait for a connection to be made (a host that drops packets).
+CONNECT_TIMEOUT_S = 5.0
 
 
 def connect(url: str, patience: float = RECONNECT_S) -> redis.Redis:
     """A client of the server at ``url`` that retries while it restarts.
 
-    A call gives up after about ``patience`` seconds without the server.
+    A call gives up once it has waited about ``patience`` seconds between
+    its tries without the server.
     """
-    retries = max(1, int(patience / 0.5))
+    backoff = ExponentialBackoff(cap=0.5, base=0.02)
+    retries, waited = 0, 0.0
+    while waited + backoff.compute(retries + 1) <= patience:
+        retries += 1
+        waited += backoff.compute(retries)
     return redis.Redis.from_url(
         url,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), retries),
+        retry=Retry(backoff, max(1, retries)),
         retry_on_error=[BusyLoadingError, RedisConnectionError, RedisTimeoutError],
         health_check_interval=30,
+        socket_connect_timeout=min(CONNECT_TIMEOUT_S, max(0.5, patience)),
     )
 
 

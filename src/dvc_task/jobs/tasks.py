@@ -32,6 +32,7 @@ from dvc_task.jobs.record import (
 from dvc_task.proc import ManagedProcess
 from dvc_task.proc.exceptions import ProcessNotTerminatedError, TimeoutExpired
 from dvc_task.proc.tree import descendants, signal_job, wait_ended
+from dvc_task.proc.watchdog import WATCHDOG
 from dvc_task.utils import makedirs
 
 logger = logging.getLogger(__name__)
@@ -125,24 +126,33 @@ def _run_attempt(queue: FolderBackend, record: JobRecord, held: slots.Slots) -> 
             _record_failed_start(queue, name, proc, exc, link)
             return
         link.started()
-        kill_signal = queue.store.kill_requested(name)
-        if kill_signal is not None:
-            # Killed while it was starting: stop it now that it exists.
-            try:
-                queue.manager.send_signal(name, kill_signal, group=True)
-            except ProcessLookupError:
-                pass  # it has ended already
-        timed_out = False
-        try:
-            returncode = proc.wait(timeout=record.timeout)
-        except TimeoutExpired:
-            timed_out = True
-            returncode = _stop_timed_out(proc)
-        assert returncode is not None
+        with WATCHDOG.guarding(proc.pid, proc.info.start_id):
+            returncode, timed_out = _wait_attempt(queue, record, proc)
         link.close()  # its last output is out before the job is seen ended
     ended = lifecycle.end_running(queue, name, returncode, timed_out)
     if ended is not None:
         _log_end(name, ended.phase, returncode, time.monotonic() - begun)
+
+
+def _wait_attempt(
+    queue: FolderBackend, record: JobRecord, proc: ManagedProcess
+) -> tuple[int, bool]:
+    """Wait for a started attempt's command: its return code, and if it timed out."""
+    kill_signal = queue.store.kill_requested(record.name)
+    if kill_signal is not None:
+        # Killed while it was starting: stop it now that it exists.
+        try:
+            queue.manager.send_signal(record.name, kill_signal, group=True)
+        except ProcessLookupError:
+            pass  # it has ended already
+    try:
+        returncode = proc.wait(timeout=record.timeout)
+    except TimeoutExpired:
+        returncode = _stop_timed_out(proc)
+        assert returncode is not None
+        return returncode, True
+    assert returncode is not None
+    return returncode, False
 
 
 def _write_header(queue: FolderBackend, record: JobRecord) -> None:

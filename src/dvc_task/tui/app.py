@@ -122,6 +122,8 @@ class TopApp(App[None]):
         self.selected: str | None = None
         self.follower: OutputFollower | StreamFollower | None = None
         self.buffer = TermBuffer()
+        #: Held while the follower is read or replaced (watcher thread vs app).
+        self._follow_lock = threading.Lock()
         self._relay_stop = threading.Event()
         self.watcher = Watcher(
             [
@@ -183,7 +185,9 @@ class TopApp(App[None]):
         if changed or jobs is not self.jobs or self.ticks % WORKERS_EVERY == 0:
             # A worker that died is seen here; its start and jobs by changes.
             workers = self.queue.workers(jobs)
-        output = self.follower.read_new() if self.follower is not None else b""
+        with self._follow_lock:  # not while _select swaps the follower
+            follower = self.follower
+            output = follower.read_new() if follower is not None else b""
         if (
             jobs is self.jobs
             and workers == self.live_workers
@@ -192,12 +196,16 @@ class TopApp(App[None]):
         ):
             return  # nothing to draw: an idle tick costs a look at the folders
         try:
-            self.call_from_thread(self._show, jobs, workers, output)
+            self.call_from_thread(self._show, jobs, workers, output, follower)
         except RuntimeError:
             pass  # the app is closing
 
     def _show(
-        self, jobs: list[Job], workers: list[WorkerInfo], output: bytes = b""
+        self,
+        jobs: list[Job],
+        workers: list[WorkerInfo],
+        output: bytes = b"",
+        follower: OutputFollower | StreamFollower | None = None,
     ) -> None:
         if not self.screen.query("#jobs"):
             return  # closing: the widgets are gone
@@ -208,8 +216,8 @@ class TopApp(App[None]):
         self._show_workers(workers)
         if self.selected is None and self.shown:
             self._select(self.shown[0])
-        if output:
-            self._show_output(output)
+        if output and follower is self.follower:
+            self._show_output(output)  # else read for a job no longer shown
 
     def _visible(self, jobs: Iterable[Job]) -> list[Job]:
         needle = self.text_filter.lower()
@@ -257,13 +265,16 @@ class TopApp(App[None]):
         self.buffer = TermBuffer(self.buffer.max_lines)
         self.query_one("#log", Log).clear()
         self.query_one("#current", Static).update("")
-        self.follower = (
+        follower = (
             StreamFollower(cast(SharedOutput, self.queue.backend), name)
             if self.queue.shared
             else OutputFollower(self.queue.backend.output_path(name))
         )
+        with self._follow_lock:
+            self.follower = follower
+            tail = follower.read_new()
         self.watcher.follow(self.queue.backend.procs_dir / name)
-        self._show_output(self.follower.read_new())
+        self._show_output(tail)
 
     def _show_output(self, data: bytes) -> None:
         ended = self.buffer.feed(data)
