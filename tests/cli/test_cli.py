@@ -634,9 +634,10 @@ def test_worker_options_are_checked_before_anything_starts(
 def test_start_and_stop_detached_workers(cli: Cli) -> None:
     cli("run", "--no-start", "--name", "long", "--", "sleep", "60")
 
-    started = cli("start", "-j", "2", "--timeout", "60").stdout
+    started = cli("start", "--workers", "2", "--timeout", "60").stdout
     assert started.count("started worker") == 2
     wait_for(lambda: len(cli.workers()) == 2, "two workers")
+    assert [w["concurrency"] for w in cli.workers()] == [1, 1]
     cli.wait_state("long", "running")
     busy = [w for w in cli.workers() if w["running"]]
     assert [w["running"] for w in busy] == [["long"]]
@@ -646,6 +647,19 @@ def test_start_and_stop_detached_workers(cli: Cli) -> None:
 
     wait_for(lambda: not cli.workers(), "the workers to stop")
     assert cli.state("long") == "killed"
+
+
+def test_j_means_jobs_at_once_and_workers_beyond_the_cpus_need_force(
+    cli: Cli,
+) -> None:
+    cpus = os.cpu_count() or 1
+    done = cli("start", "--workers", str(cpus + 1), check=2)
+    assert f"more than this machine's {cpus} CPUs: give --force" in done.stderr
+    assert not cli.folder.exists()
+
+    assert cli("start", "-j", "3", "--timeout", "60").stdout.count("started") == 1
+    wait_for(cli.workers, "the worker")
+    assert [w["concurrency"] for w in cli.workers()] == [3]
 
 
 def test_stop_lets_running_jobs_finish(cli: Cli) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import warnings
 from typing import Any, Callable, TypeVar
@@ -87,10 +88,17 @@ def worker(
 
 @click.command()
 @click.option(
-    "-j", "--workers", "count", type=click.IntRange(min=1), default=1, show_default=True
+    "--workers",
+    "count",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Workers to start (at most one per CPU unless --force).",
 )
+@click.option("--force", is_flag=True, help="Start more workers than CPUs.")
 @_timeout_option("Each exits after this many idle seconds.")
 @click.option(
+    "-j",
     "--concurrency",
     type=click.IntRange(min=1),
     default=1,
@@ -103,6 +111,7 @@ def start(
     queue: JobQueue,
     *,
     count: int,
+    force: bool,
     timeout: float,
     concurrency: int,
     gpu_ids: list[str] | None,
@@ -113,9 +122,15 @@ def start(
 
     \b
     Example:
-      dvc-task start -j 2
-      dvc-task start --concurrency 2 --gpus 0,1
+      dvc-task start -j 4
+      dvc-task start --workers 2 --concurrency 2 --gpus 0,1
     """
+    cpus = os.cpu_count() or 1
+    if count > cpus and not force:
+        raise click.UsageError(
+            f"--workers {count} is more than this machine's {cpus} CPUs: give "
+            "--force to start them anyway (-j N runs N jobs at once per worker)"
+        )
     offer = make_offer(gpu_ids, resources, slot_patience)
     for name in queue.start_workers(count, timeout, concurrency, offer):
         click.echo(f"started worker {name}")
