@@ -57,6 +57,7 @@ for _command in (
     jobs.kill,
     jobs.rm,
     jobs.cleanup,
+    jobs.wait_jobs,
     workers.worker,
     workers.start,
     workers.stop,
@@ -64,6 +65,8 @@ for _command in (
     control.retry,
     control.hold,
     control.release,
+    control.pause,
+    control.resume,
     control.top,
 ):
     cli.add_command(_command)

@@ -1,13 +1,17 @@
 """Job control on the command line.
 
 The options of ``run`` and of the commands that start workers, and the
-``retry``, ``hold`` and ``release`` commands (added to ``dvc-task``).
+``retry``, ``hold``, ``release``, ``pause``, ``resume`` and ``top`` commands
+(added to ``dvc-task``).
 """
 
 from __future__ import annotations
 
 import math
+import re
+import signal
 from collections.abc import Sequence
+from datetime import datetime, time, timedelta
 from typing import Any, Callable, TypeVar
 
 import click
@@ -36,6 +40,70 @@ class Finite(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return number
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> float | None:
+    """``'90s'``, ``'30m'``, ``'2h'``, ``'7d'``, ``'1w'`` (or seconds) -> seconds."""
+    if value is None:
+        return None
+    match = _DURATION.match(value.lower())
+    if not match:
+        raise click.BadParameter(
+            f"{value!r} is not a duration such as 90s, 30m, 2h, 7d"
+        )
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def parse_when(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> datetime | None:
+    """A local time: ``'14:05'`` (the next one), ``'2026-12-24 18:00'``, ISO."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        clock = time.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        now = datetime.now().astimezone()
+        when = datetime.combine(now.date(), clock).astimezone()
+        return when if when > now else when + timedelta(days=1)
+    try:
+        return datetime.fromisoformat(text).astimezone()
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a time such as 14:05, '2026-12-24 18:00' or "
+            "2026-12-24T18:00+01:00"
+        ) from None
+
+
+def parse_signal(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> int | None:
+    """``'TERM'``, ``'SIGTERM'``, ``'term'`` or ``'15'`` -> the signal number."""
+    if value is None:
+        return None
+    text = value.strip().upper()
+    if text.isdigit():
+        try:
+            return int(signal.Signals(int(text)))
+        except ValueError:
+            pass
+    else:
+        name = text if text.startswith("SIG") else f"SIG{text}"
+        found = getattr(signal.Signals, name, None)
+        if found is not None:
+            return int(found)
+    raise click.BadParameter(
+        f"{value!r} is not a signal of this system, such as TERM, INT, KILL, USR1"
+    )
 
 
 def _parse_resources(
@@ -266,6 +334,35 @@ def release(queue: JobQueue, no_start: bool, names: tuple[str, ...]) -> None:
         return f"released {name}"
 
     _each(names, one, then=lambda: no_start or queue.ensure_worker())
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@pass_queue
+def pause(queue: JobQueue, names: tuple[str, ...]) -> None:
+    """Stop running jobs (and all they started) until 'resume'.
+
+    A paused job's time limit does not run on. Only jobs that run on this
+    host can be paused.
+
+    \b
+    Example:
+      dvc-task pause train
+    """
+    _each(names, queue.pause, then=lambda: None)
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@pass_queue
+def resume(queue: JobQueue, names: tuple[str, ...]) -> None:
+    """Let paused jobs go on.
+
+    \b
+    Example:
+      dvc-task resume train
+    """
+    _each(names, queue.resume, then=lambda: None)
 
 
 @click.command()

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
+import time
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import click
 
-from dvc_task.cli.control import job_options, pass_queue
+from dvc_task.cli.control import (
+    Finite,
+    job_options,
+    parse_duration,
+    parse_signal,
+    parse_when,
+    pass_queue,
+)
 from dvc_task.cli.errors import INTERRUPTED_EXIT, quiet_stdout
 from dvc_task.jobs import (
     HELD,
     QUEUED,
     STATES,
+    SUCCESS_STATES,
     UNREADABLE,
     Job,
     JobNotFinishedError,
@@ -29,6 +37,8 @@ from dvc_task.jobs.slots import Offer, detect_gpus, missing
 
 #: How often ``run --wait`` makes sure a worker lives while its job waits.
 WORKER_CHECK_S = 1.0
+#: Exit code of ``wait --timeout`` when time ran out (as ``timeout(1)``'s).
+TIMEOUT_EXIT = 124
 
 
 def _parse_env(
@@ -61,6 +71,20 @@ def _parse_env(
 )
 @click.option("--replace", is_flag=True, help="Remove a finished job of that name.")
 @click.option("--no-start", is_flag=True, help="Only queue; start no worker.")
+@click.option(
+    "--in",
+    "start_in",
+    callback=parse_duration,
+    metavar="D",
+    help="Start it no sooner than D from now (90s, 10m, 2h).",
+)
+@click.option(
+    "--at",
+    "start_at",
+    callback=parse_when,
+    metavar="TIME",
+    help="Start it no sooner than TIME (14:05, '2026-12-24 18:00').",
+)
 @job_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_queue
@@ -74,6 +98,8 @@ def run(
     env: dict[str, str],
     replace: bool,
     no_start: bool,
+    start_in: float | None,
+    start_at: datetime | None,
     command: tuple[str, ...],
     **options: Any,
 ) -> None:
@@ -87,13 +113,19 @@ def run(
       dvc-task run --name train -- python train.py --lr 0.1
       dvc-task run --wait --env SEED=1 -- make test
       dvc-task run --after train --gpus 1 --retries 2 -- python eval.py
+      dvc-task run --at 02:00 -- ./nightly.sh
     """
+    if start_in is not None and start_at is not None:
+        raise click.UsageError("give --in or --at, not both")
+    if start_in is not None:
+        start_at = datetime.now(timezone.utc) + timedelta(seconds=start_in)
     job = queue.submit(
         list(command),
         name=name,
         cwd=cwd,
         env={**os.environ, **env},
         replace=replace,
+        start_at=start_at,
         **options,
     )
     started = None if no_start else queue.ensure_worker()
@@ -305,17 +337,28 @@ def logs(queue: JobQueue, follow: bool, tail: int | None, name: str) -> None:
 
 @click.command()
 @click.option("--force", is_flag=True, help="SIGKILL instead of SIGTERM.")
+@click.option(
+    "-s",
+    "--signal",
+    "sig",
+    callback=parse_signal,
+    metavar="SIG",
+    help="Send SIG instead (INT, HUP, USR1, 9...).",
+)
 @click.argument("names", nargs=-1, required=True, metavar="NAME...")
 @pass_queue
-def kill(queue: JobQueue, force: bool, names: tuple[str, ...]) -> None:
+def kill(queue: JobQueue, force: bool, sig: int | None, names: tuple[str, ...]) -> None:
     """Stop jobs and all their children; a queued job will never run.
 
     \b
     Example:
       dvc-task kill --force train
+      dvc-task kill --signal INT train
     """
+    if force and sig is not None:
+        raise click.UsageError("give --force or --signal, not both")
     for name in names:
-        click.echo(queue.kill(name, force=force))
+        click.echo(queue.kill(name, force=force, sig=sig))
 
 
 @click.command()
@@ -343,43 +386,103 @@ def rm(queue: JobQueue, force: bool, names: tuple[str, ...]) -> None:
         click.echo(f"removed {name}")
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def _parse_duration(
-    _ctx: click.Context, _param: click.Parameter, value: str | None
-) -> float | None:
-    if value is None:
-        return None
-    match = _DURATION.match(value.lower())
-    if not match:
-        raise click.BadParameter(
-            f"{value!r} is not a duration such as 90s, 30m, 2h, 7d"
-        )
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
-
-
 @click.command()
 @click.option(
     "--older-than",
-    callback=_parse_duration,
+    callback=parse_duration,
     metavar="D",
     help="Only jobs that finished over D ago (90s, 30m, 2h, 7d).",
 )
+@click.option(
+    "-s", "--successful", is_flag=True, help="Only jobs that succeeded (or skipped)."
+)
 @pass_queue
-def cleanup(queue: JobQueue, older_than: float | None) -> None:
+def cleanup(queue: JobQueue, older_than: float | None, successful: bool) -> None:
     """Remove every finished job, with its output, message and result.
 
     \b
     Example:
       dvc-task cleanup --older-than 7d
+      dvc-task cleanup --successful
     """
     if not queue.exists():
         click.echo("nothing to remove")
         return
-    removed = queue.cleanup(older_than)
+    removed = queue.cleanup(older_than, successful)
     for job in removed:
         click.echo(f"removed {display.printable(job.name)} ({job.state})")
     if not removed:
         click.echo("nothing to remove")
+
+
+@click.command("wait")
+@click.option("--all", "every", is_flag=True, help="Every job not finished now.")
+@click.option(
+    "--timeout",
+    type=Finite(min=0),
+    metavar="S",
+    help=f"Give up after S seconds (exit {TIMEOUT_EXIT}).",
+)
+@click.argument("names", nargs=-1, metavar="NAME...")
+@pass_queue
+def wait_jobs(
+    queue: JobQueue, every: bool, timeout: float | None, names: tuple[str, ...]
+) -> None:
+    """Wait until jobs have ended; exit 1 if one did not succeed.
+
+    It prints one line: how many ended, and how.
+
+    \b
+    Example:
+      dvc-task wait train eval
+      dvc-task wait --all --timeout 3600
+    """
+    chosen = list(dict.fromkeys(names))
+    if every:
+        found = queue.jobs() if queue.exists() else []
+        chosen += [j.name for j in found if not j.finished and j.name not in chosen]
+    elif not chosen:
+        raise click.UsageError("name the jobs to wait for, or give --all")
+    jobs = [queue.job(name) for name in chosen]  # an unknown name: an error
+    for job in jobs:
+        if job.state == HELD:
+            _say_held(job.name)
+    if any(job.state == QUEUED for job in jobs) and not queue.workers():
+        click.echo(
+            "no worker is running: the queued jobs start once one does "
+            "('dvc-task start')",
+            err=True,
+        )
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ended = []
+    for name in chosen:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            ended.append(queue.wait(name, timeout=left))
+        except TimeoutError:
+            waiting = len(chosen) - len(ended)
+            click.echo(
+                f"gave up after {timeout:g} s: {waiting} of {len(chosen)} "
+                "jobs have not ended",
+                err=True,
+            )
+            sys.exit(TIMEOUT_EXIT)
+    click.echo(_summary(ended))
+    if any(job.state not in SUCCESS_STATES for job in ended):
+        sys.exit(1)
+
+
+def _summary(jobs: list[Job]) -> str:
+    """``'3 jobs ended: 2 succeeded, 1 failed (b)'``."""
+    if not jobs:
+        return "no job to wait for"
+    by_state: dict[str, list[str]] = {}
+    for job in jobs:
+        by_state.setdefault(job.state, []).append(display.printable(job.name))
+    parts = [
+        f"{len(names)} {state}"
+        + ("" if state in SUCCESS_STATES else f" ({', '.join(names)})")
+        for state, names in by_state.items()
+    ]
+    plural = "s" if len(jobs) > 1 else ""
+    return f"{len(jobs)} job{plural} ended: {', '.join(parts)}"

@@ -15,6 +15,9 @@ from dvc_task.jobs import lifecycle, reading
 from dvc_task.jobs.listing import UNREADABLE, folders
 from dvc_task.jobs.record import (
     LOST,
+    PAUSED,
+    RUNNING,
+    SUCCESS_STATES,
     InvalidJobRecordError,
     JobError,
     JobNotFinishedError,
@@ -33,17 +36,21 @@ if TYPE_CHECKING:
 KILL_WAIT_S = 15.0
 
 
-def kill(backend: Backend, name: str, force: bool = False) -> str:
+def kill(
+    backend: Backend, name: str, force: bool = False, sig: int | None = None
+) -> str:
     """Stop job ``name``: SIGTERM (SIGKILL with ``force``) to its whole job.
 
-    A queued or starting job is taken off the queue and never runs.
-    Returns what was done, in words.
+    ``sig`` is another signal to send. A queued or starting job is taken
+    off the queue and never runs. A paused job is let go on (SIGCONT) to
+    get the signal. Returns what was done, in words.
 
     Raises:
         UnknownJobError: no such job.
         JobError: it has finished, or its record cannot be read.
     """
-    sig = signal.SIGKILL if force else signal.SIGTERM
+    if sig is None:
+        sig = signal.SIGKILL if force else signal.SIGTERM
     if not backend.has_record(name):
         return _kill_process(backend, name, sig)
     job = reading.job(backend, name)
@@ -56,9 +63,65 @@ def kill(backend: Backend, name: str, force: bool = False) -> str:
         return f"job {name} will not run (killed while {job.state})"
     try:
         backend.signal_job(name, sig)
+        if job.state == PAUSED:
+            _signal_here(backend, job, signal.SIGCONT)
     except ProcessLookupError:
         pass  # not started yet: the worker sends the signal once it has
     return f"sent {signal.Signals(sig).name} to job {name}"
+
+
+def pause(backend: Backend, name: str) -> str:
+    """Stop running job ``name``'s whole tree (SIGSTOP) until :func:`resume`.
+
+    Its time limit stops with it. Returns what was done, in words.
+
+    Raises:
+        UnknownJobError: no such job.
+        JobError: it is not running, or runs on another host.
+    """
+    job = reading.job(backend, name)
+    if job.state != RUNNING:
+        raise JobError(f"job {name!r} is not running (it is {job.state})")
+    _check_here(backend, job, "pause")
+    lifecycle.pause(backend, name)
+    try:
+        _signal_here(backend, job, signal.SIGSTOP)
+    except ProcessLookupError:
+        lifecycle.resume(backend, name)
+        raise JobError(f"job {name!r} has just ended") from None
+    return f"paused job {name}"
+
+
+def resume(backend: Backend, name: str) -> str:
+    """Let paused job ``name`` go on (SIGCONT to its whole tree).
+
+    Raises:
+        UnknownJobError: no such job.
+        JobError: it is not paused, or runs on another host.
+    """
+    job = reading.job(backend, name)
+    if job.state != PAUSED:
+        raise JobError(f"job {name!r} is not paused (it is {job.state})")
+    _check_here(backend, job, "resume")
+    lifecycle.resume(backend, name)
+    try:
+        _signal_here(backend, job, signal.SIGCONT)
+    except ProcessLookupError:
+        pass  # it has ended: its worker records how
+    return f"resumed job {name}"
+
+
+def _check_here(backend: Backend, job: Job, verb: str) -> None:
+    """Refuse to signal a job whose command runs on another host."""
+    if job.host not in (None, backend.host):
+        raise JobError(
+            f"job {job.name!r} runs on host {job.host}: {verb} it from there"
+        )
+
+
+def _signal_here(backend: Backend, job: Job, sig: int) -> None:
+    """``sig`` to job ``job``'s command and everything it started, here."""
+    backend.manager.send_signal(job.name, sig, group=True)
 
 
 def _kill_process(backend: Backend, name: str, sig: int) -> str:
@@ -108,10 +171,13 @@ def remove(backend: Backend, name: str, force: bool = False) -> None:
         raise JobNotFinishedError(name, reading.job(backend, name).state)
 
 
-def cleanup(backend: Backend, older_than: float | None = None) -> list[Job]:
+def cleanup(
+    backend: Backend, older_than: float | None = None, successful: bool = False
+) -> list[Job]:
     """Remove finished jobs (finished over ``older_than`` seconds ago).
 
-    Their processed messages and results go too, and those of jobs removed
+    With ``successful``, only those that succeeded (or were skipped). Their
+    processed messages and results go too, and those of jobs removed
     earlier. A job queued again while this runs stays. Returns the jobs
     removed.
     """
@@ -119,7 +185,8 @@ def cleanup(backend: Backend, older_than: float | None = None) -> list[Job]:
     chosen = {
         job.name: job
         for job in reading.jobs(backend)
-        if job.finished or job.state == UNREADABLE
+        if (job.state in SUCCESS_STATES)
+        or (not successful and (job.finished or job.state == UNREADABLE))
     }
     before = None if older_than is None else now - timedelta(seconds=older_than)
     gone = lifecycle.forget(

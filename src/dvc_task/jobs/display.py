@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timezone
 
 from dvc_task.jobs.listing import UNREADABLE
 from dvc_task.jobs.record import (
@@ -15,6 +15,7 @@ from dvc_task.jobs.record import (
     HELD,
     KILLED,
     LOST,
+    PAUSED,
     QUEUED,
     RUNNING,
     SKIPPED,
@@ -30,6 +31,7 @@ COLOURS = {
     QUEUED: "blue",
     STARTING: "cyan",
     RUNNING: "yellow",
+    PAUSED: "bright_yellow",
     SUCCEEDED: "green",
     FAILED: "red",
     FAILED_TO_START: "red",
@@ -81,9 +83,18 @@ def duration(seconds: float | None) -> str:
 
 
 def state_words(job: Job) -> str:
-    """``'running'``; ``'waiting for job a'`` for a job that waits."""
+    """``'running'``; ``'waiting for job a'``, ``'queued until 14:05:00'``."""
     if job.waiting_for:
         return f"{job.state} for {printable(job.waiting_for)}"
+    if job.state == QUEUED and job.not_before:
+        when = parse_time(job.not_before)
+        now = datetime.now(timezone.utc)
+        if when > now:
+            local = when.astimezone()
+            shown = f"{local:%H:%M:%S}"
+            if local.date() != now.astimezone().date():
+                shown = f"{local:%Y-%m-%d} {shown}"
+            return f"{job.state} until {shown}"
     return job.state
 
 

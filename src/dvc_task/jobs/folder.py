@@ -17,7 +17,7 @@ from dvc_task.jobs import output, slots
 from dvc_task.jobs import workers as worker_ops
 from dvc_task.jobs.backend import LOST_ATTEMPT, AttemptLink
 from dvc_task.jobs.listing import folders
-from dvc_task.jobs.record import STARTED, STARTING, JobRecord, UnknownJobError
+from dvc_task.jobs.record import STARTING, JobRecord, UnknownJobError
 from dvc_task.jobs.store import FolderStore, JobStore, Waiter
 from dvc_task.jobs.view import Job, WorkerInfo, derive, from_process
 from dvc_task.proc import ProcessManager
@@ -205,7 +205,7 @@ class FolderBackend:
     ) -> Job:
         """The job of ``record`` (``view``: :meth:`message_states`, read before it)."""
         # Only a job that has started has a process record worth reading.
-        info = self.manager.get(record.name) if record.phase == STARTED else None
+        info = self.manager.get(record.name) if record.runs else None
         return derive(record, view or {}, info, str(self.output_path(record.name)))
 
     @contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from dvc_task.files import check_name
 from dvc_task.jobs.record import JobRecord
@@ -27,6 +28,7 @@ class JobOptions:
     creates: Sequence[str] = ()
     gpus: int = 0
     resources: Mapping[str, int] = field(default_factory=dict)
+    start_at: datetime | None = None
 
     def __post_init__(self) -> None:
         """Check every option; a bad one raises ``ValueError`` naming it."""
@@ -76,6 +78,8 @@ class JobOptions:
         for name, count in self.resources.items():
             check_name(name, "resource")
             _check_count(f"resource {name!r}", count)
+        if self.start_at is not None and not isinstance(self.start_at, datetime):
+            raise ValueError(f"start_at must be a datetime, not {self.start_at!r}")
 
     def apply(self, record: JobRecord) -> None:
         """Write the options into ``record``."""
@@ -88,6 +92,9 @@ class JobOptions:
         record.creates = list(self.creates)
         record.gpus = self.gpus
         record.resources = {k: v for k, v in self.resources.items() if v}
+        if self.start_at is not None:
+            # A naive time is the local time, as a user means it.
+            record.not_before = self.start_at.astimezone(timezone.utc).isoformat()
 
 
 def _check_count(what: str, value: object) -> None:

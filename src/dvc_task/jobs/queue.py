@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 
 from shortuuid import uuid
@@ -91,6 +92,7 @@ class JobQueue:
         creates: Sequence[str] = (),
         gpus: int = 0,
         resources: Mapping[str, int] | None = None,
+        start_at: datetime | None = None,
     ) -> Job:
         """Queue ``command`` as a job; its record exists once this returns.
 
@@ -115,6 +117,8 @@ class JobQueue:
             gpus: GPUs it needs (it gets ``CUDA_VISIBLE_DEVICES``).
             resources: other units it needs, e.g. ``{"mem": 16}``, out of
                 what the worker offers.
+            start_at: it starts no earlier than this (a naive time is
+                local); it is ``queued`` until then.
 
         Raises:
             ValueError: an empty command, an invalid name or option.
@@ -133,6 +137,7 @@ class JobQueue:
             creates=creates,
             gpus=gpus,
             resources=dict(resources or {}),
+            start_at=start_at,
         )
         command = [str(arg) for arg in command]
         if not command or not command[0]:
@@ -234,17 +239,38 @@ class JobQueue:
 
     # --- control -------------------------------------------------------------
 
-    def kill(self, name: str, force: bool = False) -> str:
+    def kill(self, name: str, force: bool = False, sig: int | None = None) -> str:
         """Stop job ``name``: SIGTERM (SIGKILL with ``force``) to its whole job.
 
-        A queued or starting job is taken off the queue and never runs.
-        Returns what was done, in words.
+        ``sig`` is another signal to send (e.g. ``signal.SIGINT``). A queued
+        or starting job is taken off the queue and never runs. Returns what
+        was done, in words.
 
         Raises:
             UnknownJobError: no such job.
             JobError: it has finished, or its record cannot be read.
         """
-        return control.kill(self.backend, name, force)
+        return control.kill(self.backend, name, force, sig)
+
+    def pause(self, name: str) -> str:
+        """Stop running job ``name`` (SIGSTOP to its tree) until :meth:`resume`.
+
+        Its time limit stops with it. Returns what was done, in words.
+
+        Raises:
+            UnknownJobError: no such job.
+            JobError: it is not running, or runs on another host.
+        """
+        return control.pause(self.backend, name)
+
+    def resume(self, name: str) -> str:
+        """Let paused job ``name`` go on (SIGCONT); what was done, in words.
+
+        Raises:
+            UnknownJobError: no such job.
+            JobError: it is not paused, or runs on another host.
+        """
+        return control.resume(self.backend, name)
 
     def retry(self, names: Iterable[str]) -> list[str]:
         """Queue finished jobs again, as they were submitted; their names.
@@ -286,13 +312,16 @@ class JobQueue:
         """
         control.remove(self.backend, name, force)
 
-    def cleanup(self, older_than: float | None = None) -> list[Job]:
+    def cleanup(
+        self, older_than: float | None = None, successful: bool = False
+    ) -> list[Job]:
         """Remove finished jobs (finished over ``older_than`` seconds ago).
 
+        With ``successful``, only those that succeeded (or were skipped).
         Their processed messages and results go too, and those of jobs removed
         earlier. Returns the jobs removed.
         """
-        return control.cleanup(self.backend, older_than)
+        return control.cleanup(self.backend, older_than, successful)
 
     # --- output --------------------------------------------------------------
 

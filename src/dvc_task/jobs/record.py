@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ WAITING = "waiting"
 TIMED_OUT = "timed out"
 DEPENDENCY_FAILED = "dependency failed"
 SKIPPED = "skipped"
+#: Stopped (SIGSTOP) by ``pause`` until ``resume``: a phase and a state.
+PAUSED = "paused"
 #: Every state, in the order a job goes through them.
 STATES = (
     HELD,
@@ -46,6 +48,7 @@ STATES = (
     QUEUED,
     STARTING,
     RUNNING,
+    PAUSED,
     SUCCEEDED,
     SKIPPED,
     FAILED,
@@ -82,8 +85,10 @@ STARTED = "started"
 PARKED_PHASES = frozenset({HELD, WAITING_FOR_JOBS, WAITING_FOR_SLOTS})
 #: Phases of a job that has not started.
 NOT_STARTED_PHASES = frozenset({QUEUED, RETRY_WAIT, *PARKED_PHASES})
+#: Phases of a job a worker runs (its command may be stopped by ``pause``).
+RUN_PHASES = frozenset({STARTED, PAUSED})
 #: Every phase; the final ones are the final states.
-PHASES = (*NOT_STARTED_PHASES, STARTED, *FINAL_STATES)
+PHASES = (*NOT_STARTED_PHASES, *RUN_PHASES, *FINAL_STATES)
 
 #: Exit codes of a command that could not be started, as shells have them.
 NOT_FOUND_EXIT = 127
@@ -129,6 +134,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "assigned_gpus": (list,),
     "host": _OPTIONAL_STR,
     "handovers": (int,),
+    "paused_at": _OPTIONAL_STR,
+    "not_before": _OPTIONAL_STR,
+    "paused_s": (float, int),
 }
 _FLAGS = frozenset({"timed_out", "has_message"})
 
@@ -242,6 +250,12 @@ class JobRecord:
     host: str | None = None
     #: Times a worker died mid-run and another one took the job over.
     handovers: int = 0
+    #: Since when it is paused, and the seconds of earlier pauses of this
+    #: attempt (its time limit does not count them).
+    paused_at: str | None = None
+    paused_s: float = 0.0
+    #: It starts no earlier than this (``run --in``/``--at``).
+    not_before: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> JobRecord:
@@ -322,6 +336,8 @@ class JobRecord:
             self.queued_at,
             self.retry_at,
             self.waiting_since,
+            self.paused_at,
+            self.not_before,
         ):
             try:
                 if when is not None:
@@ -335,6 +351,11 @@ class JobRecord:
         return self.phase in NOT_STARTED_PHASES
 
     @property
+    def runs(self) -> bool:
+        """Whether a worker has started it and it has not ended (maybe paused)."""
+        return self.phase in RUN_PHASES
+
+    @property
     def parked(self) -> bool:
         """Whether it is kept out of the queue (held, or waiting for something)."""
         return self.phase in PARKED_PHASES
@@ -343,6 +364,25 @@ class JobRecord:
     def finished(self) -> bool:
         """Whether it is in a final phase."""
         return self.phase in FINAL_STATES
+
+    def seconds_to_start(self) -> float:
+        """Seconds until it may start (``not_before``); 0 if it may now."""
+        if self.not_before is None:
+            return 0.0
+        when = datetime.fromisoformat(self.not_before)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+    def paused_for(self) -> float:
+        """Seconds this attempt has been paused so far (its pauses, and this one)."""
+        paused = self.paused_s
+        if self.paused_at is not None:
+            since = datetime.fromisoformat(self.paused_at)
+            if since.tzinfo is None:
+                since = since.replace(tzinfo=timezone.utc)
+            paused += (datetime.now(timezone.utc) - since).total_seconds()
+        return max(0.0, paused)
 
     @property
     def max_attempts(self) -> int:

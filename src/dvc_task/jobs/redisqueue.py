@@ -53,7 +53,6 @@ from dvc_task.jobs.queue import JobQueue
 from dvc_task.jobs.record import (
     QUEUED,
     RUNNING,
-    STARTED,
     JobError,
     JobRecord,
 )
@@ -150,7 +149,7 @@ class RedisBackend(FolderBackend):
         """The job of ``record``; a started one is running while its worker beats."""
         del view
         job = derive(record, {record.task_id: QUEUED}, None, None)
-        if record.phase != STARTED:
+        if not record.runs:
             return job
         alive = self.client.get(self.store.key("alive", record.name))
         if alive is None:
@@ -257,7 +256,7 @@ class RedisBackend(FolderBackend):
             record = self.load(name)
         except JobError:
             return
-        if record.phase != STARTED:
+        if not record.runs:
             return
         alive = self.store.key("alive", name)
         deadline = time.monotonic() + ALIVE_S + BEAT_S

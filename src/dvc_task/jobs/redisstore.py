@@ -36,7 +36,6 @@ from redis.retry import Retry
 
 from dvc_task.exceptions import DvcTaskError
 from dvc_task.jobs.record import (
-    STARTED,
     InvalidJobRecordError,
     JobRecord,
     UnknownJobError,
@@ -262,7 +261,7 @@ class RedisStore:
         if record.finished:
             pipe.delete(alive)
         elif (
-            record.phase == STARTED
+            record.runs
             and record.host == self.host
             and record.worker_pid == os.getpid()
         ):

@@ -29,7 +29,7 @@ from dvc_task.files import open_regular
 from dvc_task.jobs import reading, slots
 from dvc_task.jobs import workers as worker_ops
 from dvc_task.jobs.backend import AttemptLink
-from dvc_task.jobs.record import RUNNING
+from dvc_task.jobs.record import PAUSED, RUNNING
 from dvc_task.jobs.redisstore import ALIVE_S, BEAT_S, RedisStore
 from dvc_task.jobs.view import Job, WorkerInfo
 from dvc_task.jobs.workers import short_name
@@ -230,7 +230,7 @@ def live_workers(
     last_end: dict[tuple[str | None, str | None], str] = {}
     for job in reading.jobs(backend) if jobs is None else jobs:
         key = (job.host, job.worker)
-        if job.state == RUNNING:
+        if job.state in (RUNNING, PAUSED):
             running.setdefault(key, []).append(job.name)
         elif job.finished_at and job.finished_at > last_end.get(key, ""):
             last_end[key] = job.finished_at

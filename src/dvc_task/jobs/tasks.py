@@ -27,7 +27,9 @@ from dvc_task.jobs.record import (
     FAILED_TO_START,
     NOT_EXECUTABLE_EXIT,
     NOT_FOUND_EXIT,
+    InvalidJobRecordError,
     JobRecord,
+    UnknownJobError,
 )
 from dvc_task.proc import ManagedProcess
 from dvc_task.proc.exceptions import ProcessNotTerminatedError, TimeoutExpired
@@ -145,14 +147,34 @@ def _wait_attempt(
             queue.manager.send_signal(record.name, kill_signal, group=True)
         except ProcessLookupError:
             pass  # it has ended already
-    try:
-        returncode = proc.wait(timeout=record.timeout)
-    except TimeoutExpired:
-        returncode = _stop_timed_out(proc)
+    if record.timeout is None:
+        returncode = proc.wait()
         assert returncode is not None
-        return returncode, True
-    assert returncode is not None
-    return returncode, False
+        return returncode, False
+    begun = time.monotonic()
+    while True:
+        # The time limit does not count the time the job was paused.
+        left = (
+            record.timeout + _paused_s(queue, record.name) - (time.monotonic() - begun)
+        )
+        if left <= 0:
+            returncode = _stop_timed_out(proc)
+            assert returncode is not None
+            return returncode, True
+        try:
+            returncode = proc.wait(timeout=left)
+        except TimeoutExpired:
+            continue
+        assert returncode is not None
+        return returncode, False
+
+
+def _paused_s(queue: FolderBackend, name: str) -> float:
+    """Seconds job ``name`` has been paused in this attempt, so far."""
+    try:
+        return queue.load(name).paused_for()
+    except (UnknownJobError, InvalidJobRecordError):
+        return 0.0
 
 
 def _write_header(queue: FolderBackend, record: JobRecord) -> None:

@@ -20,11 +20,11 @@ from dvc_task.jobs.record import (
     FINAL_STATES,
     KILLED,
     LOST,
+    PAUSED,
     QUEUED,
     RETRY_WAIT,
     RUNNING,
     SKIPPED,
-    STARTED,
     STARTING,
     SUCCEEDED,
     TIMED_OUT,
@@ -67,6 +67,8 @@ class Job:
     host: str | None = None
     #: What a ``waiting`` job waits for, in words (``'jobs a, b'``).
     waiting_for: str | None = None
+    #: A job queued for later starts no earlier than this (UTC).
+    not_before: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -128,6 +130,7 @@ class Job:
             "gpus": list(self.gpus),
             "resources": dict(self.resources),
             "waiting_for": self.waiting_for,
+            "not_before": self.not_before,
         }
 
 
@@ -171,8 +174,10 @@ def derive(
         state = QUEUED  # a retry that a worker keeps until it is due
     elif record.phase in (QUEUED, RETRY_WAIT):
         state = view.get(record.task_id) or _missing(record)
-    elif record.phase == STARTED:
+    elif record.runs:
         state, returncode, finished_at = _started_state(record, info)
+        if state == RUNNING and record.phase == PAUSED:
+            state = PAUSED
     if state == LOST and record.attempt < record.max_attempts:
         state = QUEUED  # its message goes back to the queue: a retry follows
     return Job(
@@ -196,6 +201,7 @@ def derive(
         gpus=tuple(record.assigned_gpus),
         resources=tuple(sorted(record.resources.items())),
         host=record.host,
+        not_before=record.not_before,
     )
 
 

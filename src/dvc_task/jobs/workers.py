@@ -18,7 +18,7 @@ from dvc_task.files import FileLock
 from dvc_task.folders import make_private_folder
 from dvc_task.jobs import control, lifecycle, reading
 from dvc_task.jobs.listing import folders
-from dvc_task.jobs.record import RUNNING, STARTING, JobError
+from dvc_task.jobs.record import PAUSED, RUNNING, STARTING, JobError
 from dvc_task.jobs.slots import OFFER_KEY, Offer, detect_gpus
 from dvc_task.jobs.view import Job, WorkerInfo, parse_time
 from dvc_task.proc import ManagedProcess, ProcessManager
@@ -89,7 +89,7 @@ def live_workers(queue: Backend, jobs: Iterable[Job] | None = None) -> list[Work
     for job in reading.jobs(queue) if jobs is None else jobs:
         if job.worker is None:
             continue
-        if job.state in (STARTING, RUNNING):
+        if job.state in (STARTING, RUNNING, PAUSED):
             running.setdefault(job.worker, []).append(job.name)
         elif job.finished_at and job.finished_at > last_end.get(job.worker, ""):
             last_end[job.worker] = job.finished_at

@@ -14,7 +14,9 @@ new phase, and says what becomes of the message::
               | killed | skipped (the worker holds the message: taken)
               started, its worker dead -> queued again here (take over),
               or the attempt ends lost
-    end       started -> a final state | waiting to retry (send, delayed)
+    pause     started -> paused (its command stopped, its time limit too)
+    resume    paused -> started
+    end       started, paused -> a final state | waiting to retry (send, delayed)
     retry     final -> queued (send) | held | waiting for jobs
     kill      not started -> killed (unqueue); started: signal recorded
     forget    final -> gone (record, output, message, result)
@@ -40,6 +42,8 @@ from dvc_task.jobs.lifecycle.running import (
     end_abandoned,
     end_not_started,
     end_running,
+    pause,
+    resume,
     take,
 )
 
@@ -51,9 +55,11 @@ __all__ = [
     "forget",
     "hold",
     "kill",
+    "pause",
     "promote",
     "release",
     "replace",
+    "resume",
     "retry",
     "submit",
     "take",

@@ -17,6 +17,7 @@ from shortuuid import uuid
 from dvc_task.jobs.record import (
     HELD,
     LOST,
+    PAUSED,
     QUEUED,
     RETRY_WAIT,
     STARTED,
@@ -36,9 +37,17 @@ if TYPE_CHECKING:
 def send(backend: Backend, record: JobRecord, countdown: float = 0.0) -> None:
     """Queued (or waiting to retry): a new task id, saved, then its message.
 
+    The message waits ``countdown`` seconds, or until the job's own start
+    time (``not_before``) if that is later than now.
+
     If the message cannot be sent, the record is written back as it was.
     """
     before = copy.deepcopy(record)
+    if not countdown and record.not_before is not None:
+        # A job queued for later waits out its start as a retry its delay.
+        countdown = record.seconds_to_start()
+        if countdown:
+            record.retry_at = record.not_before
     record.task_id = uuid()
     record.queued_at = utc_now()
     record.phase = RETRY_WAIT if countdown else QUEUED
@@ -170,6 +179,23 @@ def reset(record: JobRecord) -> None:
     record.assigned_gpus = []
     record.retry_at = None
     record.host = None
+    record.paused_at = None
+    record.paused_s = 0.0
+
+
+def pause(backend: Backend, record: JobRecord) -> None:
+    """Paused: its command is stopped (the caller stops it) from now."""
+    record.phase = PAUSED
+    record.paused_at = utc_now()
+    backend.save(record)
+
+
+def unpause(backend: Backend, record: JobRecord) -> None:
+    """Started again: the time it was paused is added to its pauses."""
+    record.paused_s = record.paused_for()
+    record.paused_at = None
+    record.phase = STARTED
+    backend.save(record)
 
 
 def take_over(record: JobRecord) -> None:

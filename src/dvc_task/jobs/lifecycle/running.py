@@ -1,4 +1,4 @@
-"""Transitions of a job that a worker takes: take, and the end of an attempt."""
+"""Transitions of a job that a worker takes: take, pause, resume, its end."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import signal
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from dvc_task.jobs import slots
 from dvc_task.jobs.backend import LOST_ATTEMPT, RUNS_ELSEWHERE
+from dvc_task.jobs.lifecycle import phases
 from dvc_task.jobs.lifecycle.phases import (
     archive_attempt,
     end,
@@ -27,11 +28,13 @@ from dvc_task.jobs.record import (
     FAILED,
     KILLED,
     LOST,
+    PAUSED,
     SKIPPED,
     STARTED,
     TIMED_OUT,
     WAITING_FOR_SLOTS,
     InvalidJobRecordError,
+    JobError,
     JobRecord,
     UnknownJobError,
 )
@@ -86,7 +89,7 @@ def take(
         if reason is not None:
             logger.info("job %s: not run: %s", name, reason)
             return Taken()
-        if record.phase == STARTED and not _redelivered(backend, record):
+        if record.runs and not _redelivered(backend, record):
             return Taken(ended=record.finished)
         taken(record)
         if _ends_before_start(backend, record):
@@ -229,7 +232,7 @@ def end_running(
     """Record the end of job ``name``'s command; its record (None if gone)."""
     with backend.locked():
         record = _load_still_there(backend, name)
-        if record is not None and record.phase == STARTED:
+        if record is not None and record.runs:
             record.timed_out = timed_out
             state = final_state(returncode, record.kill_signal, timed_out)
             end_attempt(backend, record, state, returncode=returncode)
@@ -242,7 +245,7 @@ def end_not_started(
     """Record that job ``name``'s command could not be started."""
     with backend.locked():
         record = _load_still_there(backend, name)
-        if record is not None and record.phase == STARTED:
+        if record is not None and record.runs:
             end_attempt(backend, record, state, returncode=returncode, error=error)
 
 
@@ -256,12 +259,45 @@ def end_abandoned(backend: Backend, name: str, error: str) -> None:
     stop_leftover(backend, name)
     with backend.locked():
         record = _load_still_there(backend, name)
-        if (
-            record is not None
-            and record.phase == STARTED
-            and record.worker_pid == os.getpid()
-        ):
+        if record is not None and record.runs and record.worker_pid == os.getpid():
             end_attempt(backend, record, LOST, error=error)
+
+
+def pause(backend: Backend, name: str) -> JobRecord:
+    """Started -> paused (the caller then stops its command); its record.
+
+    Raises:
+        UnknownJobError: no such job.
+        JobError: it is not running (or paused already).
+    """
+    return _between_runs(backend, name, STARTED, phases.pause, "running")
+
+
+def resume(backend: Backend, name: str) -> JobRecord:
+    """Paused -> started (the caller lets its command go on); its record.
+
+    Raises:
+        UnknownJobError: no such job.
+        JobError: it is not paused.
+    """
+    return _between_runs(backend, name, PAUSED, phases.unpause, "paused")
+
+
+def _between_runs(
+    backend: Backend,
+    name: str,
+    phase: str,
+    move: Callable[[Backend, JobRecord], None],
+    wanted: str,
+) -> JobRecord:
+    """``move`` job ``name`` out of ``phase`` (a job ``wanted``, in words)."""
+    phases.existing(backend, name)
+    with backend.locked():
+        record = backend.load(name)
+        if record.phase != phase:
+            raise JobError(f"job {name!r} is not {wanted} (it is {record.phase})")
+        move(backend, record)
+    return record
 
 
 def _load_still_there(backend: Backend, name: str) -> JobRecord | None:
