@@ -131,3 +131,20 @@ def make_private_folder(path: Path) -> None:
         makedirs(path, mode=FOLDER_MODE)
     except FileExistsError:
         check_private(path)
+
+
+def find_upward(name: str, start: Path) -> Path | None:
+    """The nearest folder ``name`` of this user in ``start`` or a parent.
+
+    Found as git finds its repository; one owned by another user is passed
+    over (it would not be private to this one). None if there is none.
+    """
+    for folder in (start, *start.parents):
+        candidate = folder / name
+        try:
+            st = candidate.stat()
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+            return candidate
+    return None

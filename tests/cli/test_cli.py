@@ -544,7 +544,8 @@ def test_status_lists_jobs_in_submission_order_with_times(cli: Cli) -> None:
 
     table = cli("status").stdout
 
-    rows = [line.split()[0] for line in table.splitlines()[1:4]]
+    assert table.splitlines()[0] == f"queue: {cli.folder}"
+    rows = [line.split()[0] for line in table.splitlines()[2:5]]
     assert rows == ["zz", "aa", "mm"]
     assert "ago" in table or "just now" in table
     assert "\x1b" not in table

@@ -9,7 +9,6 @@ from __future__ import annotations
 import click
 
 from dvc_task.cli import control, errors, jobs, workers
-from dvc_task.jobs import open_queue
 
 #: The program's name in messages.
 PROG = "dvc-task"
@@ -22,10 +21,12 @@ PROG = "dvc-task"
     "--dir",
     "folder",
     envvar="DVC_TASK_DIR",
-    default=".dvc-task",
-    show_default=True,
     type=click.Path(file_okay=False),
-    help="Folder of the queue and its jobs (or DVC_TASK_DIR).",
+    help=(
+        f"Folder of the queue and its jobs (or DVC_TASK_DIR; default: the "
+        f"nearest {control.FOLDER_NAME} here or in a parent folder, else one "
+        "here)."
+    ),
 )
 @click.option(
     "--broker",
@@ -39,7 +40,7 @@ PROG = "dvc-task"
 )
 @click.version_option(package_name="dvc-task")
 @click.pass_context
-def cli(ctx: click.Context, folder: str, broker: str | None) -> None:
+def cli(ctx: click.Context, folder: str | None, broker: str | None) -> None:
     """Run commands in the background, without a broker server.
 
     \b
@@ -47,7 +48,7 @@ def cli(ctx: click.Context, folder: str, broker: str | None) -> None:
       dvc-task run --wait -- python train.py --epochs 3
       dvc-task status
     """
-    ctx.obj = open_queue(folder, broker)
+    ctx.obj = control.open_cli_queue(folder, broker)
 
 
 for _command in (
@@ -68,6 +69,7 @@ for _command in (
     control.pause,
     control.resume,
     control.top,
+    control.completion,
 ):
     cli.add_command(_command)
 

@@ -12,12 +12,15 @@ import re
 import signal
 from collections.abc import Sequence
 from datetime import datetime, time, timedelta
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import click
+from click.shell_completion import CompletionItem, get_completion_class
 
 from dvc_task.exceptions import DvcTaskError
-from dvc_task.jobs import FINAL_STATES, SUCCESS_STATES, JobQueue
+from dvc_task.folders import find_upward
+from dvc_task.jobs import FINAL_STATES, SUCCESS_STATES, JobQueue, open_queue
 from dvc_task.jobs.slots import (
     PATIENCE_S,
     Offer,
@@ -27,6 +30,47 @@ from dvc_task.jobs.slots import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: The name of a queue's folder, found here or in a parent folder.
+FOLDER_NAME = ".dvc-task"
+#: The variable that asks ``dvc-task`` for shell completions (click's).
+COMPLETE_VAR = "_DVC_TASK_COMPLETE"
+
+
+def open_cli_queue(folder: str | None, broker: str | None) -> JobQueue:
+    """The queue that ``--dir`` and ``--broker`` name.
+
+    Without ``--dir``, the nearest :data:`FOLDER_NAME` here or in a parent
+    folder (as git finds its repository), else one here.
+    """
+    if folder is None:
+        here = Path.cwd()
+        folder = str(find_upward(FOLDER_NAME, here) or here / FOLDER_NAME)
+    return open_queue(folder, broker)
+
+
+def complete_job_names(
+    ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """The names of the queue's jobs that start with ``incomplete``."""
+    params = ctx.find_root().params
+    try:
+        queue = open_cli_queue(params.get("folder"), params.get("broker"))
+        names = [job.name for job in queue.jobs()] if queue.exists() else []
+    except Exception:  # a completion never fails the shell
+        return []
+    return [CompletionItem(name) for name in names if name.startswith(incomplete)]
+
+
+def job_names(required: bool = True) -> Callable[[F], F]:
+    """The ``NAME...`` argument of a command, completed with job names."""
+    return click.argument(
+        "names",
+        nargs=-1,
+        required=required,
+        metavar="NAME..." if required else "[NAME...]",
+        shell_complete=complete_job_names,
+    )
 
 
 class Finite(click.FloatRange):
@@ -270,7 +314,7 @@ pass_queue = click.make_pass_decorator(JobQueue)
 @click.command()
 @click.option("--failed", is_flag=True, help="Every job that ended without success.")
 @click.option("--no-start", is_flag=True, help="Only queue; start no worker.")
-@click.argument("names", nargs=-1, metavar="NAME...")
+@job_names(required=False)
 @pass_queue
 def retry(
     queue: JobQueue, failed: bool, no_start: bool, names: tuple[str, ...]
@@ -301,7 +345,7 @@ def retry(
 
 
 @click.command()
-@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@job_names()
 @pass_queue
 def hold(queue: JobQueue, names: tuple[str, ...]) -> None:
     """Keep queued jobs from starting until 'release'.
@@ -319,7 +363,7 @@ def hold(queue: JobQueue, names: tuple[str, ...]) -> None:
 
 @click.command()
 @click.option("--no-start", is_flag=True, help="Start no worker.")
-@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@job_names()
 @pass_queue
 def release(queue: JobQueue, no_start: bool, names: tuple[str, ...]) -> None:
     """Let held jobs start (once the jobs they wait for are done).
@@ -337,7 +381,7 @@ def release(queue: JobQueue, no_start: bool, names: tuple[str, ...]) -> None:
 
 
 @click.command()
-@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@job_names()
 @pass_queue
 def pause(queue: JobQueue, names: tuple[str, ...]) -> None:
     """Stop running jobs (and all they started) until 'resume'.
@@ -353,7 +397,7 @@ def pause(queue: JobQueue, names: tuple[str, ...]) -> None:
 
 
 @click.command()
-@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@job_names()
 @pass_queue
 def resume(queue: JobQueue, names: tuple[str, ...]) -> None:
     """Let paused jobs go on.
@@ -389,3 +433,23 @@ def top(queue: JobQueue) -> None:
             "the monitor needs Textual: pip install 'dvc-task[tui]'"
         ) from None
     run(queue)
+
+
+@click.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+@click.pass_context
+def completion(ctx: click.Context, shell: str) -> None:
+    """Print the script that completes dvc-task's commands, options and jobs.
+
+    \b
+    Example:
+      eval "$(dvc-task completion bash)"     # in ~/.bashrc
+      eval "$(dvc-task completion zsh)"      # in ~/.zshrc
+      dvc-task completion fish > ~/.config/fish/completions/dvc-task.fish
+    """
+    root = ctx.find_root()
+    script = get_completion_class(shell)
+    assert script is not None  # one of click's own shells
+    click.echo(
+        script(root.command, {}, root.info_name or "dvc-task", COMPLETE_VAR).source()
+    )

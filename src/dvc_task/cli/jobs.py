@@ -6,7 +6,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -14,6 +13,8 @@ import click
 
 from dvc_task.cli.control import (
     Finite,
+    complete_job_names,
+    job_names,
     job_options,
     parse_duration,
     parse_signal,
@@ -238,15 +239,22 @@ def _state_choice(value: str) -> str:
     metavar="STATE",
     help=f"Only jobs in STATE (repeatable): {', '.join(STATES)}.",
 )
+@job_names(required=False)
 @pass_queue
-def status(queue: JobQueue, as_json: bool, states: tuple[str, ...]) -> None:
-    """List the jobs, oldest first, and the live workers.
+def status(
+    queue: JobQueue, as_json: bool, states: tuple[str, ...], names: tuple[str, ...]
+) -> None:
+    """List the jobs, oldest first, and the live workers; or show jobs NAME in full.
 
     \b
     Example:
       dvc-task status --state running --state queued
       dvc-task status --json
+      dvc-task status train
     """
+    if names:
+        _describe(queue, names, as_json)
+        return
     wanted = [_state_choice(s) for s in states] or None
     if not queue.exists():
         if as_json:
@@ -259,22 +267,41 @@ def status(queue: JobQueue, as_json: bool, states: tuple[str, ...]) -> None:
     if as_json:
         click.echo(json.dumps([job.asdict() for job in shown], indent=2))
         return
+    click.echo(f"queue: {display.printable(queue.location)}")
     colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    _print_jobs(shown, colour, hosts=queue.shared)
+    hosts = queue.shared or len({job.host for job in jobs if job.host}) > 1
+    _print_jobs(shown, colour, hosts)
     print_workers(queue.workers(jobs), jobs)
 
 
-def _print_jobs(jobs: Iterable[Job], colour: bool, hosts: bool = False) -> None:
+def _describe(queue: JobQueue, names: tuple[str, ...], as_json: bool) -> None:
+    """Print jobs ``names`` in full (a JSON list with ``as_json``)."""
+    found = [queue.describe(name) for name in names]
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
     now = datetime.now(timezone.utc)
-    header = display.JOB_HEADER_HOSTS if hosts else display.JOB_HEADER
+    for number, data in enumerate(found):
+        if number:
+            click.echo()
+        for key, value in display.detail_lines(data, now):
+            click.echo(f"{key + ':':<12} {value}")
+
+
+def _print_jobs(jobs: list[Job], colour: bool, hosts: bool = False) -> None:
+    now = datetime.now(timezone.utc)
+    header = display.job_header(jobs, hosts)
+    state_at = header.index("STATE")
     plain = [header]
     styled = [header]
     for job in jobs:
-        cells = display.job_row(job, now, hosts)
+        cells = display.job_row(job, now, header)
         plain.append(cells)
         if colour:
-            state = click.style(cells[1], fg=display.COLOURS.get(job.state))
-            cells = [cells[0], state, *cells[2:]]
+            cells = list(cells)
+            cells[state_at] = click.style(
+                cells[state_at], fg=display.COLOURS.get(job.state)
+            )
         styled.append(cells)
     if len(plain) == 1:
         click.echo("no jobs")
@@ -302,7 +329,7 @@ def print_workers(workers: list[WorkerInfo], jobs: list[Job]) -> None:
 @click.command()
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
 @click.option("-n", "--tail", type=click.IntRange(min=0), help="Only the last N lines.")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_job_names)
 @pass_queue
 def logs(queue: JobQueue, follow: bool, tail: int | None, name: str) -> None:
     """Print the output of job NAME as it was written (stdout and stderr).
@@ -345,7 +372,7 @@ def logs(queue: JobQueue, follow: bool, tail: int | None, name: str) -> None:
     metavar="SIG",
     help="Send SIG instead (INT, HUP, USR1, 9...).",
 )
-@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@job_names()
 @pass_queue
 def kill(queue: JobQueue, force: bool, sig: int | None, names: tuple[str, ...]) -> None:
     """Stop jobs and all their children; a queued job will never run.
@@ -363,7 +390,7 @@ def kill(queue: JobQueue, force: bool, sig: int | None, names: tuple[str, ...]) 
 
 @click.command()
 @click.option("--force", is_flag=True, help="Kill a job that has not finished first.")
-@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@job_names()
 @pass_queue
 def rm(queue: JobQueue, force: bool, names: tuple[str, ...]) -> None:
     """Forget jobs: their record, output, message and result.
@@ -423,7 +450,7 @@ def cleanup(queue: JobQueue, older_than: float | None, successful: bool) -> None
     metavar="S",
     help=f"Give up after S seconds (exit {TIMEOUT_EXIT}).",
 )
-@click.argument("names", nargs=-1, metavar="NAME...")
+@job_names(required=False)
 @pass_queue
 def wait_jobs(
     queue: JobQueue, every: bool, timeout: float | None, names: tuple[str, ...]

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from shortuuid import uuid
 
@@ -221,6 +222,18 @@ class JobQueue:
             ValueError: an invalid name.
         """
         return reading.job(self.backend, name)
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """Job ``name`` in full, as JSON-ready data (``status NAME``).
+
+        :meth:`Job.asdict`, with the names of its environment variables, its
+        earlier attempts, its time limit, retries and ``creates`` paths.
+
+        Raises:
+            UnknownJobError: no such job.
+            InvalidJobRecordError: its record cannot be read.
+        """
+        return reading.describe(self.backend, name)
 
     def left_queue(self, name: str) -> bool:
         """Whether job ``name`` is past waiting: started, ended, lost or gone."""

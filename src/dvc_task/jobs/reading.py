@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dvc_task.jobs import slots
 from dvc_task.jobs.dependencies import (
@@ -141,6 +141,33 @@ def job(backend: Backend, name: str) -> Job:
     return dataclasses.replace(
         now, state=DEPENDENCY_FAILED, error=failure_text(*failed)
     )
+
+
+def describe(backend: Backend, name: str) -> dict[str, Any]:
+    """Job ``name`` in full: :meth:`Job.asdict`, and what its record adds.
+
+    The record adds the names of its environment variables (not their
+    values), its earlier attempts, and how it runs (time limit, retries,
+    paths that make it skipped, seconds paused).
+
+    Raises:
+        UnknownJobError: no such job.
+        InvalidJobRecordError: its record cannot be read.
+    """
+    found = job(backend, name).asdict()
+    if backend.has_record(name):
+        record = backend.load(name)
+        found.update(
+            env_keys=sorted(record.env),
+            attempts=record.attempts,
+            timeout=record.timeout,
+            retries=record.retries,
+            retry_delay=record.retry_delay,
+            retry_backoff=record.retry_backoff,
+            creates=record.creates,
+            paused_s=record.paused_for(),
+        )
+    return found
 
 
 def ended(backend: Backend, name: str) -> bool:

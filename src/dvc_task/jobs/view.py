@@ -69,6 +69,8 @@ class Job:
     waiting_for: str | None = None
     #: A job queued for later starts no earlier than this (UTC).
     not_before: str | None = None
+    #: GPUs it needs (``gpus`` are those it got).
+    gpus_needed: int = 0
 
     @property
     def finished(self) -> bool:
@@ -131,6 +133,7 @@ class Job:
             "resources": dict(self.resources),
             "waiting_for": self.waiting_for,
             "not_before": self.not_before,
+            "gpus_needed": self.gpus_needed,
         }
 
 
@@ -202,6 +205,7 @@ def derive(
         resources=tuple(sorted(record.resources.items())),
         host=record.host,
         not_before=record.not_before,
+        gpus_needed=record.gpus,
     )
 
 

@@ -23,7 +23,13 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from dvc_task.jobs import Job
-from dvc_task.jobs.display import COLOURS, duration, printable, state_words
+from dvc_task.jobs.display import (
+    COLOURS,
+    duration,
+    printable,
+    slots_text,
+    state_words,
+)
 from dvc_task.jobs.view import parse_time
 
 #: Space between two columns.
@@ -48,13 +54,11 @@ def job_cells(job: Job, now: datetime) -> tuple[Text, ...]:
 
     Plain text, never markup: a name or command with ``[...]`` shows as is.
     """
-    slots = [f"gpu {','.join(job.gpus)}"] if job.gpus else []
-    slots += [f"{name}={count}" for name, count in job.resources]
     return (
         Text(printable(job.name)),
         Text(state_words(job), style=COLOURS.get(job.state, "")),
         Text(f"{job.attempt}/{job.max_attempts}" if job.max_attempts > 1 else ""),
-        Text(" ".join(slots)),
+        Text(slots_text(job)),
         Text(clock(job.started_at, now)),
         Text(duration(job.duration)),
         Text("" if job.returncode is None else str(job.returncode)),
