@@ -348,6 +348,7 @@ def test_status_into_a_pipe_closed_early_ends_quietly(cli: Cli) -> None:
     )
     assert proc.stdout is not None
     assert proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"queue: ")
     assert proc.stdout.readline().split()[0] == b"NAME"
     proc.stdout.close()  # as `dvc-task status | head -1` does
     assert proc.wait(timeout=60) == 0

@@ -479,7 +479,8 @@ def test_a_job_waiting_for_slots_is_overtaken_only_until_its_patience_ends(
 @pytest.mark.usefixtures("two_gpus")
 def test_more_gpus_than_the_machine_has_are_refused(cli: Cli) -> None:
     done = cli("run", "--gpus", "3", "--", "true", check=1)
-    assert "needs 3 GPU(s) but this machine has 2" in done.stderr
+    assert "needs 3 GPU(s) but no live worker offers that many" in done.stderr
+    assert "this machine has 2" in done.stderr
     assert cli("status", "--json").stdout.strip() == "[]"
 
 

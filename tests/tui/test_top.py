@@ -80,7 +80,7 @@ def test_jobs_appear_with_their_states(queue: JobQueue) -> None:
             "ok": "succeeded",
             "bad": "failed",
             "long": "running",
-            "later": "waiting",
+            "later": "waiting for job long",
             "held": "held",
         }
         table = app.query_one(JobTable)

@@ -6,8 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dvc_task.jobs import JobQueue
+
 
 def test_top_without_textual_says_how_to_install_it(tmp_path: Path) -> None:
+    folder = tmp_path / "q"
+    JobQueue(folder).submit(["true"], held=True)  # a queue to watch
     code = (
         "import sys; sys.modules['textual'] = sys.modules['rich'] = None\n"
         "from dvc_task.cli import main\n"

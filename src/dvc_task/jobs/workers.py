@@ -22,6 +22,7 @@ from dvc_task.jobs.record import PAUSED, RUNNING, STARTING, JobError
 from dvc_task.jobs.slots import OFFER_KEY, Offer, detect_gpus
 from dvc_task.jobs.view import Job, WorkerInfo, parse_time
 from dvc_task.proc import ManagedProcess, ProcessManager
+from dvc_task.proc.watchdog import WATCHDOG
 from dvc_task.utils import module_command
 from dvc_task.worker.locks import held_locks, last_holder, read_info
 
@@ -293,6 +294,7 @@ def work(
             )
     finally:
         worker_shutting_down.disconnect(on_shutdown)
+        WATCHDOG.close()
     return True
 
 

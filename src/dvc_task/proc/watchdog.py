@@ -57,10 +57,25 @@ class Watchdog:
                 del self._guarded[pid]
                 self._tell(f"-{pid}")
 
+    def close(self) -> None:
+        """Let the watchdog go (the worker stops): it stops what is guarded."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        proc.wait()
+
     def _tell(self, line: str) -> None:
         """Send ``line`` to the watchdog (started, or started again, first)."""
         proc = self._proc
         if proc is None or proc.poll() is not None:
+            self._close()  # one that died: reaped, its pipe closed
             proc = self._proc = subprocess.Popen(
                 [sys.executable, "-m", __name__],
                 stdin=subprocess.PIPE,
@@ -77,7 +92,7 @@ class Watchdog:
             stdin.write(f"{line}\n".encode())
             stdin.flush()
         except BrokenPipeError:
-            self._proc = None  # it died: started again at the next line
+            self._close()  # it died: started again at the next line
 
 
 #: The watchdog of this process.
