@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from dvc_task.cli import control, errors, jobs, workers
+from dvc_task.cli import control, errors, flows, jobs, workers
 
 #: The program's name in messages.
 PROG = "dvc-task"
@@ -70,6 +70,7 @@ for _command in (
     control.resume,
     control.top,
     control.completion,
+    flows.flow,
 ):
     cli.add_command(_command)
 

@@ -52,6 +52,7 @@ class Backend(Protocol):
     folder: Path
     procs_dir: Path
     workers_dir: Path
+    flows_dir: Path
     app_dir: Path
     shared: bool
 
@@ -70,6 +71,10 @@ class Backend(Protocol):
     @property
     def locks_dir(self) -> Path:
         """Where this host's workers of the queue hold their name locks."""
+
+    @property
+    def broker_url(self) -> str | None:
+        """The URL of the server that holds the jobs (None: a folder)."""
 
     @property
     def location(self) -> str:

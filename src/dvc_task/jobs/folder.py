@@ -53,6 +53,7 @@ class FolderBackend:
         <folder>/jobs/     one record per job, <name>.json, from the moment it is queued
         <folder>/procs/    one process folder per job that ran: <name>.json, .out ...
         <folder>/workers/  the detached workers' own process folders (their logs)
+        <folder>/flows/    the process folders of detached flows (their logs)
     """
 
     #: Whether the jobs are on a server that workers of many hosts share.
@@ -68,6 +69,7 @@ class FolderBackend:
         self.jobs_dir = self.folder / "jobs"
         self.procs_dir = self.folder / "procs"
         self.workers_dir = self.folder / "workers"
+        self.flows_dir = self.folder / "flows"
         self.app_dir = self.folder / "app"
         if self.folder.is_dir():
             check_private(self.folder)
@@ -79,6 +81,11 @@ class FolderBackend:
     def locks_dir(self) -> Path:
         """Where this host's workers of the queue hold their name locks."""
         return self.app_dir / "broker"
+
+    @property
+    def broker_url(self) -> str | None:
+        """The URL of the server that holds the jobs (None: this folder)."""
+        return None
 
     @property
     def location(self) -> str:

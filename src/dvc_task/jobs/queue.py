@@ -61,6 +61,11 @@ class JobQueue:
         return self.backend.shared
 
     @property
+    def broker_url(self) -> str | None:
+        """The URL of the Redis server that holds the jobs (None: the folder)."""
+        return self.backend.broker_url
+
+    @property
     def location(self) -> str:
         """Where the jobs are, for messages."""
         return self.backend.location

@@ -113,6 +113,11 @@ class RedisBackend(FolderBackend):
         self.store: RedisStore = RedisStore(self.client, self.host)
 
     @property
+    def broker_url(self) -> str:
+        """The server's URL (with its password: not for messages)."""
+        return self.url
+
+    @property
     def location(self) -> str:
         """The server's URL, without its password."""
         return redacted(self.url)
