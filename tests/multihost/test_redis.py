@@ -611,3 +611,36 @@ def test_a_job_whose_message_was_lost_is_queued_again(
     a.worker(workers, "--timeout", "120")
     c.cli.wait_state("orphan", "succeeded", timeout=120)
     assert ran.read_text() == "once\n"
+
+
+SQUARES = """
+from dvc_task.flow import Dependency, flow, task
+
+@task
+def square(number):
+    return number * number
+
+@flow
+def squares(numbers):
+    tasks = [square.make_task(number) for number in numbers]
+    yield tasks
+    yield Dependency()
+    yield square.make_task(sum(each.result() for each in tasks), name="total")
+"""
+
+
+def test_a_flow_runs_its_tasks_on_another_hosts_worker(
+    hosts: tuple[Host, Host, Host],
+    workers: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    a, _, c = hosts
+    (tmp_path / "pipelines.py").write_text(SQUARES)
+    a.worker(workers, "--timeout", "60")
+
+    done = c.cli("flow", "run", "--wait", "pipelines:squares", "[2, 3]")
+
+    assert done.stdout.splitlines()[-1] == "squares.total: succeeded"
+    found = rows(c)
+    assert {row["host"] for row in found.values()} == {"ha"}
+    assert c.cli("logs", "squares.total").stdout == "dvc-task result: 169\n"
