@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from dvc_task.cli import control, errors, flows, jobs, workers
+from dvc_task.cli import control, errors, flows, jobs, schedules, workers
 
 #: The program's name in messages.
 PROG = "dvc-task"
@@ -71,6 +71,7 @@ for _command in (
     control.top,
     control.completion,
     flows.flow,
+    schedules.schedule,
 ):
     cli.add_command(_command)
 

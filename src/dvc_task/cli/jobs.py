@@ -239,10 +239,17 @@ def _state_choice(value: str) -> str:
     metavar="STATE",
     help=f"Only jobs in STATE (repeatable): {', '.join(STATES)}.",
 )
+@click.option(
+    "--schedule", "schedule_name", metavar="NAME", help="Only the fires of a schedule."
+)
 @job_names(required=False)
 @pass_queue
 def status(
-    queue: JobQueue, as_json: bool, states: tuple[str, ...], names: tuple[str, ...]
+    queue: JobQueue,
+    as_json: bool,
+    states: tuple[str, ...],
+    schedule_name: str | None,
+    names: tuple[str, ...],
 ) -> None:
     """List the jobs, oldest first, and the live workers; or show jobs NAME in full.
 
@@ -263,7 +270,12 @@ def status(
             click.echo(f"no queue in {queue.location} yet: 'dvc-task run' makes one")
         return
     jobs = queue.jobs()
-    shown = [job for job in jobs if wanted is None or job.state in wanted]
+    shown = [
+        job
+        for job in jobs
+        if (wanted is None or job.state in wanted)
+        and (schedule_name is None or job.name.startswith(f"{schedule_name}@"))
+    ]
     if as_json:
         click.echo(json.dumps([job.asdict() for job in shown], indent=2))
         return

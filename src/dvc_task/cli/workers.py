@@ -55,6 +55,9 @@ def _timeout_option(text: str) -> Callable[[F], F]:
     help="Jobs at once.",
 )
 @click.option("--name", default=WORKER_NAME, show_default=True, help="Worker name.")
+@click.option(
+    "--beat", is_flag=True, help="Also fire the schedules' jobs; run until stopped."
+)
 @click.option("-v", "--verbose", is_flag=True, help="Celery's own log too.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @offer_options
@@ -65,6 +68,7 @@ def worker(
     timeout: float,
     concurrency: int,
     name: str,
+    beat: bool,
     verbose: bool,
     quiet: bool,
     gpu_ids: list[str] | None,
@@ -82,7 +86,7 @@ def worker(
     """
     loglevel = _log_setup(verbose, quiet)
     offer = make_offer(gpu_ids, resources, slot_patience)
-    if not queue.work(name, timeout, concurrency, loglevel, offer=offer):
+    if not queue.work(name, timeout, concurrency, loglevel, offer=offer, beat=beat):
         raise click.ClickException(f"a worker called {name!r} is already running")
 
 
@@ -96,6 +100,9 @@ def worker(
     help="Workers to start (at most one per CPU unless --force).",
 )
 @click.option("--force", is_flag=True, help="Start more workers than CPUs.")
+@click.option(
+    "--beat", is_flag=True, help="Also fire the schedules' jobs; run until stopped."
+)
 @_timeout_option("Each exits after this many idle seconds.")
 @click.option(
     "-j",
@@ -112,6 +119,7 @@ def start(
     *,
     count: int,
     force: bool,
+    beat: bool,
     timeout: float,
     concurrency: int,
     gpu_ids: list[str] | None,
@@ -132,7 +140,7 @@ def start(
             "--force to start them anyway (-j N runs N jobs at once per worker)"
         )
     offer = make_offer(gpu_ids, resources, slot_patience)
-    for name in queue.start_workers(count, timeout, concurrency, offer):
+    for name in queue.start_workers(count, timeout, concurrency, offer, beat=beat):
         click.echo(f"started worker {name}")
 
 

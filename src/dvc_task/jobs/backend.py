@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from dvc_task.jobs.record import JobRecord
+    from dvc_task.jobs.scheduler import ScheduleStore
     from dvc_task.jobs.store import JobStore, Waiter
     from dvc_task.jobs.view import Job, WorkerInfo
     from dvc_task.proc import ProcessManager
@@ -55,6 +56,10 @@ class Backend(Protocol):
     flows_dir: Path
     app_dir: Path
     shared: bool
+
+    @property
+    def schedules(self) -> ScheduleStore:
+        """Where its schedules are kept, and its scheduler's lock."""
 
     @property
     def store(self) -> JobStore:

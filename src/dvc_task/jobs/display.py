@@ -84,7 +84,16 @@ def duration(seconds: float | None) -> str:
 
 
 def state_words(job: Job) -> str:
-    """``'running'``; ``'waiting for job a'``, ``'queued until 14:05:00'``."""
+    """``'running'``; ``'waiting for job a'``, ``'queued until 14:05:00'``.
+
+    A job that started (or is still to start) past its deadline is
+    ``'(late)'``.
+    """
+    words = _state_words(job)
+    return f"{words} (late)" if job.late else words
+
+
+def _state_words(job: Job) -> str:
     if job.waiting_for:
         return f"{job.state} for {printable(job.waiting_for)}"
     if job.state == QUEUED and job.not_before:

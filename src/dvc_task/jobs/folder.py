@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
     from dvc_task.app.filesystem import FSApp
+    from dvc_task.jobs.scheduler import ScheduleStore
 
 #: The Celery task that runs a job (see :mod:`dvc_task.jobs.tasks`).
 JOB_TASK = "dvc_task.jobs.run"
@@ -54,6 +55,7 @@ class FolderBackend:
         <folder>/procs/    one process folder per job that ran: <name>.json, .out ...
         <folder>/workers/  the detached workers' own process folders (their logs)
         <folder>/flows/    the process folders of detached flows (their logs)
+        <folder>/schedules/ the schedules (see ``schedulestore``)
     """
 
     #: Whether the jobs are on a server that workers of many hosts share.
@@ -81,6 +83,13 @@ class FolderBackend:
     def locks_dir(self) -> Path:
         """Where this host's workers of the queue hold their name locks."""
         return self.app_dir / "broker"
+
+    @functools.cached_property
+    def schedules(self) -> ScheduleStore:
+        """The queue's schedules (``<folder>/schedules/``)."""
+        from dvc_task.jobs.schedulestore import FolderScheduleStore  # noqa: PLC0415
+
+        return FolderScheduleStore(self.folder / "schedules")
 
     @property
     def broker_url(self) -> str | None:

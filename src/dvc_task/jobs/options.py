@@ -29,6 +29,7 @@ class JobOptions:
     gpus: int = 0
     resources: Mapping[str, int] = field(default_factory=dict)
     start_at: datetime | None = None
+    start_by: datetime | None = None
 
     def __post_init__(self) -> None:
         """Check every option; a bad one raises ``ValueError`` naming it."""
@@ -78,8 +79,9 @@ class JobOptions:
         for name, count in self.resources.items():
             check_name(name, "resource")
             _check_count(f"resource {name!r}", count)
-        if self.start_at is not None and not isinstance(self.start_at, datetime):
-            raise ValueError(f"start_at must be a datetime, not {self.start_at!r}")
+        for what, when in (("start_at", self.start_at), ("start_by", self.start_by)):
+            if when is not None and not isinstance(when, datetime):
+                raise ValueError(f"{what} must be a datetime, not {when!r}")
 
     def apply(self, record: JobRecord) -> None:
         """Write the options into ``record``."""
@@ -92,9 +94,11 @@ class JobOptions:
         record.creates = list(self.creates)
         record.gpus = self.gpus
         record.resources = {k: v for k, v in self.resources.items() if v}
+        # A naive time is the local time, as a user means it.
         if self.start_at is not None:
-            # A naive time is the local time, as a user means it.
             record.not_before = self.start_at.astimezone(timezone.utc).isoformat()
+        if self.start_by is not None:
+            record.start_by = self.start_by.astimezone(timezone.utc).isoformat()
 
 
 def _check_count(what: str, value: object) -> None:

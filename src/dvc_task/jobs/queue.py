@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from shortuuid import uuid
 
-from dvc_task.jobs import control, lifecycle, reading, slots
+from dvc_task.jobs import control, lifecycle, reading, scheduler, schedules, slots
 from dvc_task.jobs import workers as worker_ops
 from dvc_task.jobs.dependencies import check_after
 from dvc_task.jobs.folder import FolderBackend
@@ -99,6 +99,7 @@ class JobQueue:
         gpus: int = 0,
         resources: Mapping[str, int] | None = None,
         start_at: datetime | None = None,
+        start_by: datetime | None = None,
     ) -> Job:
         """Queue ``command`` as a job; its record exists once this returns.
 
@@ -125,6 +126,7 @@ class JobQueue:
                 what the worker offers.
             start_at: it starts no earlier than this (a naive time is
                 local); it is ``queued`` until then.
+            start_by: it is ``late`` if it has not started by then.
 
         Raises:
             ValueError: an empty command, an invalid name or option.
@@ -144,6 +146,7 @@ class JobQueue:
             gpus=gpus,
             resources=dict(resources or {}),
             start_at=start_at,
+            start_by=start_by,
         )
         command = [str(arg) for arg in command]
         if not command or not command[0]:
@@ -371,16 +374,120 @@ class JobQueue:
         """What the live workers offer jobs (those whose offer is known)."""
         return [w.offer for w in self.workers([]) if w.offer is not None]
 
+    # --- schedules ---------------------------------------------------------
+
+    def schedule(
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        cron: str | None = None,
+        every: float | None = None,
+        tz: str = schedules.LOCAL,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        catch_up: str = "last",
+        overlap: str = "skip",
+        sla: float | None = None,
+        cwd: StrPath | None = None,
+        env: Mapping[str, str] | None = None,
+        replace: bool = False,
+        **job_options: Any,
+    ) -> schedules.Schedule:
+        """Add a recurring job: ``command`` at each tick of its rule.
+
+        The rule is ``cron`` (an expression in time zone ``tz``) or ``every``
+        seconds from ``start`` (default: now); no tick after ``end``. Each
+        fire is a job named ``<name>@<tick>`` with ``job_options`` (as
+        :meth:`submit` takes them). ``catch_up`` (``none``, ``last``,
+        ``all``) says which ticks missed while no scheduler was awake fire;
+        ``overlap`` (``skip``, ``queue``, ``allow``) what a tick does while
+        the last fire's job has not ended; ``sla``: seconds after its tick
+        by which a fire's job should have started (else it is late).
+
+        Raises:
+            ScheduleError: a bad rule, zone, option or name, or one in use.
+        """
+        now = datetime.now(timezone.utc)
+        workdir = os.path.abspath(os.fspath(cwd) if cwd is not None else os.getcwd())
+        found = schedules.Schedule(
+            name=name,
+            command=[str(arg) for arg in command],
+            cwd=workdir,
+            env=dict(os.environ if env is None else env),
+            cron=cron,
+            every=every,
+            tz=tz,
+            start=(start or now.replace(microsecond=0))
+            .astimezone(timezone.utc)
+            .isoformat(),
+            end=None if end is None else end.astimezone(timezone.utc).isoformat(),
+            catch_up=catch_up,
+            overlap=overlap,
+            sla=sla,
+            options=dict(job_options),
+        )
+        self.backend.app  # noqa: B018 - the queue's folders first
+        scheduler.add(self.backend.schedules, found, replace)
+        return found
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule: rule, zone, next tick, last fire and its job's state."""
+        now = datetime.now(timezone.utc)
+        store = self.backend.schedules
+        found = []
+        for name in store.names():
+            try:
+                found.append(scheduler.describe(store.load(name), self, now))
+            except schedules.ScheduleError as exc:
+                found.append({"name": name, "error": str(exc)})
+        return found
+
+    def pause_schedule(self, name: str) -> None:
+        """Fire nothing of schedule ``name`` until :meth:`resume_schedule`."""
+        now = datetime.now(timezone.utc)
+        scheduler.set_paused(self.backend.schedules, name, True, now)
+
+    def resume_schedule(self, name: str) -> None:
+        """Fire schedule ``name`` again from its next tick."""
+        now = datetime.now(timezone.utc)
+        scheduler.set_paused(self.backend.schedules, name, False, now)
+
+    def remove_schedule(self, name: str) -> None:
+        """Forget schedule ``name`` (the jobs it fired stay)."""
+        scheduler.remove(self.backend.schedules, name)
+
+    def run_schedule(self, name: str) -> str:
+        """Fire schedule ``name`` once, now; the job's name."""
+        now = datetime.now(timezone.utc)
+        return scheduler.run_now(self.backend.schedules, self, name, now)
+
+    def tick(self, interval: float = 60.0) -> list[str] | None:
+        """Fire what is due (``schedule tick``); the jobs queued.
+
+        ``interval``: the seconds until the next call. None if a scheduler
+        (a worker started with ``beat``) holds the lock and fires them.
+        """
+        if not self.backend.exists():
+            return []
+        now = datetime.now(timezone.utc)
+        return scheduler.tick(self.backend.schedules, self, now, interval)
+
     def start_workers(
         self,
         count: int = 1,
         timeout: float = worker_ops.IDLE_TIMEOUT_S,
         concurrency: int = 1,
         offer: slots.Offer | None = None,
+        beat: bool = False,
     ) -> list[str]:
-        """Start ``count`` detached workers (see :func:`worker_ops.start_workers`)."""
+        """Start ``count`` detached workers (see :func:`worker_ops.start_workers`).
+
+        With ``beat`` they check the schedules (one at a time) and run until
+        stopped.
+        """
         return worker_ops.start_workers(
-            self.backend, count, timeout, concurrency, offer
+            self.backend, count, timeout, concurrency, offer, beat=beat
         )
 
     def ensure_worker(self) -> str | None:
@@ -397,14 +504,24 @@ class JobQueue:
         timeout: float = worker_ops.IDLE_TIMEOUT_S,
         concurrency: int = 1,
         loglevel: str = "WARNING",
+        *,
         offer: slots.Offer | None = None,
+        beat: bool = False,
     ) -> bool:
         """Run a worker in this process until the queue stays empty.
 
         Its jobs run on the GPUs and resources of ``offer`` (default: every
-        GPU of the machine). Returns False at once if a worker called
-        ``name`` already runs.
+        GPU of the machine). With ``beat`` it is also the scheduler (while
+        it holds the beat lock: one worker of all at a time) and runs until
+        it is stopped. Returns False at once if a worker called ``name``
+        already runs.
         """
         return worker_ops.work(
-            self.backend, name, timeout, concurrency, loglevel, offer=offer
+            self.backend,
+            name,
+            timeout,
+            concurrency,
+            loglevel,
+            offer=offer,
+            beat=scheduler.Beat(self.backend.schedules, self) if beat else None,
         )

@@ -136,6 +136,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "handovers": (int,),
     "paused_at": _OPTIONAL_STR,
     "not_before": _OPTIONAL_STR,
+    "start_by": _OPTIONAL_STR,
     "paused_s": (float, int),
 }
 _FLAGS = frozenset({"timed_out", "has_message"})
@@ -256,6 +257,8 @@ class JobRecord:
     paused_s: float = 0.0
     #: It starts no earlier than this (``run --in``/``--at``).
     not_before: str | None = None
+    #: It is late if it has not started by then (a schedule's SLA).
+    start_by: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> JobRecord:
@@ -338,6 +341,7 @@ class JobRecord:
             self.waiting_since,
             self.paused_at,
             self.not_before,
+            self.start_by,
         ):
             try:
                 if when is not None:

@@ -23,6 +23,7 @@ workers' logs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -56,6 +57,7 @@ from dvc_task.jobs.record import (
     JobError,
     JobRecord,
 )
+from dvc_task.jobs.redisschedules import RedisScheduleStore
 from dvc_task.jobs.redisstore import ALIVE_S, BEAT_S, RedisStore, connect
 from dvc_task.jobs.redisworker import (
     RedisLink,
@@ -77,6 +79,8 @@ from dvc_task.worker.temporary import LOCKS_KEY
 
 if TYPE_CHECKING:
     from celery import Celery
+
+    from dvc_task.jobs.scheduler import ScheduleStore
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +115,11 @@ class RedisBackend(FolderBackend):
         self.url = url
         self.client = connect(url)
         self.store: RedisStore = RedisStore(self.client, self.host)
+
+    @functools.cached_property
+    def schedules(self) -> ScheduleStore:
+        """The schedules, on the server."""
+        return RedisScheduleStore(self.store)
 
     @property
     def broker_url(self) -> str:

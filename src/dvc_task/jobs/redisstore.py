@@ -312,6 +312,10 @@ class RedisStore:
         """The jobs lock."""
         return _Lock(self.client, self.key("lock"), self._holder)
 
+    def named_lock(self, name: str) -> AbstractContextManager[object]:
+        """Another lock like the jobs lock (e.g. the schedules')."""
+        return _Lock(self.client, self.key(name), threading.local())
+
     def next_seq(self) -> int:
         """``INCR`` of the counter."""
         return int(self.client.incr(self.key("seq")))

@@ -71,6 +71,18 @@ class Job:
     not_before: str | None = None
     #: GPUs it needs (``gpus`` are those it got).
     gpus_needed: int = 0
+    #: It should have started by then (UTC; a schedule's SLA), if set.
+    start_by: str | None = None
+
+    @property
+    def late(self) -> bool:
+        """Whether it started after ``start_by``, or has not started and it passed."""
+        if self.start_by is None:
+            return False
+        deadline = parse_time(self.start_by)
+        if self.started_at:
+            return parse_time(self.started_at) > deadline
+        return not self.finished and datetime.now(timezone.utc) > deadline
 
     @property
     def finished(self) -> bool:
@@ -134,6 +146,8 @@ class Job:
             "waiting_for": self.waiting_for,
             "not_before": self.not_before,
             "gpus_needed": self.gpus_needed,
+            "start_by": self.start_by,
+            "late": self.late,
         }
 
 
@@ -206,6 +220,7 @@ def derive(
         host=record.host,
         not_before=record.not_before,
         gpus_needed=record.gpus,
+        start_by=record.start_by,
     )
 
 

@@ -19,6 +19,7 @@ from dvc_task.folders import make_private_folder
 from dvc_task.jobs import control, lifecycle, reading
 from dvc_task.jobs.listing import folders
 from dvc_task.jobs.record import PAUSED, RUNNING, STARTING, JobError
+from dvc_task.jobs.scheduler import BEAT_CHECK_S, Beat
 from dvc_task.jobs.slots import OFFER_KEY, Offer, detect_gpus
 from dvc_task.jobs.view import Job, WorkerInfo, parse_time
 from dvc_task.proc import ManagedProcess, ProcessManager
@@ -37,6 +38,8 @@ CONCURRENCY_KEY = "dvc_task_concurrency"
 STARTING_S = 10.0
 #: Seconds a detached worker waits for work before it exits.
 IDLE_TIMEOUT_S = 10.0
+#: The idle time-out of a worker that checks the schedules: it stays.
+BEAT_IDLE_S = 10 * 365 * 86400.0
 
 
 def node_name(name: str) -> str:
@@ -124,11 +127,14 @@ def start_workers(
     timeout: float = IDLE_TIMEOUT_S,
     concurrency: int = 1,
     offer: Offer | None = None,
+    *,
+    beat: bool = False,
 ) -> list[str]:
     """Start ``count`` detached workers; their names.
 
-    Each exits once the queue has been empty for ``timeout`` seconds, and
-    runs jobs on the GPUs and resources of ``offer`` (default: every GPU).
+    Each exits once the queue has been empty for ``timeout`` seconds (with
+    ``beat``: runs, and checks the schedules, until stopped), and runs jobs
+    on the GPUs and resources of ``offer`` (default: every GPU).
 
     Raises:
         DvcTaskError: a worker could not be started.
@@ -159,6 +165,7 @@ def start_workers(
                     "--concurrency",
                     str(concurrency),
                     *offer_options(offer),
+                    *(["--beat"] if beat else []),
                 ),
                 wdir=queue.workers_dir / name,
                 name=name,
@@ -260,6 +267,7 @@ def work(
     loglevel: str = "WARNING",
     *,
     offer: Offer | None = None,
+    beat: Beat | None = None,
 ) -> bool:
     """Run worker ``name`` in this process until the queue stays empty.
 
@@ -268,7 +276,7 @@ def work(
     runs. A job queued just as the worker was leaving is not left behind:
     the worker looks at the queue again after it has let go of its name.
     """
-    from celery.signals import worker_shutting_down  # noqa: PLC0415
+    from celery.signals import worker_ready, worker_shutting_down  # noqa: PLC0415
 
     if node_name(name) in held_locks(queue.locks_dir):
         return False
@@ -277,7 +285,15 @@ def work(
     def on_shutdown(**_: Any) -> None:
         asked_to_stop.append(True)
 
+    def on_ready(sender: Any = None, **_: Any) -> None:
+        assert beat is not None
+        beat.check()
+        sender.timer.call_repeatedly(BEAT_CHECK_S, beat.check)
+
     worker_shutting_down.connect(on_shutdown, weak=False)
+    if beat is not None:
+        timeout = BEAT_IDLE_S  # a scheduler stays until it is stopped
+        worker_ready.connect(on_ready, weak=False)
     queue.app.conf[OFFER_KEY] = offer or Offer(detect_gpus(), {})
     queue.app.conf[CONCURRENCY_KEY] = concurrency
     # Slots held by a worker that died are free again: try their jobs.
@@ -294,6 +310,9 @@ def work(
             )
     finally:
         worker_shutting_down.disconnect(on_shutdown)
+        if beat is not None:
+            worker_ready.disconnect(on_ready)
+            beat.close()
         WATCHDOG.close()
     return True
 
