@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -644,3 +645,46 @@ def test_a_flow_runs_its_tasks_on_another_hosts_worker(
     found = rows(c)
     assert {row["host"] for row in found.values()} == {"ha"}
     assert c.cli("logs", "squares.total").stdout == "dvc-task result: 169\n"
+
+
+def fired_ticks(host: Host, schedule: str) -> list[datetime]:
+    """The ticks that ``schedule`` fired a job for, as ``host`` lists them."""
+    found = []
+    for name in rows(host):
+        base, sep, tick = name.partition("@")
+        if sep and base == schedule and len(tick) == len("2026-12-04T02:00:00Z"):
+            when = datetime.strptime(tick, "%Y-%m-%dT%H:%M:%SZ")
+            found.append(when.replace(tzinfo=timezone.utc))
+    return sorted(found)
+
+
+def test_beat_workers_of_two_hosts_fire_each_tick_once_and_hand_over(
+    hosts: tuple[Host, Host, Host],
+    workers: list[subprocess.Popen[bytes]],
+) -> None:
+    a, b, c = hosts
+    c.cli("schedule", "add", "t", "--every", "1s", "--overlap", "allow", "--", "true")
+    first = a.worker(workers, "--beat")
+    wait_for(lambda: len(fired_ticks(c, "t")) >= 3, "host a's fires")
+    b.worker(workers, "--beat")
+    wait_for(lambda: len(fired_ticks(c, "t")) >= 6, "fires with two schedulers")
+
+    os.kill(first.pid, signal.SIGKILL)  # the scheduler: it started first
+    first.wait()
+    killed_at = datetime.now(timezone.utc)
+    wait_for(
+        lambda: [
+            t for t in fired_ticks(c, "t") if t > killed_at + timedelta(seconds=2)
+        ],
+        "host b to fire the next ticks",
+        timeout=30,
+    )
+    for proc in workers:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+
+    ticks = fired_ticks(c, "t")
+    assert ticks == sorted(set(ticks))
+    gaps = {later - earlier for earlier, later in zip(ticks, ticks[1:])}
+    assert gaps == {timedelta(seconds=1)}  # none missing across the hand-over
