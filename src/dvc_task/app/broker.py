@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from dvc_task.files import check_name
+from dvc_task.folders import check_private, make_private_folder
+from dvc_task.utils import StrPath, unc_path
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +81,31 @@ class BrokerFolders:
             self.quarantine,
             self.tmp,
         )
+
+
+def app_folders(wdir: StrPath, mkdir: bool = False) -> tuple[BrokerFolders, Path]:
+    """The broker folders and the result folder of an ``FSApp`` in ``wdir``.
+
+    With ``mkdir``, they are created (mode 0700); existing ones are checked
+    either way: a folder others may write to could hold their messages.
+
+    Raises:
+        UnsafeFolderError: an existing folder is not private to its owner.
+    """
+    broker_path = os.path.join(os.fspath(wdir), "broker")
+    folders = BrokerFolders(
+        *(
+            Path(unc_path(os.path.join(broker_path, name)))
+            for name in ("in", "processed", "control", "reserved", "quarantine", "tmp")
+        )
+    )
+    result_path = Path(unc_path(os.path.join(os.fspath(wdir), "result")))
+    for path in (Path(unc_path(broker_path)), *folders.all(), result_path):
+        if mkdir:
+            make_private_folder(path)
+        elif path.is_dir():
+            check_private(path)
+    return folders, result_path
 
 
 # --- names -----------------------------------------------------------------

@@ -16,8 +16,7 @@ from kombu.serialization import registry
 
 from dvc_task.app import broker, transport
 from dvc_task.app.folderqueue import FolderQueue
-from dvc_task.folders import check_private, make_private_folder
-from dvc_task.utils import StrPath, remove, unc_path
+from dvc_task.utils import StrPath, remove
 
 logger = logging.getLogger(__name__)
 
@@ -54,24 +53,7 @@ def _get_fs_config(
         ValueError: an unknown serializer.
 
     """
-    broker_path = os.path.join(os.fspath(wdir), "broker")
-    folders = broker.BrokerFolders(
-        inbox=Path(unc_path(os.path.join(broker_path, "in"))),
-        processed=Path(unc_path(os.path.join(broker_path, "processed"))),
-        control=Path(unc_path(os.path.join(broker_path, "control"))),
-        reserved=Path(unc_path(os.path.join(broker_path, "reserved"))),
-        quarantine=Path(unc_path(os.path.join(broker_path, "quarantine"))),
-        tmp=Path(unc_path(os.path.join(broker_path, "tmp"))),
-    )
-    result_path = Path(unc_path(os.path.join(os.fspath(wdir), "result")))
-    ours = [Path(unc_path(broker_path)), *folders.all(), result_path]
-    for path in ours:
-        if mkdir:
-            make_private_folder(path)
-        elif path.is_dir():
-            # Opening an existing queue checks it as creating one does: a
-            # folder others may write to could hold their job messages.
-            check_private(path)
+    folders, result_path = broker.app_folders(wdir, mkdir)
     accept = sorted({_content_type(task_serializer)})
     return {
         "broker_url": f"{transport.ALIAS}://",

@@ -164,11 +164,14 @@ class FolderQueue:
                 nothing is left behind then.
 
         """
-        # Kombu's encoder (it knows dates, UUIDs...); imported here so that
-        # readers of the folder need not load Kombu.
-        from kombu.utils.json import dumps  # noqa: PLC0415
+        try:
+            text = json.dumps(payload)
+        except TypeError:
+            # Kombu's encoder knows dates, UUIDs...: imported only when
+            # needed, so that a producer of plain JSON need not load Kombu.
+            from kombu.utils.json import dumps  # noqa: PLC0415
 
-        text: str = dumps(payload)  # type: ignore[no-untyped-call]
+            text = dumps(payload)  # type: ignore[no-untyped-call]
         data = text.encode("utf-8")
         name = message_name(queue, _priority(payload))
         ensure_folder(self.folders.tmp)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -86,13 +87,21 @@ def _parse_env(
     metavar="TIME",
     help="Start it no sooner than TIME (14:05, '2026-12-24 18:00').",
 )
+@click.option(
+    "--from",
+    "from_file",
+    type=click.File("r"),
+    metavar="FILE",
+    help="Queue each line of FILE ('-': stdin); --name 'x-{n}' names them.",
+)
 @job_options
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_queue
 def run(
     queue: JobQueue,
     /,
     *,
+    from_file: TextIO | None,
     name: str | None,
     wait: bool,
     cwd: str | None,
@@ -115,11 +124,28 @@ def run(
       dvc-task run --wait --env SEED=1 -- make test
       dvc-task run --after train --gpus 1 --retries 2 -- python eval.py
       dvc-task run --at 02:00 -- ./nightly.sh
+      dvc-task run --from sweep.txt --name 'sweep-{n}' --gpus 1
     """
     if start_in is not None and start_at is not None:
         raise click.UsageError("give --in or --at, not both")
     if start_in is not None:
         start_at = datetime.now(timezone.utc) + timedelta(seconds=start_in)
+    if from_file is not None:
+        if command or wait or replace:
+            raise click.UsageError("--from takes no COMMAND, --wait or --replace")
+        _run_many(
+            queue,
+            from_file,
+            pattern=name,
+            cwd=cwd,
+            env=env,
+            start_at=start_at,
+            no_start=no_start,
+            options=options,
+        )
+        return
+    if not command:
+        raise click.UsageError("give the command to run (after --), or --from FILE")
     job = queue.submit(
         list(command),
         name=name,
@@ -137,6 +163,46 @@ def run(
         return
     click.echo(f"queued job {job.name}", err=True)
     sys.exit(_stream(queue, job.name, not no_start))
+
+
+def _run_many(
+    queue: JobQueue,
+    lines: TextIO,
+    *,
+    pattern: str | None,
+    cwd: str | None,
+    env: dict[str, str],
+    start_at: datetime | None,
+    no_start: bool,
+    options: dict[str, Any],
+) -> None:
+    """Queue each command line of ``lines``, all or none; print their names."""
+    commands = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            commands.append(shlex.split(line, comments=True))
+        except ValueError as exc:
+            raise click.ClickException(f"line {number}: {exc}") from None
+    if pattern is not None and "{n}" not in pattern and len(commands) > 1:
+        raise click.UsageError("--name needs {n} (e.g. 'sweep-{n}') with --from")
+    names = (
+        None
+        if pattern is None
+        else [pattern.replace("{n}", str(n)) for n in range(1, len(commands) + 1)]
+    )
+    queued = queue.submit_many(
+        commands,
+        names,
+        cwd=cwd,
+        env={**os.environ, **env},
+        start_at=start_at,
+        **options,
+    )
+    if not no_start and queued:
+        queue.ensure_worker()
+    click.echo("\n".join(queued))
 
 
 def _warn_unoffered(

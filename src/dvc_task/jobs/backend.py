@@ -103,6 +103,12 @@ class Backend(Protocol):
     def changes(self) -> Waiter:
         """A waiter woken when a record is written."""
 
+    def batch(self) -> AbstractContextManager[None]:
+        """Write many records and messages, made durable together at the end."""
+
+    def prepare(self) -> None:
+        """Make what the queue needs before its first job is queued."""
+
     def publish(self, record: JobRecord, countdown: float | None = None) -> None:
         """Queue the message of ``record``'s current task id."""
 

@@ -7,9 +7,13 @@ import os
 import socket
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dvc_task.app.broker import app_folders
+from dvc_task.app.folderqueue import FolderQueue
+from dvc_task.app.message import DEFAULT_QUEUE, task_message
 from dvc_task.app.taskindex import TaskIndex
 from dvc_task.files import check_name
 from dvc_task.folders import check_private, make_private_folder
@@ -75,9 +79,11 @@ class FolderBackend:
         self.app_dir = self.folder / "app"
         if self.folder.is_dir():
             check_private(self.folder)
-        self.store: JobStore = FolderStore(self.jobs_dir, self.folder)
+        self._records = FolderStore(self.jobs_dir, self.folder)
+        self.store: JobStore = self._records
         #: This host's name, as recorded for the jobs its workers run.
         self.host = this_host()
+        self._fsync = True
 
     @property
     def locks_dir(self) -> Path:
@@ -160,15 +166,45 @@ class FolderBackend:
         """A waiter woken when a job record is written (for loops that wait)."""
         return self.store.changes()
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Write many records and messages, then make them durable at once.
+
+        Each write skips its own ``fsync``; the file system is synced when
+        the block ends (a thousand jobs queued take one sync, not 3,000).
+        """
+        self._records.fsync = self._fsync = False
+        try:
+            yield
+        finally:
+            self._records.fsync = self._fsync = True
+            os.sync()
+
+    def prepare(self) -> None:
+        """Make the queue's folders (0700), before the first job is queued."""
+        make_private_folder(self.folder)
+        app_folders(self.app_dir, mkdir=True)
+
     def publish(self, record: JobRecord, countdown: float | None = None) -> None:
-        """Queue the message of ``record``'s current task id."""
-        self.app.send_task(
-            JOB_TASK,
-            kwargs={"name": record.name, "folder": str(self.folder)},
-            task_id=record.task_id,
-            priority=self._message_priority(record.priority),
-            countdown=countdown or None,
+        """Queue the message of ``record``'s current task id.
+
+        Written as ``app.send_task`` would, without Celery (see
+        :mod:`dvc_task.app.message`): queueing a job stays cheap.
+        """
+        folders, _ = app_folders(self.app_dir)
+        eta = (
+            datetime.now(timezone.utc) + timedelta(seconds=countdown)
+            if countdown
+            else None
         )
+        message = task_message(
+            JOB_TASK,
+            record.task_id,
+            {"name": record.name, "folder": str(self.folder)},
+            priority=self._message_priority(record.priority) or 0,
+            eta=eta,
+        )
+        FolderQueue(folders, fsync=self._fsync).put(DEFAULT_QUEUE, message)
 
     def _message_priority(self, priority: int) -> int | None:
         """The message priority of a job's ``priority`` (higher: sooner)."""

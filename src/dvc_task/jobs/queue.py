@@ -158,7 +158,7 @@ class JobQueue:
             raise JobError(f"working directory '{workdir}' is not a folder")
         if gpus:
             slots.check_gpus(gpus, self.offers())
-        self.backend.app  # noqa: B018 - the queue's folders, before the lock
+        self.backend.prepare()  # the queue's folders, before the lock
         with self.backend.locked():
             seq = self.backend.store.next_seq()
             if name is None:
@@ -184,6 +184,79 @@ class JobQueue:
         return derive(
             record, {record.task_id: QUEUED}, None, str(self.backend.output_path(name))
         )
+
+    def submit_many(
+        self,
+        commands: Sequence[Sequence[str]],
+        names: Sequence[str | None] | None = None,
+        cwd: StrPath | None = None,
+        env: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> list[str]:
+        """Queue every command of ``commands``, all or none; their job names.
+
+        ``names`` (one per command; None: the next free number), ``cwd``,
+        ``env`` and the keyword ``options`` are as for :meth:`submit`, the
+        same for each job. Nothing is queued if one of them is refused.
+
+        Raises:
+            ValueError: an empty command or a bad name (``"command N: ..."``,
+                counting from 1), or a bad option.
+            JobError: a name taken or given twice, ``cwd`` not a folder, a
+                job in ``after`` that does not exist.
+        """
+        job_options = JobOptions(**options)
+        chosen = list(names) if names is not None else [None] * len(commands)
+        if len(chosen) != len(commands):
+            raise ValueError("give one name per command, or none")
+        argvs = []
+        for number, (command, name) in enumerate(zip(commands, chosen), start=1):
+            argv = [str(arg) for arg in command]
+            try:
+                if not argv or not argv[0]:
+                    raise ValueError("empty command")
+                if name is not None:
+                    check_job_name(name)
+            except ValueError as exc:
+                raise ValueError(f"command {number}: {exc}") from None
+            argvs.append(argv)
+        given = [name for name in chosen if name is not None]
+        twice = sorted({name for name in given if given.count(name) > 1})
+        if twice:
+            raise JobError(f"job name {twice[0]!r} is given twice")
+        workdir = os.path.abspath(os.fspath(cwd) if cwd is not None else os.getcwd())
+        if not os.path.isdir(workdir):
+            raise JobError(f"working directory '{workdir}' is not a folder")
+        if job_options.gpus:
+            slots.check_gpus(job_options.gpus, self.offers())
+        environment = dict(os.environ if env is None else env)
+        self.backend.prepare()
+        with self.backend.locked(), self.backend.batch():
+            records = []
+            first = self.backend.store.next_seq(len(argvs))
+            for number, (argv, given_name) in enumerate(zip(argvs, chosen), start=1):
+                seq = first + number - 1
+                name = given_name or self._free_name(seq)
+                if given_name is not None and self._in_use(name):
+                    raise JobError(
+                        f"command {number}: job {name!r} exists: choose other names"
+                    )
+                check_after(self.backend, name, job_options.after)
+                record = JobRecord(
+                    name=name,
+                    seq=seq,
+                    command=argv,
+                    cwd=workdir,
+                    env=environment,
+                    submitted_at=utc_now(),
+                    task_id="",
+                )
+                job_options.apply(record)
+                records.append(record)
+            lifecycle.submit_all(self.backend, records, job_options.held)
+        if any(record.parked for record in records):
+            lifecycle.promote(self.backend)
+        return [record.name for record in records]
 
     def _in_use(self, name: str) -> bool:
         return self.backend.has_record(name) or (self.backend.procs_dir / name).exists()
@@ -427,7 +500,7 @@ class JobQueue:
             sla=sla,
             options=dict(job_options),
         )
-        self.backend.app  # noqa: B018 - the queue's folders first
+        self.backend.prepare()
         scheduler.add(self.backend.schedules, found, replace)
         return found
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -393,13 +393,14 @@ class JobRecord:
         """How many attempts it may have in all."""
         return 1 + self.retries
 
-    def dump(self, path: Path) -> None:
-        """Write the record atomically and durably (0600)."""
-        write_atomic(path, self.to_json())
+    def dump(self, path: Path, fsync: bool = True) -> None:
+        """Write the record atomically (0600); durably unless not ``fsync``."""
+        write_atomic(path, self.to_json(), fsync=fsync)
 
     def to_json(self) -> bytes:
         """The record as JSON (what :meth:`parse` reads)."""
-        return json.dumps(asdict(self)).encode("utf-8")
+        # Its fields are JSON values already: no deep copy (asdict) needed.
+        return json.dumps(vars(self)).encode("utf-8")
 
 
 def _upgrade(raw: dict[str, Any]) -> None:

@@ -49,7 +49,7 @@ from dvc_task.jobs.backend import (
     TAKE_OVER,
     AttemptLink,
 )
-from dvc_task.jobs.folder import QUEUE_KEY, TASK_MODULES, FolderBackend
+from dvc_task.jobs.folder import JOB_TASK, QUEUE_KEY, TASK_MODULES, FolderBackend
 from dvc_task.jobs.queue import JobQueue
 from dvc_task.jobs.record import (
     QUEUED,
@@ -115,6 +115,25 @@ class RedisBackend(FolderBackend):
         self.url = url
         self.client = connect(url)
         self.store: RedisStore = RedisStore(self.client, self.host)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Write many records and messages (the server keeps them as it does)."""
+        yield
+
+    def prepare(self) -> None:
+        """Make this host's folders, and the app of the server."""
+        self.app  # noqa: B018 - made with its folders
+
+    def publish(self, record: JobRecord, countdown: float | None = None) -> None:
+        """Queue the message of ``record``'s current task id on the server."""
+        self.app.send_task(
+            JOB_TASK,
+            kwargs={"name": record.name, "folder": str(self.folder)},
+            task_id=record.task_id,
+            priority=self._message_priority(record.priority),
+            countdown=countdown or None,
+        )
 
     @functools.cached_property
     def schedules(self) -> ScheduleStore:

@@ -316,9 +316,9 @@ class RedisStore:
         """Another lock like the jobs lock (e.g. the schedules')."""
         return _Lock(self.client, self.key(name), threading.local())
 
-    def next_seq(self) -> int:
-        """``INCR`` of the counter."""
-        return int(self.client.incr(self.key("seq")))
+    def next_seq(self, count: int = 1) -> int:
+        """``INCRBY`` of the counter: the first of the ``count`` numbers."""
+        return int(self.client.incr(self.key("seq"), count)) - count + 1
 
     def request_kill(self, name: str, sig: int) -> None:
         """Store the signal and wake the worker that runs the job."""

@@ -84,8 +84,8 @@ class JobStore(Protocol):
     def locked(self) -> AbstractContextManager[object]:
         """The lock that every change of a record is made under."""
 
-    def next_seq(self) -> int:
-        """The next job number (call it holding :meth:`locked`)."""
+    def next_seq(self, count: int = 1) -> int:
+        """The first of the next ``count`` job numbers (holding :meth:`locked`)."""
 
     def request_kill(self, name: str, sig: int) -> None:
         """Ask for signal ``sig`` to job ``name`` (its worker sends it)."""
@@ -116,6 +116,8 @@ class FolderStore:
         """Keep records in ``folder`` (made, with ``parent``, when needed)."""
         self.folder = folder
         self.parent = parent
+        #: Whether each write is on disk before it returns (see ``batch``).
+        self.fsync = True
 
     def path(self, name: str) -> Path:
         """Path of job ``name``'s record (``ValueError`` for a bad name)."""
@@ -140,7 +142,7 @@ class FolderStore:
 
     def save(self, record: JobRecord) -> None:
         """Write ``record`` atomically."""
-        record.dump(self.path(record.name))
+        record.dump(self.path(record.name), fsync=self.fsync)
 
     def has(self, name: str) -> bool:
         """Whether the record file exists."""
@@ -197,15 +199,15 @@ class FolderStore:
         self.make()
         return jobs_lock(self.folder)
 
-    def next_seq(self) -> int:
-        """The counter in ``.seq``, incremented."""
+    def next_seq(self, count: int = 1) -> int:
+        """The counter in ``.seq`` plus one; it is moved on by ``count``."""
         path = self.folder / ".seq"
         try:
-            seq = int(read_regular(path)) + 1
+            last = int(read_regular(path))
         except (OSError, ValueError):
-            seq = 1
-        write_atomic(path, str(seq).encode("ascii"))
-        return seq
+            last = 0
+        write_atomic(path, str(last + count).encode("ascii"), fsync=self.fsync)
+        return last + 1
 
     def request_kill(self, name: str, sig: int) -> None:
         """Leave ``<name>.kill`` with the signal's number."""

@@ -6,6 +6,7 @@ transition below checks its precondition under the jobs lock, writes the
 new phase, and says what becomes of the message::
 
     submit    -> queued (send) | held | waiting for jobs          (no message)
+              (submit_all: a batch, all or none)
     hold      queued, waiting for ... -> held                     (unqueue)
     release   held -> queued (send) | waiting for jobs
     promote   waiting for jobs -> queued (send) | dependency failed
@@ -36,6 +37,7 @@ from dvc_task.jobs.lifecycle.queueing import (
     replace,
     retry,
     submit,
+    submit_all,
 )
 from dvc_task.jobs.lifecycle.running import (
     Taken,
@@ -62,5 +64,6 @@ __all__ = [
     "resume",
     "retry",
     "submit",
+    "submit_all",
     "take",
 ]

@@ -42,7 +42,7 @@ def send(backend: Backend, record: JobRecord, countdown: float = 0.0) -> None:
 
     If the message cannot be sent, the record is written back as it was.
     """
-    before = copy.deepcopy(record)
+    before = copy.copy(record)  # send only sets fields of plain values
     if not countdown and record.not_before is not None:
         # A job queued for later waits out its start as a retry its delay.
         countdown = record.seconds_to_start()

@@ -56,6 +56,25 @@ def submit(backend: Backend, record: JobRecord, held: bool) -> None:
         raise
 
 
+def submit_all(backend: Backend, records: list[JobRecord], held: bool) -> None:
+    """Give new ``records`` their first phase, all or none (under the lock).
+
+    If one cannot be queued, those queued before it are taken back: their
+    messages off the queue, their records deleted.
+    """
+    done: list[JobRecord] = []
+    try:
+        for record in records:
+            submit(backend, record, held)
+            done.append(record)
+    except BaseException:
+        for record in done:
+            if record.has_message:
+                backend.unqueue(record.task_id)
+            backend.store.delete(record.name)
+        raise
+
+
 def hold(backend: Backend, name: str) -> bool:
     """Keep job ``name`` from starting until :func:`release`; False if held.
 
