@@ -237,6 +237,14 @@ def bench(session: nox.Session) -> None:
     )
     session.run(
         "python",
+        "benchmarks/bench_cli.py",
+        "--peer-040",
+        str(peer_python),
+        "--output",
+        str(results / "cli.md"),
+    )
+    session.run(
+        "python",
         "benchmarks/bench_jobs.py",
         "--output",
         str(results / "jobs.md"),
@@ -276,6 +284,7 @@ def bench(session: nox.Session) -> None:
     names = (
         "peers.md",
         "perjob.md",
+        "cli.md",
         "transport.md",
         "proc.md",
         "jobs.md",

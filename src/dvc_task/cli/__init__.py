@@ -1,22 +1,68 @@
 """The ``dvc-task`` command line: queue commands, watch and control them.
 
-The commands live in :mod:`.jobs`, :mod:`.workers` and :mod:`.control`;
-:mod:`.errors` turns every failure into one line.
+The commands live in :mod:`.jobs`, :mod:`.workers`, :mod:`.control`,
+:mod:`.flows` and :mod:`.schedules`, each imported only when one of its
+commands runs (a quick command stays quick); :mod:`.errors` turns every
+failure into one line.
 """
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
-from dvc_task.cli import control, errors, flows, jobs, schedules, workers
+from dvc_task.cli import control, errors
 
 #: The program's name in messages.
 PROG = "dvc-task"
 
 
-@click.group(
-    cls=errors.Commands, context_settings={"help_option_names": ["-h", "--help"]}
-)
+#: ``command -> module:attribute`` of every command, in the order of ``--help``.
+COMMANDS = {
+    "run": "jobs:run",
+    "status": "jobs:status",
+    "logs": "jobs:logs",
+    "wait": "jobs:wait_jobs",
+    "kill": "jobs:kill",
+    "pause": "control:pause",
+    "resume": "control:resume",
+    "rm": "jobs:rm",
+    "cleanup": "jobs:cleanup",
+    "retry": "control:retry",
+    "hold": "control:hold",
+    "release": "control:release",
+    "top": "control:top",
+    "worker": "workers:worker",
+    "start": "workers:start",
+    "stop": "workers:stop",
+    "workers": "workers:workers",
+    "schedule": "schedules:schedule",
+    "flow": "flows:flow",
+    "completion": "control:completion",
+}
+
+
+class LazyCommands(errors.Commands):
+    """The commands of :data:`COMMANDS`, each imported when it is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command's name."""
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Command ``cmd_name``, imported now (None: no such command)."""
+        where = COMMANDS.get(cmd_name)
+        if where is None:
+            return None
+        module, _, attribute = where.partition(":")
+        command: click.Command = getattr(
+            importlib.import_module(f"dvc_task.cli.{module}"), attribute
+        )
+        return command
+
+
+@click.group(cls=LazyCommands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--dir",
     "folder",
@@ -49,31 +95,6 @@ def cli(ctx: click.Context, folder: str | None, broker: str | None) -> None:
       dvc-task status
     """
     ctx.obj = control.open_cli_queue(folder, broker)
-
-
-for _command in (
-    jobs.run,
-    jobs.status,
-    jobs.logs,
-    jobs.kill,
-    jobs.rm,
-    jobs.cleanup,
-    jobs.wait_jobs,
-    workers.worker,
-    workers.start,
-    workers.stop,
-    workers.workers,
-    control.retry,
-    control.hold,
-    control.release,
-    control.pause,
-    control.resume,
-    control.top,
-    control.completion,
-    flows.flow,
-    schedules.schedule,
-):
-    cli.add_command(_command)
 
 
 def main() -> None:

@@ -15,12 +15,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from shortuuid import uuid
-
 from dvc_task.jobs import control, lifecycle, reading, scheduler, schedules, slots
 from dvc_task.jobs import workers as worker_ops
 from dvc_task.jobs.dependencies import check_after
 from dvc_task.jobs.folder import FolderBackend
+from dvc_task.jobs.lifecycle import phases
 from dvc_task.jobs.listing import UNREADABLE
 from dvc_task.jobs.options import JobOptions
 from dvc_task.jobs.record import (
@@ -264,7 +263,7 @@ class JobQueue:
     def _free_name(self, seq: int) -> str:
         name = str(seq)
         while self._in_use(name):
-            name = f"{seq}-{uuid()[:6]}"
+            name = f"{seq}-{phases.task_id()[:6]}"
         return name
 
     def _take_name(self, name: str, replace: bool) -> None:

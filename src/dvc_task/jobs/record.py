@@ -289,18 +289,11 @@ class JobRecord:
             raise InvalidJobRecordError(where, "not a JSON object")
         if "phase" not in raw:
             _upgrade(raw)
-        known = {f.name for f in fields(cls)}
-        missing = [
-            f.name
-            for f in fields(cls)
-            if f.default is MISSING
-            and f.default_factory is MISSING
-            and f.name not in raw
-        ]
+        missing = [name for name in _REQUIRED if name not in raw]
         if missing:
             raise InvalidJobRecordError(where, f"field {missing[0]!r} is missing")
         try:
-            record = cls(**{k: v for k, v in raw.items() if k in known})
+            record = cls(**{k: v for k, v in raw.items() if k in _KNOWN})
         except TypeError as exc:
             raise InvalidJobRecordError(where, str(exc)) from None
         problem = record._problem()
@@ -328,7 +321,7 @@ class JobRecord:
             yield "'resources' is not a mapping of names to counts"
         if not all(isinstance(item, dict) for item in self.attempts):
             yield "'attempts' is not a list of objects"
-        if not all(isinstance(v, str) for v in (*self.env, *self.env.values())):
+        if not all(type(k) is str and type(v) is str for k, v in self.env.items()):
             yield "'env' is not a mapping of strings"
         if self.phase not in PHASES:
             yield f"unknown phase {self.phase!r:.80}"
@@ -401,6 +394,15 @@ class JobRecord:
         """The record as JSON (what :meth:`parse` reads)."""
         # Its fields are JSON values already: no deep copy (asdict) needed.
         return json.dumps(vars(self)).encode("utf-8")
+
+
+#: The fields of a record, and those without a default (read once).
+_KNOWN = frozenset(f.name for f in fields(JobRecord))
+_REQUIRED = tuple(
+    f.name
+    for f in fields(JobRecord)
+    if f.default is MISSING and f.default_factory is MISSING
+)
 
 
 def _upgrade(raw: dict[str, Any]) -> None:

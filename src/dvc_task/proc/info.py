@@ -17,8 +17,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from dvc_task.files import NotARegularFileError, open_regular, write_atomic
 from dvc_task.proc.exceptions import InvalidProcessInfoError
 from dvc_task.utils import StrPath
@@ -258,6 +256,8 @@ def process_alive(
             return state not in _DEAD_STATES and f"{_boot_id()}:{ticks}" == start_id
         if _boot_id() is not None:
             return False  # /proc works, and has no such process
+    import psutil  # noqa: PLC0415 - a listing on Linux does without it
+
     try:
         proc = psutil.Process(pid)
         started = proc.create_time()
@@ -291,6 +291,8 @@ def process_start_id(pid: int) -> str | None:
 
 
 def _create_time(pid: int) -> float | None:
+    import psutil  # noqa: PLC0415 - a listing on Linux does without it
+
     try:
         return float(psutil.Process(pid).create_time())
     except psutil.Error:

@@ -12,8 +12,6 @@ import copy
 import os
 from typing import TYPE_CHECKING
 
-from shortuuid import uuid
-
 from dvc_task.jobs.record import (
     HELD,
     LOST,
@@ -34,6 +32,13 @@ if TYPE_CHECKING:
     from dvc_task.jobs.slots import Slots
 
 
+def task_id() -> str:
+    """A new Celery task id (a short uuid, as dvc-task has always made them)."""
+    from shortuuid import uuid  # noqa: PLC0415 - 5 ms of imports: when needed
+
+    return str(uuid())
+
+
 def send(backend: Backend, record: JobRecord, countdown: float = 0.0) -> None:
     """Queued (or waiting to retry): a new task id, saved, then its message.
 
@@ -48,7 +53,7 @@ def send(backend: Backend, record: JobRecord, countdown: float = 0.0) -> None:
         countdown = record.seconds_to_start()
         if countdown:
             record.retry_at = record.not_before
-    record.task_id = uuid()
+    record.task_id = task_id()
     record.queued_at = utc_now()
     record.phase = RETRY_WAIT if countdown else QUEUED
     record.has_message = True
