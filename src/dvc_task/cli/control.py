@@ -150,6 +150,19 @@ def parse_signal(
     )
 
 
+def parse_env(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str]:
+    """``('A=1', 'B=')`` -> ``{'A': '1', 'B': ''}`` (a usage error otherwise)."""
+    env: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE")
+        env[key] = value
+    return env
+
+
 def _parse_resources(
     _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
 ) -> dict[str, int]:

@@ -18,6 +18,7 @@ from dvc_task.cli.control import (
     job_names,
     job_options,
     parse_duration,
+    parse_env,
     parse_signal,
     parse_when,
     pass_queue,
@@ -43,18 +44,6 @@ WORKER_CHECK_S = 1.0
 TIMEOUT_EXIT = 124
 
 
-def _parse_env(
-    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
-) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE")
-        env[key] = value
-    return env
-
-
 @click.command(context_settings={"allow_interspersed_args": False})
 @click.option("--name", help="Job name (default: the next free number).")
 @click.option("--wait", is_flag=True, help="Stream the output; exit with its code.")
@@ -68,7 +57,7 @@ def _parse_env(
     "env",
     multiple=True,
     metavar="KEY=VALUE",
-    callback=_parse_env,
+    callback=parse_env,
     help="Set a variable for the job (repeatable); the rest is yours.",
 )
 @click.option("--replace", is_flag=True, help="Remove a finished job of that name.")

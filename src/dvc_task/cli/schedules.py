@@ -13,24 +13,13 @@ import click
 from dvc_task.cli.control import (
     job_options,
     parse_duration,
+    parse_env,
     parse_when,
     pass_queue,
 )
 from dvc_task.jobs import JobQueue, display
 from dvc_task.jobs.schedules import CATCH_UP, LOCAL, OVERLAP, ScheduleError
 from dvc_task.utils import module_command
-
-
-def _parse_env(
-    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
-) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE")
-        env[key] = value
-    return env
 
 
 @click.group()
@@ -82,7 +71,7 @@ def schedule() -> None:
     "--env",
     multiple=True,
     metavar="KEY=VALUE",
-    callback=_parse_env,
+    callback=parse_env,
     help="Set a variable.",
 )
 @click.option("--flow", metavar="MODULE:FLOW", help="Fire a flow instead of a command.")

@@ -181,24 +181,9 @@ def fire_now(schedule: Schedule, queue: Submitter, now: datetime) -> str:
     return name
 
 
-def _running_fire(schedule: Schedule, queue: Submitter) -> str | None:
-    """The schedule's most recent fire that has not ended, if any."""
-    for fire in reversed(schedule.fires):
-        name = fire.get("job")
-        if not name:
-            continue
-        try:
-            state = queue.job(name).state
-        except KeyError:
-            continue
-        if state not in FINAL_STATES:
-            return str(name)
-    return None
-
-
-def _release_next(schedule: Schedule, queue: Submitter) -> None:
-    """``overlap queue``: release the oldest held fire once none runs."""
-    active = []
+def _unended_fires(schedule: Schedule, queue: Submitter) -> list[tuple[str, str]]:
+    """``(job, state)`` of the schedule's recent fires that have not ended."""
+    found = []
     for fire in schedule.fires:
         name = fire.get("job")
         if not name:
@@ -206,11 +191,23 @@ def _release_next(schedule: Schedule, queue: Submitter) -> None:
         try:
             state = queue.job(name).state
         except KeyError:
-            continue
+            continue  # removed
         if state not in FINAL_STATES:
-            active.append((name, state))
-    if active and all(state == HELD for _, state in active):
-        queue.release(active[0][0])
+            found.append((str(name), state))
+    return found
+
+
+def _running_fire(schedule: Schedule, queue: Submitter) -> str | None:
+    """The schedule's most recent fire that has not ended, if any."""
+    unended = _unended_fires(schedule, queue)
+    return unended[-1][0] if unended else None
+
+
+def _release_next(schedule: Schedule, queue: Submitter) -> None:
+    """``overlap queue``: release the oldest held fire once none runs."""
+    unended = _unended_fires(schedule, queue)
+    if unended and all(state == HELD for _, state in unended):
+        queue.release(unended[0][0])
 
 
 #: Seconds between a beat worker's checks of the schedules.
