@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine
-
 from dvc_task.jobs import JobQueue
+
+from common import machine
 
 RUNS = 20
 DVC_TASK = str(Path(sys.executable).parent / "dvc-task")
