@@ -15,23 +15,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dvc_task.jobs import control, lifecycle, reading, scheduler, schedules, slots
-from dvc_task.jobs import workers as worker_ops
-from dvc_task.jobs.dependencies import check_after
-from dvc_task.jobs.folder import FolderBackend
-from dvc_task.jobs.lifecycle import phases
-from dvc_task.jobs.listing import UNREADABLE
-from dvc_task.jobs.options import JobOptions
-from dvc_task.jobs.record import (
-    QUEUED,
-    InvalidJobRecordError,
-    JobError,
-    JobRecord,
-    check_job_name,
+from dvc_task.jobs import (
+    control,
+    lifecycle,
+    reading,
+    scheduler,
+    schedules,
+    slots,
+    submission,
 )
+from dvc_task.jobs import workers as worker_ops
+from dvc_task.jobs.folder import FolderBackend
+from dvc_task.jobs.options import JobOptions
 from dvc_task.jobs.store import Waiter
-from dvc_task.jobs.view import Job, WorkerInfo, derive
-from dvc_task.proc.info import utc_now
+from dvc_task.jobs.view import Job, WorkerInfo
 from dvc_task.utils import StrPath
 
 
@@ -147,41 +144,15 @@ class JobQueue:
             start_at=start_at,
             start_by=start_by,
         )
-        command = [str(arg) for arg in command]
-        if not command or not command[0]:
-            raise ValueError("empty command: give the program to run and its arguments")
-        if name is not None:
-            check_job_name(name)
-        workdir = os.path.abspath(os.fspath(cwd) if cwd is not None else os.getcwd())
-        if not os.path.isdir(workdir):
-            raise JobError(f"working directory '{workdir}' is not a folder")
-        if gpus:
-            slots.check_gpus(gpus, self.offers())
-        self.backend.prepare()  # the queue's folders, before the lock
-        with self.backend.locked():
-            seq = self.backend.store.next_seq()
-            if name is None:
-                name = self._free_name(seq)
-            check_after(self.backend, name, options.after)
-            if self._in_use(name):
-                self._take_name(name, replace)
-            record = JobRecord(
-                name=name,
-                seq=seq,
-                command=command,
-                cwd=workdir,
-                env=dict(os.environ if env is None else env),
-                submitted_at=utc_now(),
-                task_id="",
-            )
-            options.apply(record)
-            lifecycle.submit(self.backend, record, held)
-        if record.parked:
-            lifecycle.promote(self.backend)  # the jobs it waits for may have ended
-            return self.job(name)
-        # Queued, as of now: no need to read every waiting message to say so.
-        return derive(
-            record, {record.task_id: QUEUED}, None, str(self.backend.output_path(name))
+        return submission.submit(
+            self.backend,
+            command,
+            name=name,
+            cwd=cwd,
+            env=env,
+            options=options,
+            replace=replace,
+            offers=self.offers,
         )
 
     def submit_many(
@@ -204,88 +175,15 @@ class JobQueue:
             JobError: a name taken or given twice, ``cwd`` not a folder, a
                 job in ``after`` that does not exist.
         """
-        job_options = JobOptions(**options)
-        chosen = list(names) if names is not None else [None] * len(commands)
-        if len(chosen) != len(commands):
-            raise ValueError("give one name per command, or none")
-        argvs = []
-        for number, (command, name) in enumerate(zip(commands, chosen), start=1):
-            argv = [str(arg) for arg in command]
-            try:
-                if not argv or not argv[0]:
-                    raise ValueError("empty command")
-                if name is not None:
-                    check_job_name(name)
-            except ValueError as exc:
-                raise ValueError(f"command {number}: {exc}") from None
-            argvs.append(argv)
-        given = [name for name in chosen if name is not None]
-        twice = sorted({name for name in given if given.count(name) > 1})
-        if twice:
-            raise JobError(f"job name {twice[0]!r} is given twice")
-        workdir = os.path.abspath(os.fspath(cwd) if cwd is not None else os.getcwd())
-        if not os.path.isdir(workdir):
-            raise JobError(f"working directory '{workdir}' is not a folder")
-        if job_options.gpus:
-            slots.check_gpus(job_options.gpus, self.offers())
-        environment = dict(os.environ if env is None else env)
-        self.backend.prepare()
-        with self.backend.locked(), self.backend.batch():
-            records = []
-            first = self.backend.store.next_seq(len(argvs))
-            for number, (argv, given_name) in enumerate(zip(argvs, chosen), start=1):
-                seq = first + number - 1
-                name = given_name or self._free_name(seq)
-                if given_name is not None and self._in_use(name):
-                    raise JobError(
-                        f"command {number}: job {name!r} exists: choose other names"
-                    )
-                check_after(self.backend, name, job_options.after)
-                record = JobRecord(
-                    name=name,
-                    seq=seq,
-                    command=argv,
-                    cwd=workdir,
-                    env=environment,
-                    submitted_at=utc_now(),
-                    task_id="",
-                )
-                job_options.apply(record)
-                records.append(record)
-            lifecycle.submit_all(self.backend, records, job_options.held)
-        if any(record.parked for record in records):
-            lifecycle.promote(self.backend)
-        return [record.name for record in records]
-
-    def _in_use(self, name: str) -> bool:
-        return self.backend.has_record(name) or (self.backend.procs_dir / name).exists()
-
-    def _free_name(self, seq: int) -> str:
-        name = str(seq)
-        while self._in_use(name):
-            name = f"{seq}-{phases.task_id()[:6]}"
-        return name
-
-    def _take_name(self, name: str, replace: bool) -> None:
-        try:
-            job = self.job(name)
-        except InvalidJobRecordError:
-            state = UNREADABLE
-        else:
-            state = job.state
-            if not job.finished:
-                raise JobError(
-                    f"job {name!r} is {state}: choose another name, or kill it first"
-                )
-        if not replace:
-            raise JobError(
-                f"job {name!r} exists ({state}): choose another name, or replace "
-                "it (--replace) to remove it and run it again"
-            )
-        if self.backend.has_record(name):
-            lifecycle.replace(self.backend, name)
-        else:
-            self.backend.manager.remove(name)  # a process of an older dvc-task
+        return submission.submit_many(
+            self.backend,
+            commands,
+            names=names,
+            cwd=cwd,
+            env=env,
+            job_options=JobOptions(**options),
+            offers=self.offers,
+        )
 
     # --- listing -------------------------------------------------------------
 
