@@ -76,7 +76,7 @@ def test_a_taken_name_refuses_the_whole_batch(cli: Cli, tmp_path: Path) -> None:
 
     done = cli("run", "--no-start", "--from", "three.txt", "--name", "b-{n}", check=1)
 
-    assert "command 2: job 'b-2' exists" in done.stderr
+    assert "line 2: job 'b-2' exists" in done.stderr
     assert list(cli.states()) == ["b-2"]
     assert (
         "--name needs {n}"

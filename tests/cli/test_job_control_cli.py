@@ -138,3 +138,14 @@ def test_cleanup_successful_keeps_the_failed_jobs(cli: Cli) -> None:
 
     assert cli("cleanup", "--successful").stdout == "removed ok (succeeded)\n"
     assert list(cli.states()) == ["bad"]
+
+
+def test_a_worker_holding_a_later_job_leaves_once_it_is_killed(cli: Cli) -> None:
+    cli("run", "--name", "later", "--in", "1h", "--", "true")
+    wait_for(cli.workers, "the worker that holds it")
+
+    cli("kill", "later")
+
+    # Its message is dropped: the worker is idle, and leaves (10 s idle).
+    wait_for(lambda: not cli.workers(), "the worker to leave", timeout=60)
+    assert cli.state("later") == "killed"

@@ -462,3 +462,51 @@ def test_install_makes_a_systemd_user_timer_where_systemd_runs(
     )
     assert not list((config / "systemd" / "user").iterdir())
     assert "--user disable --now dvc-task-tick-" in calls.read_text()
+
+
+def test_removing_a_queue_schedule_kills_the_fires_it_held_back(
+    cli: Cli, processes: Processes
+) -> None:
+    cli(
+        "schedule",
+        "add",
+        "q",
+        "--every",
+        "1s",
+        "--overlap",
+        "queue",
+        "--",
+        "sleep",
+        "30",
+    )
+    worker = beat_worker(cli, processes, "w1")
+    wait_for(
+        lambda: sum(r["state"] == "held" for r in fired(cli, "q").values()) >= 2,
+        "fires held back",
+    )
+    said = cli("schedule", "rm", "q").stdout
+    assert said.startswith("removed schedule q (killed ")
+    assert said.endswith(" held-back fire(s))\n")
+    states = {r["state"] for r in fired(cli, "q").values()}
+    assert "held" not in states
+    cli("kill", *[n for n, r in cli.states().items() if r["state"] == "running"])
+    stop(worker)
+
+
+def test_add_says_when_the_first_tick_fires(cli: Cli) -> None:
+    start = (datetime.now() + timedelta(hours=2)).replace(second=0, microsecond=0)
+    said = cli(
+        "schedule",
+        "add",
+        "t",
+        "--every",
+        "1h",
+        "--start",
+        start.isoformat(),
+        "--",
+        "true",
+    )
+    assert (
+        said.stdout
+        == f"added schedule t: every 1h, next at {start:%Y-%m-%d %H:%M:%S}\n"
+    )

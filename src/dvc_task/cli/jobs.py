@@ -24,6 +24,7 @@ from dvc_task.cli.control import (
     pass_queue,
 )
 from dvc_task.cli.errors import INTERRUPTED_EXIT, quiet_stdout
+from dvc_task.exceptions import DvcTaskError
 from dvc_task.jobs import (
     HELD,
     QUEUED,
@@ -167,6 +168,7 @@ def _run_many(
 ) -> None:
     """Queue each command line of ``lines``, all or none; print their names."""
     commands = []
+    numbers = []  # the line of each command
     for number, line in enumerate(lines, start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -174,6 +176,7 @@ def _run_many(
             commands.append(shlex.split(line, comments=True))
         except ValueError as exc:
             raise click.ClickException(f"line {number}: {exc}") from None
+        numbers.append(number)
     if pattern is not None and "{n}" not in pattern and len(commands) > 1:
         raise click.UsageError("--name needs {n} (e.g. 'sweep-{n}') with --from")
     names = (
@@ -181,14 +184,23 @@ def _run_many(
         if pattern is None
         else [pattern.replace("{n}", str(n)) for n in range(1, len(commands) + 1)]
     )
-    queued = queue.submit_many(
-        commands,
-        names,
-        cwd=cwd,
-        env={**os.environ, **env},
-        start_at=start_at,
-        **options,
-    )
+    try:
+        queued = queue.submit_many(
+            commands,
+            names,
+            cwd=cwd,
+            env={**os.environ, **env},
+            start_at=start_at,
+            **options,
+        )
+    except (ValueError, DvcTaskError) as exc:
+        # "command N: ..." in the words of the file: its line.
+        where, sep, why = str(exc).partition(": ")
+        if sep and where.startswith("command ") and where[8:].isdigit():
+            raise click.ClickException(
+                f"line {numbers[int(where[8:]) - 1]}: {why}"
+            ) from None
+        raise
     if not no_start and queued:
         queue.ensure_worker()
     click.echo("\n".join(queued))

@@ -17,6 +17,7 @@ from dvc_task.cli.control import (
     parse_when,
     pass_queue,
 )
+from dvc_task.cli.flows import load_flow
 from dvc_task.jobs import JobQueue, display
 from dvc_task.jobs.schedules import CATCH_UP, LOCAL, OVERLAP, ScheduleError
 from dvc_task.utils import module_command
@@ -74,7 +75,11 @@ def schedule() -> None:
     callback=parse_env,
     help="Set a variable.",
 )
-@click.option("--flow", metavar="MODULE:FLOW", help="Fire a flow instead of a command.")
+@click.option(
+    "--flow",
+    metavar="MODULE:FLOW",
+    help="Fire a flow instead (what follows -- are its arguments).",
+)
 @click.option("--replace", is_flag=True, help="Replace a schedule of that name.")
 @job_options
 @click.argument("name")
@@ -107,13 +112,19 @@ def add(
       dvc-task schedule add nightly --cron '0 2 * * *' --tz Europe/Berlin -- ./backup.sh
       dvc-task schedule add retrain --every 6h --gpus 1 -- python train.py
     """
-    if (cron is None) == (every is None):
+    if cron is not None and every is not None:
+        raise click.UsageError("give --cron EXPR or --every DURATION, not both")
+    if cron is None and every is None:
         raise click.UsageError("give --cron EXPR or --every DURATION")
-    if bool(command) == bool(flow):
+    if not command and not flow:
         raise click.UsageError("give a command (after --) or --flow MODULE:FLOW")
     if flow:
+        load_flow(flow)  # refused now, not at each fire
+        # Its fire starts the flow detached (COMMAND: the flow's arguments).
         command = tuple(
-            module_command("dvc_task", "--dir", str(queue.folder), "flow", "run", flow)
+            module_command(
+                "dvc_task", "--dir", str(queue.folder), "flow", "run", flow, *command
+            )
         )
     try:
         found = queue.schedule(
@@ -171,7 +182,9 @@ def list_schedules(queue: JobQueue, as_json: bool) -> None:
             )
             continue
         last = each["last"] or {}
-        state = each["last_state"] or last.get("skipped", "")
+        state = each["last_state"] or (
+            f"skipped: {last['skipped']}" if last.get("skipped") else ""
+        )
         if each["late"]:
             state += " (late)"
         rows.append(
@@ -219,8 +232,14 @@ def resume(queue: JobQueue, names: tuple[str, ...]) -> None:
 @click.argument("names", nargs=-1, required=True, metavar="NAME...")
 @pass_queue
 def remove(queue: JobQueue, names: tuple[str, ...]) -> None:
-    """Forget schedules (the jobs they fired stay)."""
-    _each(names, queue.remove_schedule, "removed")
+    """Forget schedules (the jobs they fired stay; those held back go)."""
+    for name in names:
+        try:
+            killed = queue.remove_schedule(name)
+        except ScheduleError as exc:
+            raise click.ClickException(str(exc)) from None
+        held = f" (killed {len(killed)} held-back fire(s))" if killed else ""
+        click.echo(f"removed schedule {name}{held}")
 
 
 @schedule.command("run")

@@ -26,6 +26,7 @@ from dvc_task.flow.driver import (
     FlowFailed,
     FlowFailedError,
     FlowResult,
+    FlowRunningError,
     execute,
 )
 from dvc_task.flow.tasks import (
@@ -52,6 +53,7 @@ __all__ = [
     "FlowFailedError",
     "FlowFunction",
     "FlowResult",
+    "FlowRunningError",
     "FunctionTask",
     "NotJSONError",
     "ShellTask",

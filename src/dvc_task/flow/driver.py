@@ -25,7 +25,7 @@ from dvc_task.flow.tasks import Dependency, Flow, Task
 from dvc_task.flow.values import dumps
 from dvc_task.jobs import JobQueue, UnknownJobError, open_queue
 from dvc_task.jobs.record import SKIPPED, SUCCESS_STATES
-from dvc_task.proc import ManagedProcess
+from dvc_task.proc import ManagedProcess, ProcessManager
 
 #: How often a flow makes sure a worker lives while it waits for tasks.
 WORKER_CHECK_S = 1.0
@@ -73,6 +73,10 @@ class FlowFailedError(DvcTaskError):
 
 #: The name users of other flow libraries know.
 FlowFailed = FlowFailedError
+
+
+class FlowRunningError(DvcTaskError):
+    """A detached run of the flow has not ended yet."""
 
 
 class BadStepError(TypeError):
@@ -186,12 +190,12 @@ class _Run:
             before = self.queue.job(name)
         except UnknownJobError:
             before = None
-        task.bind(self.queue, name)
-        self.tasks[name] = task
         if before is not None and before.command == command:
             if not before.finished:
-                return  # queued or running since a run that was stopped
+                self._add(task, name)  # queued or running since a run that stopped
+                return
             if before.state in SUCCESS_STATES and self._up_to_date(task):
+                self._add(task, name)
                 self.reused.add(name)
                 return
         if before is not None and not before.finished:
@@ -203,6 +207,12 @@ class _Run:
             replace=True,
             **task.options,
         )
+        self._add(task, name)
+
+    def _add(self, task: Task, name: str) -> None:
+        """``task`` is job ``name`` of this run (queued, or done before)."""
+        task.bind(self.queue, name)
+        self.tasks[name] = task
 
     def _up_to_date(self, task: Task) -> bool:
         """Whether ``task``'s outputs are newer than its inputs (make's rule)."""
@@ -258,8 +268,18 @@ class _Run:
 
 
 def _start_detached(target: Flow, queue: JobQueue, broker: str | None) -> None:
-    """Run ``target`` in a detached process of its own (its log beside it)."""
+    """Run ``target`` in a detached process of its own (its log beside it).
+
+    Raises:
+        FlowRunningError: a detached run of that flow has not ended.
+    """
     spec = {"flow": target.spec, "folder": str(queue.folder), "broker": broker}
+    before = ProcessManager(queue.backend.flows_dir).get(target.name)
+    if before is not None and before.returncode is None and before.runner_alive():
+        raise FlowRunningError(
+            f"flow {target.name} runs already (pid {before.pid}; its log: "
+            f"{before.stdout}): wait for it to end"
+        )
     ManagedProcess.spawn(
         [sys.executable, "-m", "dvc_task.flow.detached", dumps(spec)],
         wdir=queue.backend.flows_dir / target.name,

@@ -100,6 +100,21 @@ def target_of(obj: Any) -> dict[str, str]:
     return {"path": os.path.abspath(script), "qualname": qualname}
 
 
+def arguments(of: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``args`` and ``kwargs`` of a call of ``of``, encoded (see ``values``).
+
+    Raises:
+        NotJSONError: naming the argument, e.g. ``argument 2 of train``.
+    """
+    name = of.__name__
+    return {
+        "args": [encode(v, f"argument {i} of {name}") for i, v in enumerate(args, 1)],
+        "kwargs": {
+            k: encode(v, f"argument {k!r} of {name}") for k, v in kwargs.items()
+        },
+    }
+
+
 class Task:
     """A step of a flow; a job once the flow runs it.
 
@@ -163,12 +178,7 @@ class Task:
     def spec(self) -> dict[str, Any]:
         """What the task's process runs (see :mod:`dvc_task.flow.runner`)."""
         args, kwargs = self._made_with
-        where = type(self).__name__
-        return {
-            "make": target_of(type(self)),
-            "args": encode(list(args), f"the arguments of {where}"),
-            "kwargs": encode(kwargs, f"the arguments of {where}"),
-        }
+        return {"make": target_of(type(self)), **arguments(type(self), args, kwargs)}
 
     def command(self) -> list[str]:
         """The command line of the task's job."""
@@ -240,11 +250,9 @@ class FunctionTask(Task):
         """The call ``function(*args, **kwargs)``; ``task``: as for :class:`Task`."""
         super().__init__(**{**function.options, **task})
         self.function = function
-        where = f"an argument of {function.__name__}"
         self._call = {
             "call": target_of(function.func),
-            "args": [encode(v, f"{where} ({i + 1})") for i, v in enumerate(args)],
-            "kwargs": {k: encode(v, f"{where} ({k})") for k, v in kwargs.items()},
+            **arguments(function, args, kwargs),
         }
         self.args = tuple(args)
         self.kwargs = dict(kwargs)
@@ -367,11 +375,7 @@ class Flow:
     ) -> None:
         """The call ``function(*args, **kwargs)``."""
         self.function = function
-        where = f"an argument of {function.__name__}"
-        self._arguments = {
-            "args": [encode(v, f"{where} ({i + 1})") for i, v in enumerate(args)],
-            "kwargs": {k: encode(v, f"{where} ({k})") for k, v in kwargs.items()},
-        }
+        self._arguments = arguments(function, args, kwargs)
         self.args = tuple(args)
         self.kwargs = dict(kwargs)
         #: Its name: the function's, so that a run with other arguments

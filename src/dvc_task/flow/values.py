@@ -46,7 +46,7 @@ def encode(value: Any, where: str) -> Any:
             found[key] = encode(item, f"{where}[{key!r}]")
         return found
     raise NotJSONError(
-        f"{where} is a {type(value).__name__}: give JSON values (numbers, "
+        f"{where} is of type {type(value).__name__}: give JSON values (numbers, "
         "strings, lists, dicts) or a pathlib.Path"
     )
 

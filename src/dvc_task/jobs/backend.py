@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from dvc_task.jobs.view import Job, WorkerInfo
     from dvc_task.proc import ProcessManager
 
+#: The Celery task that runs a job (see :mod:`dvc_task.jobs.tasks`).
+JOB_TASK = "dvc_task.jobs.run"
 #: What :meth:`Backend.redelivered` says of a started job's message.
 RUNS_ELSEWHERE = "runs elsewhere"
 TAKE_OVER = "take over"

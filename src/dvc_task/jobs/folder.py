@@ -19,7 +19,7 @@ from dvc_task.files import check_name
 from dvc_task.folders import check_private, make_private_folder
 from dvc_task.jobs import output, slots
 from dvc_task.jobs import workers as worker_ops
-from dvc_task.jobs.backend import LOST_ATTEMPT, AttemptLink
+from dvc_task.jobs.backend import JOB_TASK, LOST_ATTEMPT, AttemptLink
 from dvc_task.jobs.listing import folders
 from dvc_task.jobs.record import STARTING, JobRecord, UnknownJobError
 from dvc_task.jobs.store import FolderStore, JobStore, Waiter
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     from dvc_task.app.filesystem import FSApp
     from dvc_task.jobs.scheduler import ScheduleStore
 
-#: The Celery task that runs a job (see :mod:`dvc_task.jobs.tasks`).
-JOB_TASK = "dvc_task.jobs.run"
 #: The modules of the tasks that a job queue's app runs.
 TASK_MODULES = ["dvc_task.proc.tasks", "dvc_task.jobs.tasks"]
 #: Where a Celery app made by a job queue keeps that queue's backend.

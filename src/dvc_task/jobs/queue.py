@@ -423,9 +423,13 @@ class JobQueue:
         now = datetime.now(timezone.utc)
         scheduler.set_paused(self.backend.schedules, name, False, now)
 
-    def remove_schedule(self, name: str) -> None:
-        """Forget schedule ``name`` (the jobs it fired stay)."""
-        scheduler.remove(self.backend.schedules, name)
+    def remove_schedule(self, name: str) -> list[str]:
+        """Forget schedule ``name``; the jobs it fired stay.
+
+        Those it held back to run one after another (``overlap="queue"``)
+        are killed (nobody would release them); their names are returned.
+        """
+        return scheduler.remove(self.backend.schedules, self, name)
 
     def run_schedule(self, name: str) -> str:
         """Fire schedule ``name`` once, now; the job's name."""

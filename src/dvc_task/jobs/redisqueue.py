@@ -44,12 +44,13 @@ from dvc_task.files import check_name
 from dvc_task.folders import make_private_folder
 from dvc_task.jobs import output, reading
 from dvc_task.jobs.backend import (
+    JOB_TASK,
     LOST_ATTEMPT,
     RUNS_ELSEWHERE,
     TAKE_OVER,
     AttemptLink,
 )
-from dvc_task.jobs.folder import JOB_TASK, QUEUE_KEY, TASK_MODULES, FolderBackend
+from dvc_task.jobs.folder import QUEUE_KEY, TASK_MODULES, FolderBackend
 from dvc_task.jobs.queue import JobQueue
 from dvc_task.jobs.record import (
     QUEUED,

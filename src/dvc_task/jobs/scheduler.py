@@ -52,6 +52,9 @@ class Submitter(Protocol):
     def release(self, name: str) -> None:
         """Let a held job start."""
 
+    def kill(self, name: str) -> str:
+        """Stop a job (one that has not started never runs)."""
+
 
 class ScheduleStore(Protocol):
     """Where schedules are kept (a folder, or a Redis server)."""
@@ -283,15 +286,26 @@ def set_paused(store: ScheduleStore, name: str, paused: bool, now: datetime) -> 
         store.save(schedule)
 
 
-def remove(store: ScheduleStore, name: str) -> None:
-    """Forget schedule ``name`` (its fired jobs stay).
+def remove(store: ScheduleStore, queue: Submitter, name: str) -> list[str]:
+    """Forget schedule ``name``; the fires it held back (``overlap queue``).
+
+    The jobs it fired stay, but those it held only to run one after
+    another are killed: nobody would release them any more.
 
     Raises:
         ScheduleError: no such schedule.
     """
     with store.locked():
-        store.load(name)
+        schedule = store.load(name)
         store.delete(name)
+    held_back = []
+    if schedule.overlap == "queue" and not schedule.options.get("held"):
+        held_back = [
+            job for job, state in _unended_fires(schedule, queue) if state == HELD
+        ]
+    for job in held_back:
+        queue.kill(job)
+    return held_back
 
 
 def run_now(store: ScheduleStore, queue: Submitter, name: str, now: datetime) -> str:

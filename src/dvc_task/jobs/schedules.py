@@ -152,6 +152,10 @@ class Schedule:
             check_cron(self.cron)
         if self.every is not None and not self.every > 0:
             raise ScheduleError(f"every must be a duration above 0, not {self.every!r}")
+        if self.end is not None and datetime.fromisoformat(
+            self.end
+        ) <= datetime.fromisoformat(self.start):
+            raise ScheduleError("its end is not after its start: it would never fire")
         zone(self.tz)
         if self.catch_up not in CATCH_UP:
             raise ScheduleError(f"catch-up must be one of {', '.join(CATCH_UP)}")
@@ -192,9 +196,9 @@ class Schedule:
             yield utc(tick)
 
     def next_tick(self, now: datetime) -> datetime | None:
-        """The next tick after ``now`` (None once it has ended)."""
+        """The next tick it fires (due now if it is past; None once it ended)."""
         horizon = now + timedelta(days=366 * 5)
-        return next(self.ticks(max(now, self.last_fired(now)), horizon), None)
+        return next(self.ticks(self.last_fired(now), horizon), None)
 
     def last_fired(self, now: datetime) -> datetime:
         """The tick after which it fires next (its creation if none fired)."""
@@ -237,6 +241,9 @@ class Schedule:
         if self.cron is not None:
             return f"cron {self.cron}"
         assert self.every is not None
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if self.every >= size and self.every % size == 0:
+                return f"every {self.every / size:g}{unit}"
         return f"every {self.every:g}s"
 
     def to_json(self) -> dict[str, Any]:

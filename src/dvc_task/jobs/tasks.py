@@ -21,8 +21,8 @@ from celery.exceptions import Reject
 
 from dvc_task.files import open_regular
 from dvc_task.jobs import lifecycle, slots
-from dvc_task.jobs.backend import AttemptLink
-from dvc_task.jobs.folder import JOB_TASK, QUEUE_KEY, FolderBackend
+from dvc_task.jobs.backend import JOB_TASK, AttemptLink
+from dvc_task.jobs.folder import QUEUE_KEY, FolderBackend
 from dvc_task.jobs.record import (
     FAILED_TO_START,
     NOT_EXECUTABLE_EXIT,

@@ -8,6 +8,7 @@ so a worker started by hand in a terminal is seen too.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -17,8 +18,16 @@ from typing import TYPE_CHECKING, Any
 from dvc_task.files import FileLock
 from dvc_task.folders import make_private_folder
 from dvc_task.jobs import control, lifecycle, reading
+from dvc_task.jobs.backend import JOB_TASK
 from dvc_task.jobs.listing import folders
-from dvc_task.jobs.record import PAUSED, RUNNING, STARTING, JobError
+from dvc_task.jobs.record import (
+    PAUSED,
+    RUNNING,
+    STARTING,
+    InvalidJobRecordError,
+    JobError,
+    UnknownJobError,
+)
 from dvc_task.jobs.scheduler import BEAT_CHECK_S, Beat
 from dvc_task.jobs.slots import OFFER_KEY, Offer, detect_gpus
 from dvc_task.jobs.view import Job, WorkerInfo, parse_time
@@ -29,6 +38,8 @@ from dvc_task.worker.locks import held_locks, last_holder, read_info
 
 if TYPE_CHECKING:
     from dvc_task.jobs.backend import Backend
+
+logger = logging.getLogger(__name__)
 
 #: Name of the first detached worker; the next ones get ``-2``, ``-3``...
 WORKER_NAME = "dvc-task-worker"
@@ -286,14 +297,17 @@ def work(
         asked_to_stop.append(True)
 
     def on_ready(sender: Any = None, **_: Any) -> None:
-        assert beat is not None
-        beat.check()
-        sender.timer.call_repeatedly(BEAT_CHECK_S, beat.check)
+        sender.timer.call_repeatedly(
+            BEAT_CHECK_S, lambda: _drop_unwanted_waits(queue, sender)
+        )
+        if beat is not None:
+            beat.check()
+            sender.timer.call_repeatedly(BEAT_CHECK_S, beat.check)
 
     worker_shutting_down.connect(on_shutdown, weak=False)
+    worker_ready.connect(on_ready, weak=False)
     if beat is not None:
         timeout = BEAT_IDLE_S  # a scheduler stays until it is stopped
-        worker_ready.connect(on_ready, weak=False)
     queue.app.conf[OFFER_KEY] = offer or Offer(detect_gpus(), {})
     queue.app.conf[CONCURRENCY_KEY] = concurrency
     # Slots held by a worker that died are free again: try their jobs.
@@ -310,11 +324,34 @@ def work(
             )
     finally:
         worker_shutting_down.disconnect(on_shutdown)
+        worker_ready.disconnect(on_ready)
         if beat is not None:
-            worker_ready.disconnect(on_ready)
             beat.close()
         WATCHDOG.close()
     return True
+
+
+def _drop_unwanted_waits(queue: Backend, consumer: Any) -> None:
+    """Drop held messages (a retry's delay, ``run --at``) of jobs since killed.
+
+    Otherwise the worker would stay until the time came, for nothing.
+    """
+    from dvc_task.worker.temporary import drop_scheduled  # noqa: PLC0415
+
+    def wanted(request: Any) -> bool:
+        if request.name != JOB_TASK:
+            return True
+        try:
+            record = queue.load(str(request.kwargs.get("name")))
+        except (UnknownJobError, InvalidJobRecordError, ValueError):
+            return False
+        return record.task_id == request.id and not record.finished
+
+    try:
+        for task_id in drop_scheduled(consumer, wanted):
+            logger.info("message %s dropped: its job will not run", task_id)
+    except Exception:
+        logger.exception("looking at held messages; trying again")
 
 
 def _drain(

@@ -14,6 +14,10 @@ Private Celery names used, and why:
 - ``celery.worker.state.should_stop`` and ``should_terminate``: reset after
   the worker stopped, because a Ctrl-C or SIGTERM to it leaves them set for
   the whole process, and a second worker would stop at once.
+- ``Request._eta_timer_entry`` and ``celery.worker.state.scheduled_requests``
+  / ``requests`` (:func:`drop_scheduled`): a message held for its ETA whose
+  task is no longer wanted is dropped at once, so that the worker does not
+  stay (busy) until the ETA comes; Celery's ``revoke`` keeps it until then.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -125,6 +129,27 @@ def _message_count(conn: Any, queue: Any) -> int:
     except conn.channel_errors:
         return 0
     return count
+
+
+def drop_scheduled(consumer: Any, wanted: Callable[[Any], bool]) -> list[str]:
+    """Drop the requests held for their ETA that are not ``wanted``; their ids.
+
+    Call it in the worker's event loop (a timer of ``consumer``): each such
+    request's timer entry is cancelled and its message acked.
+    """
+    dropped = []
+    for request in tuple(worker_state.scheduled_requests):
+        if wanted(request):
+            continue
+        entry = getattr(request, "_eta_timer_entry", None)
+        if entry is not None:
+            consumer.timer.cancel(entry)
+        worker_state.scheduled_requests.discard(request)
+        worker_state.requests.pop(request.id, None)
+        request.acknowledge()
+        consumer.qos.decrement_eventually()
+        dropped.append(str(request.id))
+    return dropped
 
 
 class TemporaryWorker:
