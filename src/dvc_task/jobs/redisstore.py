@@ -235,20 +235,25 @@ class RedisStore:
             JobsLockLostError: the lock expired and someone else holds it.
         """
         held: _Lock | None = getattr(self._holder, "lock", None)
-        with self.client.pipeline() as pipe:
-            try:
-                if held is not None:
-                    cast(Any, pipe).watch(held.key)
-                    if held.lost or pipe.get(held.key) != held.token:
-                        held.lost = True
-                        raise JobsLockLostError
-                    pipe.multi()
-                self._write(pipe, record)
-                pipe.execute()
-            except WatchError:
-                if held is not None:
-                    held.lost = True
-                raise JobsLockLostError from None
+        while True:
+            with self.client.pipeline() as pipe:
+                try:
+                    if held is not None:
+                        cast(Any, pipe).watch(held.key)
+                        if held.lost or pipe.get(held.key) != held.token:
+                            held.lost = True
+                            raise JobsLockLostError
+                        pipe.multi()
+                    self._write(pipe, record)
+                    pipe.execute()
+                    return
+                except WatchError:
+                    # The lock's key changed: renewed by this process (its
+                    # renewer thread), or taken by another since it expired.
+                    if held is None or self.client.get(held.key) != held.token:
+                        if held is not None:
+                            held.lost = True
+                        raise JobsLockLostError from None
 
     def _write(self, pipe: Pipeline, record: JobRecord) -> None:
         pipe.hset(self.key("jobs"), record.name, record.to_json())

@@ -123,12 +123,13 @@ def _run_attempt(queue: FolderBackend, record: JobRecord, held: slots.Slots) -> 
             _check_cwd(record.cwd)
             if record.max_attempts > 1 or record.attempts:
                 _write_header(queue, record)
+            WATCHDOG.start()  # ready before the command: it is guarded at once
             proc.run()
         except (OSError, ProcessNotTerminatedError) as exc:
             _record_failed_start(queue, name, proc, exc, link)
             return
-        link.started()
         with WATCHDOG.guarding(proc.pid, proc.info.start_id):
+            link.started()
             returncode, timed_out = _wait_attempt(queue, record, proc)
         link.close()  # its last output is out before the job is seen ended
     ended = lifecycle.end_running(queue, name, returncode, timed_out)

@@ -71,6 +71,13 @@ class Watchdog:
                 proc.stdin.close()
         proc.wait()
 
+    def start(self) -> None:
+        """Have the watchdog ready (before a command starts: none is missed)."""
+        with self._lock:
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                self._tell("")
+
     def _tell(self, line: str) -> None:
         """Send ``line`` to the watchdog (started, or started again, first)."""
         proc = self._proc
@@ -84,8 +91,8 @@ class Watchdog:
             )
             # A watchdog started again learns every command guarded now.
             line = "\n".join(f"+{pid} {sid}" for pid, sid in self._guarded.items())
-            if not line:
-                return
+        if not line:
+            return
         stdin: IO[bytes] | None = proc.stdin
         assert stdin is not None
         try:
