@@ -340,8 +340,13 @@ def tick(
 
 
 def describe(schedule: Schedule, queue: Submitter, now: datetime) -> dict[str, Any]:
-    """Schedule ``schedule`` for listings: its rule, next and last fire."""
-    last = schedule.fires[-1] if schedule.fires else None
+    """Schedule ``schedule`` for listings: its rule, next and last fire.
+
+    The last fire is the last tick that queued a job (a skipped tick after
+    it is in ``fires``); one that was only skipped shows if none did.
+    """
+    jobs = [fire for fire in schedule.fires if fire.get("job")]
+    last = jobs[-1] if jobs else (schedule.fires[-1] if schedule.fires else None)
     state = None
     late = False
     if last is not None and last.get("job"):
