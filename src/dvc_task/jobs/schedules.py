@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
@@ -32,27 +31,9 @@ KEPT_FIRES = 20
 #: The time zone name of "this machine's zone".
 LOCAL = "local"
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
 
 class ScheduleError(ValueError):
     """A schedule that cannot be made or found; the message says why."""
-
-
-def parse_duration(text: str) -> float:
-    """``'90s'``, ``'10m'``, ``'2h'``, ``'7d'``, ``'1w'`` or seconds.
-
-    Raises:
-        ScheduleError: not a duration above 0.
-    """
-    match = _DURATION.match(text.lower())
-    seconds = float(match.group(1)) * _UNIT_S[match.group(2)] if match else 0.0
-    if seconds <= 0:
-        raise ScheduleError(
-            f"{text!r} is not a duration above 0 such as 30s, 10m, 2h, 1d"
-        )
-    return seconds
 
 
 def zone(name: str) -> tzinfo:
