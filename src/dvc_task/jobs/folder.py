@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dvc_task.app.broker import app_folders
+from dvc_task.app.broker import BrokerFolders, app_folders
 from dvc_task.app.folderqueue import FolderQueue
 from dvc_task.app.message import DEFAULT_QUEUE, task_message
 from dvc_task.app.taskindex import TaskIndex
@@ -178,6 +178,11 @@ class FolderBackend:
             self._records.fsync = self._fsync = True
             os.sync()
 
+    @functools.cached_property
+    def _broker_folders(self) -> BrokerFolders:
+        """The queue's broker folders (checked once, not at every message)."""
+        return app_folders(self.app_dir)[0]
+
     def prepare(self) -> None:
         """Make the queue's folders (0700), before the first job is queued."""
         make_private_folder(self.folder)
@@ -189,7 +194,6 @@ class FolderBackend:
         Written as ``app.send_task`` would, without Celery (see
         :mod:`dvc_task.app.message`): queueing a job stays cheap.
         """
-        folders, _ = app_folders(self.app_dir)
         eta = (
             datetime.now(timezone.utc) + timedelta(seconds=countdown)
             if countdown
@@ -202,7 +206,7 @@ class FolderBackend:
             priority=self._message_priority(record.priority) or 0,
             eta=eta,
         )
-        FolderQueue(folders, fsync=self._fsync).put(DEFAULT_QUEUE, message)
+        FolderQueue(self._broker_folders, fsync=self._fsync).put(DEFAULT_QUEUE, message)
 
     def _message_priority(self, priority: int) -> int | None:
         """The message priority of a job's ``priority`` (higher: sooner)."""
