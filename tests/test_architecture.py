@@ -28,6 +28,15 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
                     found.add(node.module)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name in modules)
+        elif (  # lazy.module("dvc_task..."): imported at its first use
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and node.args[0].value in modules
+        ):
+            found.add(node.args[0].value)
     return found
 
 

@@ -9,7 +9,6 @@ or when inotify is unavailable (e.g. its per-user limit is reached), it
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import logging
 import os
@@ -18,6 +17,16 @@ import struct
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dvc_task import lazy
+
+if TYPE_CHECKING:
+    import ctypes
+else:
+    # For inotify, when a waiter is made: a command that does not wait does
+    # not load it.
+    ctypes = lazy.module("ctypes")
 
 logger = logging.getLogger(__name__)
 

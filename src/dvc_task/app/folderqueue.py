@@ -33,7 +33,6 @@ import itertools
 import json
 import logging
 import os
-import socket
 import stat
 import time
 import uuid
@@ -97,7 +96,7 @@ class Reservation:
     def __init__(self, folders: BrokerFolders) -> None:
         """Create and lock a new owner folder in ``reserved/``."""
         owner = (
-            f"{socket.gethostname()}-{os.getpid()}-{next(_owner_ids)}-"
+            f"{os.uname().nodename}-{os.getpid()}-{next(_owner_ids)}-"
             f"{uuid.uuid4().hex[:8]}"
         )
         ensure_folder(folders.tmp)

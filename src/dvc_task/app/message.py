@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -52,7 +51,7 @@ def task_message(
             "parent_id": None,
             "argsrepr": "()",
             "kwargsrepr": repr(kwargs)[:1024],
-            "origin": f"gen{os.getpid()}@{socket.gethostname()}",
+            "origin": f"gen{os.getpid()}@{os.uname().nodename}",
             "ignore_result": None,
             "replaced_task_nesting": 0,
             "stamped_headers": None,

@@ -385,8 +385,7 @@ def _print_jobs(jobs: list[Job], colour: bool, hosts: bool = False) -> None:
     if len(plain) == 1:
         click.echo("no jobs")
         return
-    for line in display.table(plain, styled):
-        click.echo(line)
+    click.echo("\n".join(display.table(plain, styled)))  # one write: fast
 
 
 def print_workers(workers: list[WorkerInfo], jobs: list[Job]) -> None:

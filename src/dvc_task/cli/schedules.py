@@ -19,7 +19,8 @@ from dvc_task.cli.control import (
 )
 from dvc_task.cli.flows import load_flow
 from dvc_task.jobs import JobQueue, display
-from dvc_task.jobs.schedules import CATCH_UP, LOCAL, OVERLAP, ScheduleError
+from dvc_task.jobs.defaults import LOCAL
+from dvc_task.jobs.schedules import CATCH_UP, OVERLAP, ScheduleError
 from dvc_task.utils import module_command
 
 

@@ -14,7 +14,7 @@ import click
 from dvc_task.cli.control import Finite, make_offer, offer_options, pass_queue
 from dvc_task.cli.jobs import print_workers
 from dvc_task.jobs import JobQueue, display
-from dvc_task.jobs.workers import IDLE_TIMEOUT_S, WORKER_NAME
+from dvc_task.jobs.defaults import IDLE_TIMEOUT_S, WORKER_NAME
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -4,29 +4,38 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dvc_task import lazy
 from dvc_task.app.broker import BrokerFolders, app_folders
 from dvc_task.app.folderqueue import FolderQueue
 from dvc_task.app.message import DEFAULT_QUEUE, task_message
 from dvc_task.app.taskindex import TaskIndex
 from dvc_task.files import check_name
 from dvc_task.folders import check_private, make_private_folder
-from dvc_task.jobs import output, slots
-from dvc_task.jobs import workers as worker_ops
 from dvc_task.jobs.backend import JOB_TASK, LOST_ATTEMPT, AttemptLink
 from dvc_task.jobs.listing import folders
+from dvc_task.jobs.liveworkers import live_workers
 from dvc_task.jobs.record import STARTING, JobRecord, UnknownJobError
 from dvc_task.jobs.store import FolderStore, JobStore, Waiter
 from dvc_task.jobs.view import Job, WorkerInfo, derive, from_process
 from dvc_task.proc import ProcessManager
 from dvc_task.utils import StrPath
 from dvc_task.worker.locks import remove_info, write_info
+
+if TYPE_CHECKING:
+    from dvc_task.jobs import output, slots
+    from dvc_task.jobs import workers as worker_ops
+else:
+    # For workers and for reading output only: queueing a job does not
+    # load them.
+    output = lazy.module("dvc_task.jobs.output")
+    slots = lazy.module("dvc_task.jobs.slots")
+    worker_ops = lazy.module("dvc_task.jobs.workers")
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -44,7 +53,7 @@ OUR_TASKS = frozenset({JOB_TASK, "dvc_task.proc.tasks.run"})
 
 def this_host() -> str:
     """The name of this host in job records: ``DVC_TASK_HOST``, or the host name."""
-    return os.environ.get("DVC_TASK_HOST") or socket.gethostname()
+    return os.environ.get("DVC_TASK_HOST") or os.uname().nodename
 
 
 class FolderBackend:
@@ -72,6 +81,7 @@ class FolderBackend:
         self.folder = Path(os.path.abspath(os.fspath(folder)))
         self.jobs_dir = self.folder / "jobs"
         self.procs_dir = self.folder / "procs"
+        self._procs = str(self.procs_dir)
         self.workers_dir = self.folder / "workers"
         self.flows_dir = self.folder / "flows"
         self.app_dir = self.folder / "app"
@@ -135,8 +145,12 @@ class FolderBackend:
 
     def output_path(self, name: str) -> Path:
         """Path of job ``name``'s output (stdout and stderr) on this host."""
+        return Path(self._output_file(name))
+
+    def _output_file(self, name: str) -> str:
+        """:meth:`output_path`, as a string (a listing makes thousands)."""
         check_name(name, "job")
-        return self.procs_dir / name / f"{name}.out"
+        return f"{self._procs}/{name}/{name}.out"
 
     def load(self, name: str) -> JobRecord:
         """The record of job ``name``.
@@ -260,7 +274,7 @@ class FolderBackend:
         """The job of ``record`` (``view``: :meth:`message_states`, read before it)."""
         # Only a job that has started has a process record worth reading.
         info = self.manager.get(record.name) if record.runs else None
-        return derive(record, view or {}, info, str(self.output_path(record.name)))
+        return derive(record, view or {}, info, self._output_file(record.name))
 
     @contextmanager
     def attempt_link(self, name: str) -> Iterator[AttemptLink]:
@@ -335,7 +349,7 @@ class FolderBackend:
 
     def workers(self, jobs: Iterable[Job] | None = None) -> list[WorkerInfo]:
         """The live workers of this folder and the jobs each runs."""
-        return worker_ops.live_workers(self, jobs)
+        return live_workers(self, jobs)
 
     def ensure_worker(self) -> str | None:
         """Start a detached worker unless one serves the queue; its name, or None."""

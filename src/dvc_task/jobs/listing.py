@@ -17,9 +17,13 @@ def entries(folder: Path) -> list[os.DirEntry[str]]:
         return []
 
 
-def records(folder: Path) -> list[Path]:
-    """The job records (``*.json``) in ``folder``."""
-    return [Path(e.path) for e in entries(folder) if e.name.endswith(".json")]
+def records(folder: Path) -> dict[str, str]:
+    """``name -> path`` of the job records (``<name>.json``) in ``folder``."""
+    return {
+        e.name[: -len(".json")]: e.path
+        for e in entries(folder)
+        if e.name.endswith(".json")
+    }
 
 
 def folders(folder: Path) -> list[str]:

@@ -13,23 +13,29 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dvc_task.jobs import (
-    control,
-    lifecycle,
-    reading,
-    scheduler,
-    schedules,
-    slots,
-    submission,
-)
-from dvc_task.jobs import workers as worker_ops
+from dvc_task import lazy
+from dvc_task.jobs import lifecycle, submission
+from dvc_task.jobs.defaults import IDLE_TIMEOUT_S, LOCAL, WORKER_NAME
 from dvc_task.jobs.folder import FolderBackend
 from dvc_task.jobs.options import JobOptions
 from dvc_task.jobs.store import Waiter
 from dvc_task.jobs.view import Job, WorkerInfo
 from dvc_task.utils import StrPath
+
+if TYPE_CHECKING:
+    from dvc_task.jobs import control, reading, scheduler, schedules, slots
+    from dvc_task.jobs import workers as worker_ops
+else:
+    # Used by some methods only: a job queued from the command line does
+    # not load them.
+    control = lazy.module("dvc_task.jobs.control")
+    reading = lazy.module("dvc_task.jobs.reading")
+    scheduler = lazy.module("dvc_task.jobs.scheduler")
+    schedules = lazy.module("dvc_task.jobs.schedules")
+    slots = lazy.module("dvc_task.jobs.slots")
+    worker_ops = lazy.module("dvc_task.jobs.workers")
 
 
 class JobQueue:
@@ -353,7 +359,7 @@ class JobQueue:
         *,
         cron: str | None = None,
         every: float | None = None,
-        tz: str = schedules.LOCAL,
+        tz: str = LOCAL,
         start: datetime | None = None,
         end: datetime | None = None,
         catch_up: str = "last",
@@ -450,7 +456,7 @@ class JobQueue:
     def start_workers(
         self,
         count: int = 1,
-        timeout: float = worker_ops.IDLE_TIMEOUT_S,
+        timeout: float = IDLE_TIMEOUT_S,
         concurrency: int = 1,
         offer: slots.Offer | None = None,
         beat: bool = False,
@@ -474,8 +480,8 @@ class JobQueue:
 
     def work(
         self,
-        name: str = worker_ops.WORKER_NAME,
-        timeout: float = worker_ops.IDLE_TIMEOUT_S,
+        name: str = WORKER_NAME,
+        timeout: float = IDLE_TIMEOUT_S,
         concurrency: int = 1,
         loglevel: str = "WARNING",
         *,

@@ -29,10 +29,10 @@ from dvc_task.files import open_regular
 from dvc_task.jobs import reading, slots
 from dvc_task.jobs import workers as worker_ops
 from dvc_task.jobs.backend import AttemptLink
+from dvc_task.jobs.liveworkers import short_name
 from dvc_task.jobs.record import PAUSED, RUNNING
 from dvc_task.jobs.redisstore import ALIVE_S, BEAT_S, RedisStore
 from dvc_task.jobs.view import Job, WorkerInfo
-from dvc_task.jobs.workers import short_name
 from dvc_task.proc.info import utc_now
 
 if TYPE_CHECKING:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from dvc_task.files import check_name
+from dvc_task.jobs.defaults import LOCAL
 from dvc_task.jobs.options import JobOptions
 
 logger = logging.getLogger(__name__)
@@ -28,8 +29,6 @@ OVERLAP = ("skip", "queue", "allow")
 CATCH_UP_CAP = 100
 #: Fires (and skipped ticks) kept in a schedule's record.
 KEPT_FIRES = 20
-#: The time zone name of "this machine's zone".
-LOCAL = "local"
 
 
 class ScheduleError(ValueError):

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,8 @@ def detect_gpus() -> list[str]:
     program = shutil.which("nvidia-smi")
     if program is None:
         return []
+    import subprocess  # noqa: PLC0415 - 3 ms of imports: only where a GPU may be
+
     try:
         done = subprocess.run(
             [program, "--query-gpu=index", "--format=csv,noheader"],
@@ -150,7 +150,12 @@ def parse_resources(items: Sequence[str]) -> dict[str, int]:
 def gpu_lock_folder() -> Path:
     """The folder of this user's GPU locks (private, shared by every worker)."""
     # One folder for every worker of the user, whatever their TMPDIR.
-    tmp = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
+    if os.path.isdir("/tmp"):
+        tmp = "/tmp"
+    else:
+        import tempfile  # noqa: PLC0415 - 3 ms of imports: rarely needed
+
+        tmp = tempfile.gettempdir()
     path = os.environ.get(GPU_LOCKS_ENV) or os.path.join(
         tmp, f"dvc-task-{os.getuid()}-gpus"
     )

@@ -10,8 +10,10 @@ is in :mod:`dvc_task.jobs.redisstore`.
 from __future__ import annotations
 
 import logging
+import operator
 import os
 from collections.abc import Iterable
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Union
 
@@ -30,6 +32,7 @@ from dvc_task.jobs.record import (
     UnknownJobError,
     jobs_lock,
 )
+from dvc_task.statindex import Key, StatIndex, file_key
 from dvc_task.watch import NEW_FILES, FolderWaiter
 
 if TYPE_CHECKING:
@@ -39,6 +42,13 @@ logger = logging.getLogger(__name__)
 
 #: Folder (inside ``jobs/``) of the markers of waiting jobs.
 WAITING_DIR = "waiting"
+#: Folder (inside ``jobs/``) of the index of records: no job can have its name.
+INDEX_DIR = "..index"
+#: A record's values in the index: in the order of its fields (the index's
+#: version), the environment stored once for the jobs that share it.
+_FIELDS = [field.name for field in fields(JobRecord)]
+_ROWS = (",".join(_FIELDS), len(_FIELDS), _FIELDS.index("env"))
+_record_values = operator.attrgetter(*_FIELDS)
 #: Seconds between looks at a folder where inotify is missing.
 POLL_S = 0.01
 #: A record, or why it could not be read.
@@ -160,39 +170,57 @@ class FolderStore:
     def entries(
         self, names: Iterable[str] | None = None, cache: RecordCache | None = None
     ) -> dict[str, Entry]:
-        """Every record file (those of ``names``), read unless ``cache`` has it.
+        """Every record file (those of ``names``), read unless known already.
 
-        A cached record is used while its file's size, mtime and inode stay.
+        A record is known while its file's ctime, size and inode stay: from
+        ``cache`` (kept by the caller between calls) or, for a listing of
+        every record, from the folder's index of records (see
+        :class:`~dvc_task.statindex.StatIndex`).
         """
         if names is None:
-            paths = {path.name[: -len(".json")]: path for path in records(self.folder)}
+            paths = records(self.folder)
+            index = StatIndex(self.folder / INDEX_DIR / "records.json", *_ROWS)
         else:
-            paths = {name: self.path(name) for name in names}
+            paths = {name: str(self.path(name)) for name in names}
+            index = None
         found: dict[str, Entry] = {}
         for name, path in paths.items():
             try:
-                info = path.stat()
+                key = file_key(os.stat(path))
             except FileNotFoundError:
                 continue  # removed meanwhile
-            key = (info.st_mtime_ns, info.st_size, info.st_ino)
             hit = cache.get(name) if cache is not None else None
             if hit is not None and hit[0] == key:
                 found[name] = hit[1]
                 continue
-            entry: Entry
-            try:
-                entry = JobRecord.load(path)
-            except FileNotFoundError:
+            entry = self._entry(path, name, key, index)
+            if entry is None:
                 continue
-            except InvalidJobRecordError as exc:
-                entry = exc
             found[name] = entry
             if cache is not None:
                 cache[name] = (key, entry)
+        if index is not None:
+            index.save()
         if cache is not None and names is None:
             for gone in set(cache) - set(found):
                 del cache[gone]
         return found
+
+    @staticmethod
+    def _entry(path: str, name: str, key: Key, index: StatIndex | None) -> Entry | None:
+        """The record at ``path`` (None: it is gone), from ``index`` if there."""
+        values = index.get(name, key) if index is not None else None
+        if values is not None:
+            return JobRecord(*values)
+        try:
+            record = JobRecord.load(Path(path))
+        except FileNotFoundError:
+            return None
+        except InvalidJobRecordError as exc:
+            return exc
+        if index is not None:
+            index.put(name, key, list(_record_values(record)))
+        return record
 
     def locked(self) -> AbstractContextManager[object]:
         """An OS lock on the folder's ``.lock`` file."""

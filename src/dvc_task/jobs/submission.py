@@ -11,8 +11,8 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from dvc_task.jobs import lifecycle, reading, slots
-from dvc_task.jobs.dependencies import check_after
+from dvc_task import lazy
+from dvc_task.jobs import lifecycle
 from dvc_task.jobs.lifecycle import phases
 from dvc_task.jobs.listing import UNREADABLE
 from dvc_task.jobs.record import (
@@ -27,11 +27,18 @@ from dvc_task.proc.info import utc_now
 from dvc_task.utils import StrPath
 
 if TYPE_CHECKING:
+    from dvc_task.jobs import dependencies, reading, slots
     from dvc_task.jobs.backend import Backend
     from dvc_task.jobs.options import JobOptions
 
-#: What the live workers offer (asked only for a job that needs GPUs).
-Offers = Callable[[], list[slots.Offer]]
+    #: What the live workers offer (asked only for a job that needs GPUs).
+    Offers = Callable[[], list[slots.Offer]]
+else:
+    # Needed by some jobs only (names taken, --after, --gpus): a plain job
+    # queued from the command line does not load them.
+    dependencies = lazy.module("dvc_task.jobs.dependencies")
+    reading = lazy.module("dvc_task.jobs.reading")
+    slots = lazy.module("dvc_task.jobs.slots")
 
 
 def submit(
@@ -59,7 +66,8 @@ def submit(
         seq = backend.store.next_seq()
         if name is None:
             name = _free_name(backend, seq)
-        check_after(backend, name, options.after)
+        if options.after:
+            dependencies.check_after(backend, name, options.after)
         if _in_use(backend, name):
             _take_name(backend, name, replace)
         record = _new_record(
@@ -119,7 +127,8 @@ def submit_many(
                 raise JobError(
                     f"command {number}: job {name!r} exists: choose other names"
                 )
-            check_after(backend, name, job_options.after)
+            if job_options.after:
+                dependencies.check_after(backend, name, job_options.after)
             records.append(
                 _new_record(
                     name,

@@ -12,124 +12,44 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from dvc_task.files import FileLock
 from dvc_task.folders import make_private_folder
-from dvc_task.jobs import control, lifecycle, reading
+from dvc_task.jobs import control, lifecycle
 from dvc_task.jobs.backend import JOB_TASK
+from dvc_task.jobs.defaults import IDLE_TIMEOUT_S, WORKER_NAME
 from dvc_task.jobs.listing import folders
+from dvc_task.jobs.liveworkers import (
+    alive_workers,
+    detached_workers,
+    node_name,
+    short_name,
+)
 from dvc_task.jobs.record import (
-    PAUSED,
-    RUNNING,
-    STARTING,
     InvalidJobRecordError,
     JobError,
     UnknownJobError,
 )
 from dvc_task.jobs.scheduler import BEAT_CHECK_S, Beat
 from dvc_task.jobs.slots import OFFER_KEY, Offer, detect_gpus
-from dvc_task.jobs.view import Job, WorkerInfo, parse_time
+from dvc_task.jobs.view import WorkerInfo
 from dvc_task.proc import ManagedProcess, ProcessManager
 from dvc_task.proc.watchdog import WATCHDOG
 from dvc_task.utils import module_command
-from dvc_task.worker.locks import held_locks, last_holder, read_info
+from dvc_task.worker.locks import held_locks, last_holder
 
 if TYPE_CHECKING:
     from dvc_task.jobs.backend import Backend
 
 logger = logging.getLogger(__name__)
 
-#: Name of the first detached worker; the next ones get ``-2``, ``-3``...
-WORKER_NAME = "dvc-task-worker"
 #: The app setting with a worker's number of jobs at once.
 CONCURRENCY_KEY = "dvc_task_concurrency"
 #: How long a worker's folder without a record counts as one being started.
 STARTING_S = 10.0
-#: Seconds a detached worker waits for work before it exits.
-IDLE_TIMEOUT_S = 10.0
 #: The idle time-out of a worker that checks the schedules: it stays.
 BEAT_IDLE_S = 10 * 365 * 86400.0
-
-
-def node_name(name: str) -> str:
-    """The Celery node name of a worker started as ``name`` (as Celery makes it)."""
-    return name if "@" in name else f"celery@{name}"
-
-
-def short_name(node: str) -> str:
-    """The name a worker was started with, from its Celery node name."""
-    return node[len("celery@") :] if node.startswith("celery@") else node
-
-
-def _detached(queue: Backend) -> dict[str, tuple[int | None, str, int | None]]:
-    """``node -> (pid, since, concurrency)`` of the live detached workers."""
-    found: dict[str, tuple[int | None, str, int | None]] = {}
-    manager = ProcessManager(queue.workers_dir)
-    for name, info in manager.processes():
-        if info.returncode is None:
-            args = info.args or []
-            concurrency = None
-            if "--concurrency" in args[:-1]:
-                value = args[args.index("--concurrency") + 1]
-                concurrency = int(value) if value.isdigit() else None
-            found[node_name(name)] = (info.pid, info.started_at or "", concurrency)
-    return found
-
-
-def _alive(
-    queue: Backend,
-    detached: dict[str, tuple[int | None, str, int | None]] | None = None,
-) -> dict[str, tuple[int | None, str]]:
-    """``node -> (pid, since)`` of every live worker, detached or not.
-
-    ``detached``: :func:`_detached`, if it was read already.
-    """
-    found = _detached(queue) if detached is None else detached
-    return {
-        **{node: (pid, since) for node, (pid, since, _) in found.items()},
-        **held_locks(queue.locks_dir),
-    }
-
-
-def live_workers(queue: Backend, jobs: Iterable[Job] | None = None) -> list[WorkerInfo]:
-    """The workers alive now, with the jobs each runs (from ``jobs`` if given)."""
-    detached = _detached(queue)
-    alive = _alive(queue, detached)
-    if not alive:
-        return []
-    running: dict[str, list[str]] = {}
-    last_end: dict[str, str] = {}
-    for job in reading.jobs(queue) if jobs is None else jobs:
-        if job.worker is None:
-            continue
-        if job.state in (STARTING, RUNNING, PAUSED):
-            running.setdefault(job.worker, []).append(job.name)
-        elif job.finished_at and job.finished_at > last_end.get(job.worker, ""):
-            last_end[job.worker] = job.finished_at
-    workers = []
-    for node, (pid, since) in sorted(alive.items()):
-        busy = tuple(running.get(node, ()))
-        idle = None
-        if not busy:
-            ends = [t for t in (since, last_end.get(node)) if t]
-            idle = max(ends, key=parse_time) if ends else None
-        concurrency = detached[node][2] if node in detached else None
-        info = read_info(queue.locks_dir, node)
-        workers.append(
-            WorkerInfo(
-                short_name(node),
-                node,
-                pid,
-                since or None,
-                busy,
-                idle,
-                concurrency,
-                offer=None if info is None else Offer.from_dict(info),
-            )
-        )
-    return workers
 
 
 def start_workers(
@@ -193,7 +113,7 @@ def _names_in_use(queue: Backend) -> set[str]:
     Those of live workers, of workers whose runner is still finishing, and of
     workers being started (a folder without a record yet, made moments ago).
     """
-    taken = {short_name(node) for node in _alive(queue)}
+    taken = {short_name(node) for node in alive_workers(queue)}
     manager = ProcessManager(queue.workers_dir)
     for name in folders(queue.workers_dir):
         info = manager.get(name)
@@ -221,7 +141,7 @@ def _serving(queue: Backend) -> bool:
     # A detached worker whose lock has another pid (or none) is starting.
     return any(
         pid is None or last_holder(queue.locks_dir, node) != pid
-        for node, (pid, _, _) in _detached(queue).items()
+        for node, (pid, _, _) in detached_workers(queue).items()
     )
 
 

@@ -7,8 +7,9 @@ others (and psutil).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dvc_task import lazy
 
 if TYPE_CHECKING:
     from dvc_task.proc.info import ProcessInfo
@@ -24,8 +25,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """``ManagedProcess``, ``ProcessInfo``, ``ProcessManager``, imported now."""
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+__getattr__ = lazy.exports(__name__, _WHERE)

@@ -13,26 +13,30 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shortuuid import uuid
-
+from dvc_task import lazy
 from dvc_task.files import check_name, folder_lock, open_regular
 from dvc_task.folders import check_private
 from dvc_task.proc.exceptions import (
     InvalidProcessInfoError,
     ProcessNotTerminatedError,
 )
-from dvc_task.proc.index import RecordIndex, file_key
+from dvc_task.proc.index import RecordIndex
 from dvc_task.proc.info import (
     LOST_RETURNCODE,
     ProcessInfo,
     utc_now,
 )
-from dvc_task.proc.tree import signal_job, wait_gone
+from dvc_task.statindex import file_key
 from dvc_task.utils import StrPath, remove
 from dvc_task.watch import CHANGED_FILES, FolderWaiter
 
 if TYPE_CHECKING:
     from celery import Signature
+
+    from dvc_task.proc import tree
+else:
+    # psutil, for signals only: listing and starting processes do not load it.
+    tree = lazy.module("dvc_task.proc.tree")
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +232,7 @@ class ProcessManager:
         # Celery only for this: listing and following processes stay quick.
         from celery import signature  # noqa: PLC0415
 
-        name = check_name(name) if name is not None else uuid()
+        name = check_name(name) if name is not None else _short_uuid()
         kwargs: dict[str, Any] = {
             "name": name,
             "wdir": os.path.join(self.wdir, name),
@@ -260,7 +264,7 @@ class ProcessManager:
         if info.returncode is not None:
             raise ProcessLookupError(f"process '{name}' has finished")
         try:
-            signal_job(info.pid, sig, group)
+            tree.signal_job(info.pid, sig, group)
         except ProcessLookupError:
             self._record_lost(self._info_path(name), info)
             raise
@@ -300,10 +304,10 @@ class ProcessManager:
 
     def _kill_job(self, name: str, info: ProcessInfo) -> None:
         try:
-            job = signal_job(info.pid, signal.SIGKILL, group=True)
+            job = tree.signal_job(info.pid, signal.SIGKILL, group=True)
         except ProcessLookupError:
             return
-        wait_gone(job, KILL_WAIT_S)
+        tree.wait_gone(job, KILL_WAIT_S)
         # Let the runner record the return code before the folder goes, so it
         # does not write into a folder being deleted.
         deadline = time.monotonic() + KILL_WAIT_S
@@ -379,3 +383,10 @@ def _age(path: str) -> float:
         return time.time() - os.stat(path).st_mtime
     except FileNotFoundError:
         return 0.0
+
+
+def _short_uuid() -> str:
+    """A new random process name."""
+    from shortuuid import uuid  # noqa: PLC0415 - 5 ms of imports: when needed
+
+    return str(uuid())

@@ -28,26 +28,31 @@ the command line and the Python API call these.
 
 from __future__ import annotations
 
-from dvc_task.jobs.lifecycle.queueing import (
-    forget,
-    hold,
-    kill,
-    promote,
-    release,
-    replace,
-    retry,
-    submit,
-    submit_all,
-)
-from dvc_task.jobs.lifecycle.running import (
-    Taken,
-    end_abandoned,
-    end_not_started,
-    end_running,
-    pause,
-    resume,
-    take,
-)
+from typing import TYPE_CHECKING
+
+from dvc_task import lazy
+
+if TYPE_CHECKING:
+    from dvc_task.jobs.lifecycle.queueing import (
+        forget,
+        hold,
+        kill,
+        promote,
+        release,
+        replace,
+        retry,
+        submit,
+        submit_all,
+    )
+    from dvc_task.jobs.lifecycle.running import (
+        Taken,
+        end_abandoned,
+        end_not_started,
+        end_running,
+        pause,
+        resume,
+        take,
+    )
 
 __all__ = [
     "Taken",
@@ -67,3 +72,26 @@ __all__ = [
     "submit_all",
     "take",
 ]
+
+_WHERE = {
+    "Taken": "dvc_task.jobs.lifecycle.running",
+    "end_abandoned": "dvc_task.jobs.lifecycle.running",
+    "end_not_started": "dvc_task.jobs.lifecycle.running",
+    "end_running": "dvc_task.jobs.lifecycle.running",
+    "forget": "dvc_task.jobs.lifecycle.queueing",
+    "hold": "dvc_task.jobs.lifecycle.queueing",
+    "kill": "dvc_task.jobs.lifecycle.queueing",
+    "pause": "dvc_task.jobs.lifecycle.running",
+    "promote": "dvc_task.jobs.lifecycle.queueing",
+    "release": "dvc_task.jobs.lifecycle.queueing",
+    "replace": "dvc_task.jobs.lifecycle.queueing",
+    "resume": "dvc_task.jobs.lifecycle.running",
+    "retry": "dvc_task.jobs.lifecycle.queueing",
+    "submit": "dvc_task.jobs.lifecycle.queueing",
+    "submit_all": "dvc_task.jobs.lifecycle.queueing",
+    "take": "dvc_task.jobs.lifecycle.running",
+}
+
+# A transition imports its module when first used: queueing a job does not
+# load what running one needs.
+__getattr__ = lazy.exports(__name__, _WHERE)

@@ -11,8 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from dvc_task.jobs import reading
-from dvc_task.jobs.dependencies import Outcomes, failure_text
+from dvc_task import lazy
 from dvc_task.jobs.lifecycle.phases import (
     archive_attempt,
     end,
@@ -38,7 +37,13 @@ from dvc_task.jobs.view import parse_time
 from dvc_task.utils import remove as remove_path
 
 if TYPE_CHECKING:
+    from dvc_task.jobs import dependencies, reading
     from dvc_task.jobs.backend import Backend
+else:
+    # Not needed to queue a job: a job queued from the command line does
+    # not load them.
+    dependencies = lazy.module("dvc_task.jobs.dependencies")
+    reading = lazy.module("dvc_task.jobs.reading")
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +134,7 @@ def promote(backend: Backend, slots_freed: bool = True) -> list[str]:
         return []
     queued: list[str] = []
     with backend.locked():
-        outcomes = Outcomes(backend)
+        outcomes = dependencies.Outcomes(backend)
         changed = True
         while changed:
             changed = False
@@ -155,13 +160,21 @@ _READY, _FAILED, _WAITS = "ready", "failed", "waits"
 
 
 def _verdict(
-    backend: Backend, record: JobRecord, slots_freed: bool, outcomes: Outcomes
+    backend: Backend,
+    record: JobRecord,
+    slots_freed: bool,
+    outcomes: dependencies.Outcomes,
 ) -> str:
     """Whether a marked job is ready to queue, has failed, or waits on."""
     if record.phase == WAITING_FOR_JOBS:
         failed = outcomes.failed(record)
         if failed is not None:
-            end(backend, record, DEPENDENCY_FAILED, error=failure_text(*failed))
+            end(
+                backend,
+                record,
+                DEPENDENCY_FAILED,
+                error=dependencies.failure_text(*failed),
+            )
             outcomes.set(record.name, DEPENDENCY_FAILED)
             logger.info("job %s %s", record.name, DEPENDENCY_FAILED)
             return _FAILED
