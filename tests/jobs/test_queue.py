@@ -181,6 +181,20 @@ def test_a_second_program_sees_the_same_jobs(queue: JobQueue, tmp_path: Path) ->
         b'{"name": "c", "seq": 1, "command": ["true"], "cwd": "/", "env": {},'
         b' "submitted_at": "2026-01-01T00:00:00", "task_id": "t",'
         b' "progress": "started", "worker_pid": "x"}',
+        *(
+            b'{"name": "c", "seq": 1, "command": ["true"], "cwd": "/", "env": {},'
+            b' "submitted_at": "2026-01-01T00:00:00", "task_id": "t",'
+            b' "phase": "queued", ' + bad + b"}"
+            for bad in (
+                b'"priority": true',  # a bool is not a number here
+                b'"timed_out": 1',  # nor a number a flag
+                b'"env": {"A": 1}',
+                b'"resources": {"gpu": true}',
+                b'"attempts": [1]',
+                b'"after": [null]',
+                b'"timeout": "1"',
+            )
+        ),
     ],
 )
 def test_a_corrupt_record_is_listed_as_unreadable_and_removable(

@@ -11,7 +11,7 @@ process record (see :mod:`dvc_task.jobs.view`).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -95,51 +95,57 @@ NOT_FOUND_EXIT = 127
 NOT_EXECUTABLE_EXIT = 126
 
 
-_OPTIONAL_STR = (str, type(None))
-_OPTIONAL_INT = (int, type(None))
-_TYPES: dict[str, tuple[type, ...]] = {
-    "name": (str,),
-    "seq": (int,),
-    "command": (list,),
-    "cwd": (str,),
-    "env": (dict,),
-    "submitted_at": (str,),
-    "task_id": (str,),
-    "phase": (str,),
-    "has_message": (bool,),
+# The exact types that JSON gives each field (a flag only is a bool: bool is
+# not int here, as it is for isinstance).
+def _exact(*types: type) -> frozenset[type]:
+    return frozenset(types)
+
+
+_OPTIONAL_STR = _exact(str, type(None))
+_OPTIONAL_INT = _exact(int, type(None))
+_NUMBER = _exact(float, int)
+_TYPES: dict[str, frozenset[type]] = {
+    "name": _exact(str),
+    "seq": _exact(int),
+    "command": _exact(list),
+    "cwd": _exact(str),
+    "env": _exact(dict),
+    "submitted_at": _exact(str),
+    "task_id": _exact(str),
+    "phase": _exact(str),
+    "has_message": _exact(bool),
     "worker": _OPTIONAL_STR,
     "worker_pid": _OPTIONAL_INT,
-    "worker_create_time": (float, int, type(None)),
+    "worker_create_time": _exact(float, int, type(None)),
     "worker_start_id": _OPTIONAL_STR,
     "started_at": _OPTIONAL_STR,
     "finished_at": _OPTIONAL_STR,
     "returncode": _OPTIONAL_INT,
     "error": _OPTIONAL_STR,
     "kill_signal": _OPTIONAL_INT,
-    "retries": (int,),
-    "retry_delay": (float, int),
-    "retry_backoff": (float, int),
-    "attempt": (int,),
-    "attempts": (list,),
+    "retries": _exact(int),
+    "retry_delay": _NUMBER,
+    "retry_backoff": _NUMBER,
+    "attempt": _exact(int),
+    "attempts": _exact(list),
     "retry_at": _OPTIONAL_STR,
-    "timeout": (float, int, type(None)),
-    "timed_out": (bool,),
-    "after": (list,),
-    "priority": (int,),
+    "timeout": _exact(float, int, type(None)),
+    "timed_out": _exact(bool),
+    "after": _exact(list),
+    "priority": _exact(int),
     "queued_at": _OPTIONAL_STR,
     "waiting_since": _OPTIONAL_STR,
-    "creates": (list,),
-    "gpus": (int,),
-    "resources": (dict,),
-    "assigned_gpus": (list,),
+    "creates": _exact(list),
+    "gpus": _exact(int),
+    "resources": _exact(dict),
+    "assigned_gpus": _exact(list),
     "host": _OPTIONAL_STR,
-    "handovers": (int,),
+    "handovers": _exact(int),
     "paused_at": _OPTIONAL_STR,
     "not_before": _OPTIONAL_STR,
     "start_by": _OPTIONAL_STR,
-    "paused_s": (float, int),
+    "paused_s": _NUMBER,
 }
-_FLAGS = frozenset({"timed_out", "has_message"})
 
 
 def check_job_name(name: str) -> str:
@@ -292,8 +298,10 @@ class JobRecord:
         missing = [name for name in _REQUIRED if name not in raw]
         if missing:
             raise InvalidJobRecordError(where, f"field {missing[0]!r} is missing")
+        if not raw.keys() <= _KNOWN:  # fields of a later version: ignored
+            raw = {k: v for k, v in raw.items() if k in _KNOWN}
         try:
-            record = cls(**{k: v for k, v in raw.items() if k in _KNOWN})
+            record = cls(**raw)
         except TypeError as exc:
             raise InvalidJobRecordError(where, str(exc)) from None
         problem = record._problem()
@@ -305,23 +313,20 @@ class JobRecord:
         return next(self._problems(), None)
 
     def _problems(self) -> Iterator[str]:
+        # Checked for every record of every listing: type sets, not loops.
+        values = vars(self)
         for name, types in _TYPES.items():
-            value = getattr(self, name)
-            if (isinstance(value, bool) and name not in _FLAGS) or not isinstance(
-                value, types
-            ):
-                yield f"field '{name}' has a bad value {value!r:.80}"
+            if type(values[name]) not in types:
+                yield f"field '{name}' has a bad value {values[name]!r:.80}"
                 return
         for name in ("command", "after", "creates", "assigned_gpus"):
-            if not all(isinstance(item, str) for item in getattr(self, name)):
+            if not _all_of(str, values[name]):
                 yield f"{name!r} is not a list of strings"
-        if not all(
-            isinstance(k, str) and type(v) is int for k, v in self.resources.items()
-        ):
+        if not (_all_of(str, self.resources) and _all_of(int, self.resources.values())):
             yield "'resources' is not a mapping of names to counts"
-        if not all(isinstance(item, dict) for item in self.attempts):
+        if not _all_of(dict, self.attempts):
             yield "'attempts' is not a list of objects"
-        if not all(type(k) is str and type(v) is str for k, v in self.env.items()):
+        if not (_all_of(str, self.env) and _all_of(str, self.env.values())):
             yield "'env' is not a mapping of strings"
         if self.phase not in PHASES:
             yield f"unknown phase {self.phase!r:.80}"
@@ -403,6 +408,11 @@ _REQUIRED = tuple(
     for f in fields(JobRecord)
     if f.default is MISSING and f.default_factory is MISSING
 )
+
+
+def _all_of(kind: type, items: Iterable[object]) -> bool:
+    """Whether every one of ``items`` is exactly of type ``kind``."""
+    return set(map(type, items)) <= {kind}
 
 
 def _upgrade(raw: dict[str, Any]) -> None:
