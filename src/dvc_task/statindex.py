@@ -5,7 +5,8 @@ thousands of files. A :class:`StatIndex` keeps each record's values with
 the ``(ctime, size, inode)`` of the file they were read from, in one JSON
 file beside them; a listing ``stat``s each file and reads only those whose
 key changed. The index is only ever a copy: a missing, stale or corrupt one
-costs time, never correctness. Files changed within the last second are not
+costs time, never correctness. (Records that are not files are keyed by a
+digest of their bytes instead.) Files changed within the last second are not
 cached, as their ctime may not have moved yet.
 
 One column may be *shared*: its values (a job's environment, the same for a
@@ -14,6 +15,7 @@ whole sweep) are stored once each, and rows refer to them by number.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -23,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from dvc_task.files import read_regular, write_atomic
-from dvc_task.utils import makedirs
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +43,24 @@ class StatIndex:
     """Rows of ``width`` values, by name, kept while their file's key stays."""
 
     def __init__(
-        self, path: Path, version: str, width: int, shared: int | None = None
+        self,
+        path: Path,
+        version: str,
+        width: int,
+        shared: int | None = None,
+        *,
+        keys_are_ctimes: bool = True,
     ) -> None:
         """Load the index at ``path`` (an empty one if it cannot be used).
 
         ``version`` names the layout of a row: an index of another one is
         ignored. ``shared`` is the column whose values are stored once each.
+        ``keys_are_ctimes``: each key is what :func:`file_key` gives (a row
+        whose file changed in the last second is not kept); else keys tell
+        what the values were read from in another way (a digest of it).
         """
         self.path = path
+        self._settle = keys_are_ctimes
         self._version = version
         self._width = width
         self._shared = shared
@@ -99,7 +110,7 @@ class StatIndex:
 
     def put(self, name: str, key: Key, values: list[Any]) -> None:
         """Remember ``values``, read from a file with ``key``."""
-        if abs(time.time_ns() - key[0]) < _RECENT_NS:
+        if self._settle and abs(time.time_ns() - key[0]) < _RECENT_NS:
             self._dirty = self._dirty or name in self._rows
             return
         self._fresh[name] = (key, values)
@@ -125,7 +136,9 @@ class StatIndex:
             rows[name] = row
         data = {"version": self._version, "rows": rows, "shared": table}
         try:
-            makedirs(self.path.parent, exist_ok=True, mode=0o700)
+            # Only its own folder is made: a listing never creates a queue.
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.path.parent, 0o700)
             write_atomic(
                 self.path, json.dumps(data, separators=(",", ":")).encode(), fsync=False
             )

@@ -688,3 +688,27 @@ def test_beat_workers_of_two_hosts_fire_each_tick_once_and_hand_over(
     assert ticks == sorted(set(ticks))
     gaps = {later - earlier for earlier, later in zip(ticks, ticks[1:])}
     assert gaps == {timedelta(seconds=1)}  # none missing across the hand-over
+
+
+def test_a_listing_keeps_an_index_on_its_host_and_sees_every_change(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    here = open_queue(tmp_path / "here", redis_server.url)
+    elsewhere = open_queue(tmp_path / "elsewhere", redis_server.url)
+    here.submit_many([["true"], ["true"], ["true"]], ["a", "b", "c"])
+    index = tmp_path / "here" / "..index" / "redis-records.json"
+
+    def states() -> dict[str, str]:
+        return {job.name: job.state for job in here.jobs()}
+
+    assert states() == dict.fromkeys("abc", "queued")
+    assert set(json.loads(index.read_text())["rows"]) == {"a", "b", "c"}
+    elsewhere.hold("b")
+    elsewhere.kill("c")
+    assert states() == {"a": "queued", "b": "held", "c": "killed"}
+    index.write_bytes(b"\x00 not an index")
+    assert states() == {"a": "queued", "b": "held", "c": "killed"}
+
+    # A host that only looks creates nothing.
+    assert open_queue(tmp_path / "looker", redis_server.url).jobs()
+    assert not (tmp_path / "looker").exists()

@@ -115,7 +115,10 @@ class RedisBackend(FolderBackend):
         check_redis_url(url)
         self.url = url
         self.client = connect(url)
-        self.store: RedisStore = RedisStore(self.client, self.host)
+        # The listing index of a host is its own: in the host's folder.
+        self.store: RedisStore = RedisStore(
+            self.client, self.host, self.folder / "..index" / "redis-records.json"
+        )
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:

@@ -14,11 +14,13 @@ jobs queued or running, whose message a worker looks for now and then.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
@@ -40,7 +42,7 @@ from dvc_task.jobs.record import (
     JobRecord,
     UnknownJobError,
 )
-from dvc_task.jobs.store import Entry, RecordCache
+from dvc_task.jobs.store import Entry, KnownRecords, RecordCache, open_index
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -207,10 +209,18 @@ class _ChannelWaiter:
 class RedisStore:
     """The job records and what goes with them on a Redis server."""
 
-    def __init__(self, client: redis.Redis, host: str) -> None:
-        """Keep records on the server of ``client``; ``host`` is this host."""
+    def __init__(
+        self, client: redis.Redis, host: str, index_path: Path | None = None
+    ) -> None:
+        """Keep records on the server of ``client``; ``host`` is this host.
+
+        ``index_path``: where this host keeps the records that it read, by a
+        digest of their bytes, so that listing thousands does not parse and
+        check each one every time.
+        """
         self.client = client
         self.host = host
+        self.index_path = index_path
         #: The jobs lock that this thread holds (``lock``), if any.
         self._holder = threading.local()
 
@@ -292,9 +302,18 @@ class RedisStore:
     def entries(
         self, names: Iterable[str] | None = None, cache: RecordCache | None = None
     ) -> dict[str, Entry]:
-        """Every record (those of ``names``), read in one call; no cache kept."""
-        del cache  # the server is read whole each time: one round trip
+        """Every record (those of ``names``), read in one call.
+
+        A record read before is taken from ``cache``, or, in a listing of
+        every record, from the index at ``index_path``, while its bytes on
+        the server are the same (the same BLAKE2 digest).
+        """
         found: dict[str, Entry] = {}
+        index = (
+            open_index(self.index_path, keys_are_ctimes=False)
+            if names is None and self.index_path is not None
+            else None
+        )
         if names is None:
             raw = cast(dict[bytes, bytes], self.client.hgetall(self.key("jobs")))
         else:
@@ -305,12 +324,24 @@ class RedisStore:
                 for name, data in zip(wanted, values)
                 if data is not None
             }
-        for key, data in raw.items():
-            name = key.decode("utf-8", "replace")
-            try:
-                found[name] = JobRecord.parse(data, f"job record {name!r} on Redis")
-            except InvalidJobRecordError as exc:
-                found[name] = exc
+        known = KnownRecords(cache, index)
+        for field, data in raw.items():
+            name = field.decode("utf-8", "replace")
+            digest = hashlib.blake2b(data, digest_size=16).digest()
+            key = (
+                len(data),
+                int.from_bytes(digest[:8], "big"),
+                int.from_bytes(digest[8:], "big"),
+            )
+            entry = known.get(name, key)
+            if entry is None:
+                try:
+                    entry = JobRecord.parse(data, f"job record {name!r} on Redis")
+                except InvalidJobRecordError as exc:
+                    entry = exc
+                known.add(name, key, entry)
+            found[name] = entry
+        known.close(found, everything=names is None)
         return found
 
     def locked(self) -> AbstractContextManager[object]:

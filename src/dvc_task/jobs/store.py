@@ -57,6 +57,51 @@ Entry = Union[JobRecord, InvalidJobRecordError]
 RecordCache = dict[str, tuple[object, Entry]]
 
 
+def open_index(path: Path, keys_are_ctimes: bool = True) -> StatIndex:
+    """The index of job records at ``path`` (see :class:`StatIndex`)."""
+    return StatIndex(path, *_ROWS, keys_are_ctimes=keys_are_ctimes)
+
+
+class KnownRecords:
+    """Records read before: from the caller's cache, else from an index.
+
+    A record is known while what it was read from has the same key.
+    """
+
+    def __init__(self, cache: RecordCache | None, index: StatIndex | None) -> None:
+        """Look in ``cache`` (kept by the caller), then in ``index``."""
+        self.cache = cache
+        self.index = index
+
+    def get(self, name: str, key: Key) -> Entry | None:
+        """The entry of ``name`` if it was read with ``key``."""
+        hit = self.cache.get(name) if self.cache is not None else None
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        values = self.index.get(name, key) if self.index is not None else None
+        if values is None:
+            return None
+        record = JobRecord(*values)
+        if self.cache is not None:
+            self.cache[name] = (key, record)
+        return record
+
+    def add(self, name: str, key: Key, entry: Entry) -> None:
+        """Remember ``entry``, just read with ``key``."""
+        if self.cache is not None:
+            self.cache[name] = (key, entry)
+        if self.index is not None and isinstance(entry, JobRecord):
+            self.index.put(name, key, list(_record_values(entry)))
+
+    def close(self, found: dict[str, Entry], everything: bool) -> None:
+        """Save the index; with ``everything`` read, forget what is gone."""
+        if self.index is not None:
+            self.index.save()
+        if self.cache is not None and everything:
+            for gone in set(self.cache) - set(found):
+                del self.cache[gone]
+
+
 class Waiter(Protocol):
     """Blocks until a job record may have changed, or time is up."""
 
@@ -179,48 +224,29 @@ class FolderStore:
         """
         if names is None:
             paths = records(self.folder)
-            index = StatIndex(self.folder / INDEX_DIR / "records.json", *_ROWS)
+            index = open_index(self.folder / INDEX_DIR / "records.json")
         else:
             paths = {name: str(self.path(name)) for name in names}
             index = None
+        known = KnownRecords(cache, index)
         found: dict[str, Entry] = {}
         for name, path in paths.items():
             try:
                 key = file_key(os.stat(path))
             except FileNotFoundError:
                 continue  # removed meanwhile
-            hit = cache.get(name) if cache is not None else None
-            if hit is not None and hit[0] == key:
-                found[name] = hit[1]
-                continue
-            entry = self._entry(path, name, key, index)
+            entry = known.get(name, key)
             if entry is None:
-                continue
+                try:
+                    entry = JobRecord.load(Path(path))
+                except FileNotFoundError:
+                    continue
+                except InvalidJobRecordError as exc:
+                    entry = exc
+                known.add(name, key, entry)
             found[name] = entry
-            if cache is not None:
-                cache[name] = (key, entry)
-        if index is not None:
-            index.save()
-        if cache is not None and names is None:
-            for gone in set(cache) - set(found):
-                del cache[gone]
+        known.close(found, everything=names is None)
         return found
-
-    @staticmethod
-    def _entry(path: str, name: str, key: Key, index: StatIndex | None) -> Entry | None:
-        """The record at ``path`` (None: it is gone), from ``index`` if there."""
-        values = index.get(name, key) if index is not None else None
-        if values is not None:
-            return JobRecord(*values)
-        try:
-            record = JobRecord.load(Path(path))
-        except FileNotFoundError:
-            return None
-        except InvalidJobRecordError as exc:
-            return exc
-        if index is not None:
-            index.put(name, key, list(_record_values(record)))
-        return record
 
     def locked(self) -> AbstractContextManager[object]:
         """An OS lock on the folder's ``.lock`` file."""
