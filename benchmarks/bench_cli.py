@@ -200,7 +200,9 @@ def main() -> None:
         finished_queue(folder, count)
         status_env = {**env, "DVC_TASK_DIR": str(folder)}
         for argv in (["status"], ["status", "--json"]):
-            subprocess.run([DVC_TASK, *argv], env=status_env, check=True)  # index
+            subprocess.run(  # makes the index
+                [DVC_TASK, *argv], env=status_env, stdout=subprocess.DEVNULL, check=True
+            )
             table.add(
                 f"`{' '.join(argv)}`, {count:,} finished jobs",
                 timed([DVC_TASK, *argv], status_env),

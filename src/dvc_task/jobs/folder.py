@@ -19,7 +19,7 @@ from dvc_task.files import check_name
 from dvc_task.folders import check_private, make_private_folder
 from dvc_task.jobs.backend import JOB_TASK, LOST_ATTEMPT, AttemptLink
 from dvc_task.jobs.listing import folders
-from dvc_task.jobs.liveworkers import live_workers
+from dvc_task.jobs.liveworkers import live_workers, serving
 from dvc_task.jobs.record import STARTING, JobRecord, UnknownJobError
 from dvc_task.jobs.store import FolderStore, JobStore, Waiter
 from dvc_task.jobs.view import Job, WorkerInfo, derive, from_process
@@ -353,7 +353,10 @@ class FolderBackend:
 
     def ensure_worker(self) -> str | None:
         """Start a detached worker unless one serves the queue; its name, or None."""
-        return worker_ops.ensure_worker(self)
+        # Whether one serves is read here: only starting one loads workers.
+        if serving(self):
+            return None
+        return worker_ops.start_workers(self, 1)[0]
 
     def ask_to_stop(self, worker: WorkerInfo) -> None:
         """Ask live ``worker`` to stop after its running jobs."""

@@ -14,7 +14,7 @@ from dvc_task.jobs.record import PAUSED, RUNNING, STARTING
 from dvc_task.jobs.slots import Offer
 from dvc_task.jobs.view import Job, WorkerInfo, parse_time
 from dvc_task.proc.manager import ProcessManager
-from dvc_task.worker.locks import held_locks, read_info
+from dvc_task.worker.locks import held_locks, last_holder, read_info
 
 if TYPE_CHECKING:
     from dvc_task.jobs.backend import Backend
@@ -97,3 +97,19 @@ def live_workers(queue: Backend, jobs: Iterable[Job] | None = None) -> list[Work
             )
         )
     return workers
+
+
+def serving(queue: Backend) -> bool:
+    """Whether a worker will look at the queue again before it exits.
+
+    One that holds its lock will, and so will a detached one that has not
+    taken it yet. One that let go of it may already have made its last look
+    (it looks once more after letting go): it does not count.
+    """
+    if held_locks(queue.locks_dir):
+        return True
+    # A detached worker whose lock has another pid (or none) is starting.
+    return any(
+        pid is None or last_holder(queue.locks_dir, node) != pid
+        for node, (pid, _, _) in detached_workers(queue).items()
+    )

@@ -20,12 +20,7 @@ from dvc_task.jobs import control, lifecycle
 from dvc_task.jobs.backend import JOB_TASK
 from dvc_task.jobs.defaults import IDLE_TIMEOUT_S, WORKER_NAME
 from dvc_task.jobs.listing import folders
-from dvc_task.jobs.liveworkers import (
-    alive_workers,
-    detached_workers,
-    node_name,
-    short_name,
-)
+from dvc_task.jobs.liveworkers import alive_workers, node_name, short_name
 from dvc_task.jobs.record import (
     InvalidJobRecordError,
     JobError,
@@ -37,7 +32,7 @@ from dvc_task.jobs.view import WorkerInfo
 from dvc_task.proc import ManagedProcess, ProcessManager
 from dvc_task.proc.watchdog import WATCHDOG
 from dvc_task.utils import module_command
-from dvc_task.worker.locks import held_locks, last_holder
+from dvc_task.worker.locks import held_locks
 
 if TYPE_CHECKING:
     from dvc_task.jobs.backend import Backend
@@ -127,29 +122,6 @@ def _names_in_use(queue: Backend) -> set[str]:
         elif info.runner_alive():
             taken.add(name)
     return taken
-
-
-def _serving(queue: Backend) -> bool:
-    """Whether a worker will look at the queue again before it exits.
-
-    One that holds its lock will, and so will a detached one that has not
-    taken it yet. One that let go of it may already have made its last look
-    (it looks once more after letting go): it does not count.
-    """
-    if held_locks(queue.locks_dir):
-        return True
-    # A detached worker whose lock has another pid (or none) is starting.
-    return any(
-        pid is None or last_holder(queue.locks_dir, node) != pid
-        for node, (pid, _, _) in detached_workers(queue).items()
-    )
-
-
-def ensure_worker(queue: Backend) -> str | None:
-    """Start a detached worker unless one serves the queue; its name, or None."""
-    if _serving(queue):
-        return None
-    return start_workers(queue, 1)[0]
 
 
 def stop_workers(queue: Backend, kill: bool = False) -> list[WorkerInfo]:
