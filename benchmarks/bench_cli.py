@@ -38,6 +38,12 @@ from common import machine
 RUNS = 20
 DVC_TASK = str(Path(sys.executable).parent / "dvc-task")
 
+#: The modules that ``run`` and ``status`` import before they do anything.
+QUICK_IMPORTS = (
+    "import dvc_task.cli, dvc_task.cli.jobs, dvc_task.jobs.queue, "
+    "dvc_task.jobs.folder, dvc_task.jobs.lifecycle.queueing, "
+    "dvc_task.jobs.submission, dvc_task.jobs.reading"
+)
 PEER_QUEUE = (
     "import sys; from dvc_task.app import FSApp; "
     "app = FSApp('peer', wdir=sys.argv[1], mkdir=True); "
@@ -63,6 +69,17 @@ def timed(
         subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
         times.append(time.perf_counter() - begun)
     return times
+
+
+def stopped(folder: Path, stop: list[str], env: dict[str, str]) -> None:
+    """Stop the workers of ``folder`` and wait until none is left."""
+    subprocess.run(stop, env=env, stdout=subprocess.DEVNULL, check=True)
+    queue = JobQueue(folder)
+    deadline = time.monotonic() + 60
+    while queue.workers():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the workers did not stop")
+        time.sleep(0.01)
 
 
 class Table:
@@ -143,6 +160,10 @@ def main() -> None:
     table.add('`python -c "import click"`', click_times)
     table.click_ms = statistics.median(click_times) * 1000
     table.add(
+        "`python -c` importing what `run` and `status` import",
+        timed([sys.executable, "-c", QUICK_IMPORTS], env),
+    )
+    table.add(
         "`run --no-start -- true`",
         timed([DVC_TASK, "run", "--no-start", "--", "true"], env),
         "50 ms",
@@ -166,7 +187,7 @@ def main() -> None:
             [DVC_TASK, "run", "--wait", "--", "true"],
             env,
             runs=10,
-            before=lambda: subprocess.run(stop, env=env, check=True),
+            before=lambda: stopped(work / "q", stop, env),
         ),
         "300 ms",
     )
@@ -185,13 +206,21 @@ def main() -> None:
     subprocess.run(stop, env=env, check=True)
     sweep = work / "sweep.txt"
     sweep.write_text("".join(f"echo {n}\n" for n in range(1000)))
-    batch_env = {**env, "DVC_TASK_DIR": str(work / "batch")}
+    batch_env = dict(env)
+    batches = iter(range(5))
+
+    def new_batch_folder() -> None:
+        # A new queue each run: deleting the last one would leave the disk
+        # busy writing the deletion back during the next run.
+        batch_env["DVC_TASK_DIR"] = str(work / f"batch-{next(batches)}")
+
     table.add(
         "`run --no-start --from` 1,000 lines",
         timed(
             [DVC_TASK, "run", "--no-start", "--from", str(sweep), "--name", "b-{n}"],
             batch_env,
-            runs=1,
+            runs=5,
+            before=new_batch_folder,
         ),
         "1 s",
     )
