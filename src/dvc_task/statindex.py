@@ -39,6 +39,21 @@ def file_key(st: os.stat_result) -> Key:
     return (st.st_ctime_ns, st.st_size, st.st_ino)
 
 
+def bytes_key(data: bytes) -> Key:
+    """The key of a record that is not a file: its length and BLAKE2 digest.
+
+    For an index made with ``keys_are_ctimes=False``.
+    """
+    import hashlib  # noqa: PLC0415 - OpenSSL's start: only where records are not files
+
+    digest = hashlib.blake2b(data, digest_size=16).digest()
+    return (
+        len(data),
+        int.from_bytes(digest[:8], "big"),
+        int.from_bytes(digest[8:], "big"),
+    )
+
+
 class StatIndex:
     """Rows of ``width`` values, by name, kept while their file's key stays."""
 
@@ -96,15 +111,15 @@ class StatIndex:
     def get(self, name: str, key: Key) -> list[Any] | None:
         """The values of ``name`` if its file still has ``key``, else None.
 
-        A shared value is a copy: changing it changes no other row.
+        A new list, its shared value a copy: changing them changes no row.
         """
         row = self._rows.get(name)
         if row is None or row[0] != key[0] or row[1] != key[1] or row[2] != key[2]:
             return None
-        values = row[3:]
-        self._fresh[name] = (key, values)
+        kept = row[3:]
+        self._fresh[name] = (key, kept)
+        values = list(kept)
         if self._shared is not None:
-            values = list(values)
             values[self._shared] = copy.copy(values[self._shared])
         return values
 

@@ -14,7 +14,6 @@ jobs queued or running, whose message a worker looks for now and then.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -43,6 +42,7 @@ from dvc_task.jobs.record import (
     UnknownJobError,
 )
 from dvc_task.jobs.store import Entry, KnownRecords, RecordCache, open_index
+from dvc_task.statindex import bytes_key
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -327,12 +327,7 @@ class RedisStore:
         known = KnownRecords(cache, index)
         for field, data in raw.items():
             name = field.decode("utf-8", "replace")
-            digest = hashlib.blake2b(data, digest_size=16).digest()
-            key = (
-                len(data),
-                int.from_bytes(digest[:8], "big"),
-                int.from_bytes(digest[8:], "big"),
-            )
+            key = bytes_key(data)
             entry = known.get(name, key)
             if entry is None:
                 try:
