@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from dvc_task.jobs import reading
+from dvc_task import lazy
 from dvc_task.jobs.record import PAUSED, RUNNING, STARTING
 from dvc_task.jobs.slots import Offer
 from dvc_task.jobs.view import Job, WorkerInfo, parse_time
@@ -17,7 +17,12 @@ from dvc_task.proc.manager import ProcessManager
 from dvc_task.worker.locks import held_locks, last_holder, read_info
 
 if TYPE_CHECKING:
+    from dvc_task.jobs import reading
     from dvc_task.jobs.backend import Backend
+else:
+    # Only to list the jobs when none are given: whether a worker serves the
+    # queue (all that `run` asks) does not load the listings.
+    reading = lazy.module("dvc_task.jobs.reading")
 
 
 def node_name(name: str) -> str:
