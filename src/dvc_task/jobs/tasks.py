@@ -20,9 +20,13 @@ from celery import Celery, Task, shared_task
 from celery.exceptions import Reject
 
 from dvc_task.files import open_regular
-from dvc_task.jobs import lifecycle, slots
+from dvc_task.jobs import slots
 from dvc_task.jobs.backend import JOB_TASK, AttemptLink
 from dvc_task.jobs.folder import QUEUE_KEY, FolderBackend
+
+# Imported with the task, not at a worker's first job: a first job's thread
+# must not be slowed by the import while another thread takes a job.
+from dvc_task.jobs.lifecycle import queueing, running
 from dvc_task.jobs.record import (
     FAILED_TO_START,
     NOT_EXECUTABLE_EXIT,
@@ -83,7 +87,7 @@ def _run_job(task: Task, queue: FolderBackend, name: str) -> None:
     """Take the job, run its attempt, record how it ended, promote its waiters."""
     worker = str(task.request.hostname or "")
     queue.before_start(name)
-    taken = lifecycle.take(
+    taken = running.take(
         queue,
         name,
         str(task.request.id),
@@ -93,7 +97,7 @@ def _run_job(task: Task, queue: FolderBackend, name: str) -> None:
     )
     if taken.record is None or taken.held is None:
         if taken.ended:  # it ended without running: its waiters move on
-            lifecycle.promote(queue, slots_freed=False)
+            queueing.promote(queue, slots_freed=False)
         return
     had_slots = bool(taken.held.locks)
     try:
@@ -102,11 +106,11 @@ def _run_job(task: Task, queue: FolderBackend, name: str) -> None:
         if not queue.is_outage(exc):
             # Never left "running" with nobody to record its end.
             logger.exception("job %s: its worker failed while it ran", name)
-            lifecycle.end_abandoned(queue, name, f"its worker failed: {exc}")
+            running.end_abandoned(queue, name, f"its worker failed: {exc}")
         raise
     finally:
         taken.held.release()
-    lifecycle.promote(queue, slots_freed=had_slots)
+    queueing.promote(queue, slots_freed=had_slots)
 
 
 def _run_attempt(queue: FolderBackend, record: JobRecord, held: slots.Slots) -> None:
@@ -132,7 +136,7 @@ def _run_attempt(queue: FolderBackend, record: JobRecord, held: slots.Slots) -> 
             link.started()
             returncode, timed_out = _wait_attempt(queue, record, proc)
         link.close()  # its last output is out before the job is seen ended
-    ended = lifecycle.end_running(queue, name, returncode, timed_out)
+    ended = running.end_running(queue, name, returncode, timed_out)
     if ended is not None:
         _log_end(name, ended.phase, returncode, time.monotonic() - begun)
 
@@ -247,7 +251,7 @@ def _record_failed_start(
     message = f"dvc-task: cannot run {proc.args[0]!r}: {exc}"
     _append_line(queue, name, message)
     link.close()
-    lifecycle.end_not_started(queue, name, FAILED_TO_START, returncode, message)
+    running.end_not_started(queue, name, FAILED_TO_START, returncode, message)
     _log_end(name, FAILED_TO_START, returncode, None)
 
 
